@@ -1,0 +1,38 @@
+"""Errors that name the offending input and say how to fix it.
+
+Every error a user can cause derives from :class:`HeadforgeError`; the CLI prints it without a
+traceback and exits non-zero. Programming errors stay ordinary exceptions.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class HeadforgeError(Exception):
+    """A problem with the user's input or environment, with the file and a fix."""
+
+    def __init__(self, problem: str, *, path: str | Path | None = None, fix: str | None = None):
+        self.problem = problem
+        self.path = None if path is None else Path(path)
+        self.fix = fix
+        parts = [f"{self.path}: {problem}" if self.path is not None else problem]
+        if fix:
+            parts.append(f"Fix: {fix}")
+        super().__init__("\n".join(parts))
+
+
+class InputError(HeadforgeError):
+    """A file is missing, unreadable, or its content is malformed."""
+
+
+class CameraError(HeadforgeError):
+    """Camera parameters are missing, non-finite or degenerate."""
+
+
+class CaptureError(HeadforgeError):
+    """A capture is empty or inconsistent (image sizes vs intrinsics, masks vs images)."""
+
+
+class MeshError(HeadforgeError):
+    """A mesh cannot be read or is unusable (no faces, non-finite vertices)."""

@@ -1,0 +1,1 @@
+"""Scene representations: meshes (and, later, Gaussians, hash grids, tri-planes, tri-grids, rigs)."""
