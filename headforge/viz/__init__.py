@@ -1,0 +1,1 @@
+"""Pictures people look at instead of numbers: contact sheets, turntables, colour maps."""

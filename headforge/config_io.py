@@ -1,0 +1,71 @@
+"""Load typed dataclass configs from TOML presets in ``configs/`` (strictly: unknown keys are errors).
+
+Nested dataclasses are tables; enums are given by value; tuples as arrays. A preset only lists the
+fields it changes; everything else keeps the dataclass default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import enum
+import tomllib
+import types
+import typing
+from pathlib import Path
+from typing import Any, TypeVar
+
+from headforge.errors import InputError
+
+T = TypeVar("T")
+
+CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+
+
+def _convert(value: Any, tp: Any, where: str, path: Path) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return _convert(value, args[0], where, path) if len(args) == 1 else value
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise InputError(f"{where} must be a table", path=path, fix=f"write it as [{where}]")
+        return from_dict(tp, value, path, where)
+    if isinstance(tp, type) and issubclass(tp, enum.Enum):
+        try:
+            return tp(value)
+        except ValueError:
+            choices = ", ".join(str(m.value) for m in tp)
+            raise InputError(f"{where} = {value!r} is not one of: {choices}", path=path,
+                             fix="use one of the listed values") from None
+    if origin is tuple:
+        return tuple(value)
+    if tp is Path:
+        return Path(value)
+    if tp is float and isinstance(value, int):
+        return float(value)
+    return value
+
+
+def from_dict(cls: type[T], data: dict, path: Path, prefix: str = "") -> T:
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    hints = typing.get_type_hints(cls)
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        raise InputError(f"unknown option(s) {', '.join(prefix + k for k in unknown)} for {cls.__name__}",
+                         path=path, fix=f"valid options: {', '.join(sorted(fields))}")
+    kwargs = {k: _convert(v, hints[k], f"{prefix}{k}", path) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def load_config(cls: type[T], path: str | Path) -> T:
+    """Read a TOML preset into ``cls``; a bare name like ``fast`` is looked up in configs/."""
+    path = Path(path)
+    if not path.suffix and not path.exists():
+        path = CONFIG_DIR / f"{path}.toml"
+    if not path.is_file():
+        raise InputError("config file not found", path=path, fix=f"presets live in {CONFIG_DIR}")
+    try:
+        data = tomllib.loads(path.read_text())
+    except tomllib.TOMLDecodeError as e:
+        raise InputError(f"invalid TOML: {e}", path=path, fix="fix the syntax") from None
+    return from_dict(cls, data, path)
