@@ -48,7 +48,7 @@ from headforge.captures.formats import (
     plan_image_names,
     resolve_image,
 )
-from headforge.errors import CameraError
+from headforge.errors import CameraError, InputError
 from headforge.geometry.cameras import DISTORTION_NAMES
 from headforge.geometry.rotations import opencv_w2c_to_opengl_c2w, opengl_c2w_to_opencv_w2c
 
@@ -76,8 +76,10 @@ def _intrinsics(frame: dict, meta: dict, i: int, path: Path, image: Path) -> tup
         w, h = image_size(image, path)
     fx = get("fl_x")
     if fx is None:
-        angle = json_number(frame if "camera_angle_x" in frame else meta, "camera_angle_x", path,
-                            f"frame {i} has no 'fl_x'; {where}")
+        angle = get("camera_angle_x")
+        if angle is None:
+            raise InputError(f"frame {i} has neither 'fl_x' nor 'camera_angle_x' (per frame or at the top level)",
+                             path=path, fix="add fl_x (focal length in pixels) or camera_angle_x (radians)")
         fx = 0.5 * w / math.tan(0.5 * angle)
     fy = get("fl_y")
     if fy is None:
