@@ -229,3 +229,19 @@ def test_detect_format(tmp_path):
         detect_format(tmp_path)
     with pytest.raises(InputError, match="output directory already exists"):
         write_capture(memory_capture(ring_w2c(3, 0)), tmp_path / "colmap", CaptureFormat.COLMAP)
+
+
+def test_alternative_layouts(tmp_path):
+    """ns-process-data keeps COLMAP under colmap/sparse/0 beside images/; NeRSemble keeps calibration/."""
+    capture = memory_capture(ring_w2c(4, 0))
+    out = write_capture(capture, tmp_path / "ns", CaptureFormat.COLMAP).parents[2]
+    (out / "colmap").mkdir()
+    (out / "sparse").rename(out / "colmap" / "sparse")
+    back = read_capture(out / "colmap" / "sparse" / "0" / "cameras.txt")
+    assert back.views[0].image_path.parent == out / "images"
+    assert_same_capture(capture, back)
+    cal = write_capture(capture, tmp_path / "nersemble", CaptureFormat.NERSEMBLE)
+    (cal.parent / "calibration").mkdir()
+    cal.rename(cal.parent / "calibration" / cal.name)
+    assert detect_format(cal.parent)[1] == cal.parent / "calibration" / cal.name
+    assert_same_capture(capture, read_capture(cal.parent))

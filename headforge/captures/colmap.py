@@ -8,7 +8,7 @@
   of 2D points which may be empty. Views are sorted by NAME (as 3DGS and nerfstudio do) before splitting.
 - points3D.txt (optional): ``POINT3D_ID X Y Z R G B ERROR TRACK...``; see :func:`read_points3d`.
 - Images live in ``ROOT/images`` where ROOT is the folder above ``sparse/`` (or the model folder itself
-  when the model is not under ``sparse/``).
+  when the model is not under ``sparse/``); failing that, the nearest ``images/`` above the model.
 
 The writer picks PINHOLE, OPENCV or FULL_OPENCV per camera, shares identical cameras, writes empty
 2D-point lines and carries the source's 3D points over when the capture was read from COLMAP.
@@ -121,12 +121,16 @@ def read_points3d(model_dir: str | Path) -> tuple[np.ndarray, np.ndarray] | None
     return np.array(xyz, dtype=np.float64).reshape(-1, 3), np.array(rgb, dtype=np.uint8).reshape(-1, 3)
 
 
-def _image_root(model_dir: Path) -> Path:
+def _image_dir(model_dir: Path) -> Path:
+    """``ROOT/images`` (ROOT = the folder above ``sparse/``), else the nearest ``images/`` up to three
+    levels above the model (ns-process-data keeps ``DIR/images`` beside ``DIR/colmap/sparse/0``)."""
+    root = model_dir
     if model_dir.name == "sparse":
-        return model_dir.parent
-    if model_dir.parent.name == "sparse":
-        return model_dir.parent.parent
-    return model_dir
+        root = model_dir.parent
+    elif model_dir.parent.name == "sparse":
+        root = model_dir.parent.parent
+    candidates = [root / "images"] + [p / "images" for p in model_dir.parents][:3]
+    return next((c for c in candidates if c.is_dir()), candidates[0])
 
 
 def read_colmap(path: str | Path, *, test_every: int = 8, test_views: Sequence[int] | None = None) -> Capture:
@@ -162,11 +166,11 @@ def read_colmap(path: str | Path, *, test_every: int = 8, test_views: Sequence[i
         raise InputError("images.txt lists no images", path=images_txt,
                          fix="the capture must list at least one registered image")
     entries.sort(key=lambda e: e[0])
-    root = _image_root(model_dir)
+    image_dir = _image_dir(model_dir)
     capture_cameras = cameras_from_arrays([e[1] for e in entries], np.array([e[2] for e in entries]),
                                           np.array([e[3] for e in entries]), np.array([e[4] for e in entries]),
                                           [e[0] for e in entries])
-    views = [View(root / "images" / e[0]) for e in entries]
+    views = [View(image_dir / e[0]) for e in entries]
     return finish_capture(capture_cameras, views, CaptureFormat.COLMAP, path,
                           test_every=test_every, test_views=test_views)
 
