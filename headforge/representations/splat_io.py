@@ -1,0 +1,236 @@
+"""Gaussian-splat files: graphdeco 3DGS PLY, antimatter15 ``.splat`` and glTF KHR_gaussian_splatting.
+
+Axis conventions: every format stores positions in headforge's world frame unchanged (the head frame:
+metres, +y up, face toward +z). glTF's own frame is +y up and +z toward the viewer's front, so GLB
+files open upright in glTF viewers; PLY and .splat have no declared frame, and viewers that assume
+COLMAP's y-down world (some 3DGS viewers) show the head upside down until flipped in the viewer.
+
+- PLY (SuperSplat, Unity GaussianSplatting, graphdeco viewers): binary little-endian float32
+  ``x y z nx ny nz f_dc_0..2 f_rest_0..(3(K-1)-1) opacity scale_0..2 rot_0..3``; f_rest is
+  channel-major (all R coefficients of bands 1.., then G, then B); opacity is a logit, scales are
+  logs, rot is a wxyz quaternion (not necessarily normalised).
+- .splat: 32 bytes per splat: position float32 x3, scale float32 x3 (linear), RGBA uint8 (colour
+  = 0.5 + SH_C0 * DC, alpha = opacity), rotation uint8 x4 (wxyz, q * 128 + 128), sorted by
+  decreasing scale volume x opacity. Lossy: no higher SH bands, 8-bit colour and rotation.
+- GLB (KHR_gaussian_splatting, release candidate): POINTS primitive with POSITION,
+  ``KHR_gaussian_splatting:ROTATION`` (xyzw, unit), ``:SCALE`` (linear), ``:OPACITY`` (after the
+  sigmoid), ``:SH_DEGREE_l_COEF_n`` (raw SH coefficients, m from -l to l); COLOR_0 carries the DC colour
+  and opacity so viewers without the extension show a coloured point cloud.
+"""
+
+from __future__ import annotations
+
+import json
+import struct
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from headforge.atomic import atomic_path
+from headforge.errors import InputError
+from headforge.renderers.sh import SH_C0, num_sh_bases, rgb_to_sh0, sh0_to_rgb
+from headforge.representations.gaussians import Splats
+
+_KHR = "KHR_gaussian_splatting"
+
+
+def _ply_fields(k: int) -> list[str]:
+    return (["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
+            + [f"f_rest_{i}" for i in range(3 * (k - 1))]
+            + ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"])
+
+
+def save_splats_ply(splats: Splats, path: str | Path) -> Path:
+    s = splats.detach()
+    n, k = len(s), s.sh.shape[1]
+    op = s.opacities.double().clamp(1e-7, 1 - 1e-7)
+    cols = [s.means, torch.zeros(n, 3), s.sh[:, 0], s.sh[:, 1:].transpose(1, 2).reshape(n, -1),
+            torch.log(op / (1 - op))[:, None], s.scales.clamp_min(1e-30).log(), s.quats]
+    data = torch.cat([c.double().cpu() for c in cols], 1).numpy().astype("<f4")
+    names = _ply_fields(k)
+    header = "ply\nformat binary_little_endian 1.0\n" + f"element vertex {n}\n"
+    header += "".join(f"property float {name}\n" for name in names) + "end_header\n"
+    with atomic_path(path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(header.encode("ascii"))
+            f.write(np.ascontiguousarray(data).tobytes())
+    return Path(path)
+
+
+def _parse_ply_header(raw: bytes, path: Path) -> tuple[list[str], int, int, np.dtype]:
+    end = raw.find(b"end_header\n")
+    if not raw.startswith(b"ply") or end < 0:
+        raise InputError("not a PLY file (missing 'ply' magic or 'end_header')", path=path,
+                         fix="export the splats as a 3DGS PLY")
+    lines = raw[:end].decode("ascii", errors="replace").splitlines()
+    fmt = next((ln.split()[1] for ln in lines if ln.startswith("format")), None)
+    if fmt != "binary_little_endian":
+        raise InputError(f"PLY format {fmt!r} is not supported", path=path,
+                         fix="save the splats as binary_little_endian PLY")
+    elements = [ln.split() for ln in lines if ln.startswith("element")]
+    if not elements or elements[0][1] != "vertex":
+        raise InputError("PLY has no vertex element", path=path, fix="this is not a Gaussian-splat PLY")
+    if len(elements) > 1:
+        raise InputError(f"PLY has extra elements {[e[1] for e in elements[1:]]}", path=path,
+                         fix="a 3DGS PLY holds only the vertex element")
+    n = int(elements[0][2])
+    types = {"float": "<f4", "float32": "<f4", "double": "<f8", "float64": "<f8", "uchar": "u1", "uint8": "u1",
+             "int": "<i4", "int32": "<i4", "uint": "<u4", "short": "<i2", "ushort": "<u2"}
+    props = []
+    for ln in lines:
+        parts = ln.split()
+        if parts[:1] == ["property"]:
+            if parts[1] == "list" or parts[1] not in types:
+                raise InputError(f"unsupported PLY property {' '.join(parts[1:])}", path=path,
+                                 fix="a 3DGS PLY has scalar float properties")
+            props.append((parts[2], types[parts[1]]))
+    return [p[0] for p in props], n, end + len(b"end_header\n"), np.dtype(props)
+
+
+def load_splats_ply(path: str | Path) -> Splats:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("splat PLY not found", path=path, fix="check the path")
+    raw = path.read_bytes()
+    names, n, offset, dtype = _parse_ply_header(raw, path)
+    if len(raw) - offset < n * dtype.itemsize:
+        raise InputError(f"PLY is truncated: header says {n} splats, data holds "
+                         f"{(len(raw) - offset) // dtype.itemsize}", path=path, fix="re-export the file")
+    arr = np.frombuffer(raw, dtype=dtype, count=n, offset=offset)
+    rest = sorted((nm for nm in names if nm.startswith("f_rest_")), key=lambda s: int(s.split("_")[-1]))
+    k = 1 + len(rest) // 3
+    required = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1", "scale_2",
+                "rot_0", "rot_1", "rot_2", "rot_3"]
+    missing = [r for r in required if r not in names]
+    if missing or len(rest) % 3 or k not in (1, 4, 9, 16):
+        raise InputError(f"not a 3DGS PLY: missing {missing} or {len(rest)} f_rest values", path=path,
+                         fix="export in the graphdeco 3DGS layout (f_dc, f_rest, opacity, scale, rot)")
+    col = lambda *keys: torch.from_numpy(np.stack([arr[c].astype(np.float32) for c in keys], 1))  # noqa: E731
+    sh_rest = col(*rest).reshape(n, 3, k - 1).transpose(1, 2) if k > 1 else torch.zeros(n, 0, 3)
+    quats = col("rot_0", "rot_1", "rot_2", "rot_3")
+    splats = Splats(col("x", "y", "z"), quats / quats.norm(dim=-1, keepdim=True).clamp_min(1e-12),
+                    torch.exp(col("scale_0", "scale_1", "scale_2")),
+                    torch.sigmoid(col("opacity")[:, 0]), torch.cat([col("f_dc_0", "f_dc_1", "f_dc_2")[:, None],
+                                                                     sh_rest], 1))
+    return splats.validate(path)
+
+
+def save_splats_dot_splat(splats: Splats, path: str | Path) -> Path:
+    s = splats.detach()
+    order = torch.argsort(-(s.scales.prod(-1) * s.opacities))
+    rec = np.zeros(len(s), dtype=[("pos", "<f4", 3), ("scale", "<f4", 3), ("rgba", "u1", 4), ("rot", "u1", 4)])
+    rec["pos"] = s.means[order].cpu().numpy()
+    rec["scale"] = s.scales[order].cpu().numpy()
+    rgba = torch.cat([sh0_to_rgb(s.sh[order, 0]), s.opacities[order, None]], 1)
+    rec["rgba"] = (rgba.clamp(0, 1) * 255).round().cpu().numpy()
+    q = s.quats[order] / s.quats[order].norm(dim=-1, keepdim=True)
+    rec["rot"] = (q * 128 + 128).round().clamp(0, 255).cpu().numpy()
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(rec.tobytes())
+    return Path(path)
+
+
+def load_splats_dot_splat(path: str | Path, max_sh_degree: int = 0) -> Splats:
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(".splat file not found", path=path, fix="check the path")
+    raw = path.read_bytes()
+    if len(raw) == 0 or len(raw) % 32:
+        raise InputError(f".splat size {len(raw)} is not a positive multiple of 32 bytes", path=path,
+                         fix="the file is truncated or not a .splat file")
+    rec = np.frombuffer(raw, dtype=[("pos", "<f4", 3), ("scale", "<f4", 3), ("rgba", "u1", 4), ("rot", "u1", 4)])
+    rgba = torch.from_numpy(rec["rgba"].astype(np.float32) / 255)
+    q = (torch.from_numpy(rec["rot"].astype(np.float32)) - 128) / 128
+    n = len(rec)
+    sh = torch.zeros(n, num_sh_bases(max_sh_degree), 3)
+    sh[:, 0] = rgb_to_sh0(rgba[:, :3])
+    return Splats(torch.from_numpy(rec["pos"].copy()), q / q.norm(dim=-1, keepdim=True).clamp_min(1e-12),
+                  torch.from_numpy(rec["scale"].copy()), rgba[:, 3], sh).validate(path)
+
+
+def _glb_attribute_names(k: int) -> list[str]:
+    names = []
+    for degree in range(int(k ** 0.5)):
+        names += [f"{_KHR}:SH_DEGREE_{degree}_COEF_{n}" for n in range(2 * degree + 1)]
+    return names
+
+
+def save_splats_glb(splats: Splats, path: str | Path, color_space: str = "srgb_rec709_display") -> Path:
+    s = splats.detach()
+    n, k = len(s), s.sh.shape[1]
+    q = s.quats / s.quats.norm(dim=-1, keepdim=True)
+    color = torch.cat([sh0_to_rgb(s.sh[:, 0]).clamp(0, 1), s.opacities[:, None]], 1)
+    arrays = [("POSITION", s.means, "VEC3"), ("COLOR_0", color, "VEC4"),
+              (f"{_KHR}:ROTATION", q[:, [1, 2, 3, 0]], "VEC4"), (f"{_KHR}:SCALE", s.scales, "VEC3"),
+              (f"{_KHR}:OPACITY", s.opacities[:, None], "SCALAR")]
+    arrays += [(name, s.sh[:, i], "VEC3") for i, name in enumerate(_glb_attribute_names(k))]
+    blob, views, accessors, attributes = bytearray(), [], [], {}
+    for i, (name, tensor, kind) in enumerate(arrays):
+        data = np.ascontiguousarray(tensor.float().cpu().numpy().astype("<f4"))
+        views.append({"buffer": 0, "byteOffset": len(blob), "byteLength": data.nbytes})
+        acc = {"bufferView": i, "componentType": 5126, "count": n, "type": kind}
+        if name == "POSITION":
+            acc["min"], acc["max"] = data.min(0).tolist(), data.max(0).tolist()
+        accessors.append(acc)
+        attributes[name] = i
+        blob += data.tobytes()
+    doc = {"asset": {"version": "2.0", "generator": "headforge"}, "extensionsUsed": [_KHR],
+           "scene": 0, "scenes": [{"nodes": [0]}], "nodes": [{"mesh": 0, "name": "splats"}],
+           "meshes": [{"primitives": [{"attributes": attributes, "mode": 0,
+                                       "extensions": {_KHR: {"kernel": "ellipse", "colorSpace": color_space}}}]}],
+           "buffers": [{"byteLength": len(blob)}], "bufferViews": views, "accessors": accessors}
+    body = json.dumps(doc, separators=(",", ":")).encode()
+    body += b" " * (-len(body) % 4)
+    blob += b"\0" * (-len(blob) % 4)
+    total = 12 + 8 + len(body) + 8 + len(blob)
+    out = struct.pack("<4sII", b"glTF", 2, total) + struct.pack("<I4s", len(body), b"JSON") + body
+    out += struct.pack("<I4s", len(blob), b"BIN\0") + bytes(blob)
+    with atomic_path(path) as tmp:
+        tmp.write_bytes(out)
+    return Path(path)
+
+
+def load_splats_glb(path: str | Path) -> Splats:
+    """Read a GLB written with KHR_gaussian_splatting (float accessors)."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError("GLB not found", path=path, fix="check the path")
+    raw = path.read_bytes()
+    try:
+        magic, _, _ = struct.unpack_from("<4sII", raw, 0)
+        jlen, jtype = struct.unpack_from("<I4s", raw, 12)
+        doc = json.loads(raw[20:20 + jlen])
+        blen, _ = struct.unpack_from("<I4s", raw, 20 + jlen)
+        blob = raw[28 + jlen:28 + jlen + blen]
+        prim = doc["meshes"][0]["primitives"][0]
+        attrs = prim["attributes"]
+    except (struct.error, ValueError, KeyError, IndexError) as e:
+        raise InputError(f"not a readable GLB ({e})", path=path, fix="re-export the splats as GLB") from None
+    if magic != b"glTF" or _KHR not in prim.get("extensions", {}):
+        raise InputError(f"GLB has no {_KHR} primitive", path=path,
+                         fix="export with the KHR_gaussian_splatting extension")
+
+    def get(name: str) -> torch.Tensor:
+        if name not in attrs:
+            raise InputError(f"GLB splat primitive lacks attribute {name}", path=path, fix="re-export the file")
+        acc = doc["accessors"][attrs[name]]
+        view = doc["bufferViews"][acc["bufferView"]]
+        width = {"SCALAR": 1, "VEC3": 3, "VEC4": 4}[acc["type"]]
+        if acc["componentType"] != 5126:
+            raise InputError(f"{name} is not stored as float", path=path, fix="only float accessors are read")
+        start = view.get("byteOffset", 0) + acc.get("byteOffset", 0)
+        data = np.frombuffer(blob, dtype="<f4", count=acc["count"] * width, offset=start)
+        return torch.from_numpy(data.reshape(acc["count"], width).copy())
+
+    sh_names = [nm for nm in _glb_attribute_names(16) if nm in attrs]
+    k = len(sh_names)
+    if k not in (1, 4, 9, 16) or sh_names != _glb_attribute_names(k):
+        raise InputError("GLB spherical harmonics bands are incomplete", path=path, fix="re-export the file")
+    q = get(f"{_KHR}:ROTATION")[:, [3, 0, 1, 2]]
+    return Splats(get("POSITION"), q / q.norm(dim=-1, keepdim=True).clamp_min(1e-12), get(f"{_KHR}:SCALE"),
+                  get(f"{_KHR}:OPACITY")[:, 0], torch.stack([get(nm) for nm in sh_names], 1)).validate(path)
+
+
+__all__ = ["SH_C0", "save_splats_ply", "load_splats_ply", "save_splats_dot_splat", "load_splats_dot_splat",
+           "save_splats_glb", "load_splats_glb"]
