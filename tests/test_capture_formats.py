@@ -4,13 +4,20 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 
 import numpy as np
 import pytest
 import torch
 
 from headforge.captures.capture import Capture, Split, View
-from headforge.captures.formats import CaptureFormat, detect_format, read_capture, write_capture
+from headforge.captures.formats import (
+    CaptureFormat,
+    detect_format,
+    read_capture,
+    write_camera_file,
+    write_capture,
+)
 from headforge.captures.images import read_image, write_image
 from headforge.errors import CameraError, CaptureError, InputError
 from headforge.geometry.cameras import Cameras
@@ -245,3 +252,22 @@ def test_alternative_layouts(tmp_path):
     cal.rename(cal.parent / "calibration" / cal.name)
     assert detect_format(cal.parent)[1] == cal.parent / "calibration" / cal.name
     assert_same_capture(capture, read_capture(cal.parent))
+
+
+def test_write_camera_file_points_at_existing_files(tmp_path):
+    capture = file_capture(tmp_path)
+    path = write_camera_file(capture, tmp_path / "src", CaptureFormat.NERFSTUDIO)
+    assert json.loads(path.read_text())["frames"][0]["file_path"] == "img00.png"
+    back = read_capture(path)
+    assert [v.image_path for v in back.views] == [v.image_path for v in capture.views]
+    assert_same_capture(capture, back)
+    plain = replace(capture, views=tuple(replace(v, depth_path=None, frame=0) for v in capture.views),
+                    world_transform=torch.eye(4))
+    with pytest.raises(CaptureError, match="img00.png has no alpha channel"):
+        write_camera_file(plain, tmp_path / "src", CaptureFormat.OPENCV_JSON)
+    for v in plain.views:  # RGBA images carry the masks: fine
+        write_image(v.image_path, np.concatenate([read_image(v.image_path), read_image(v.mask_path)], -1))
+    cv = read_capture(write_camera_file(plain, tmp_path / "src", CaptureFormat.OPENCV_JSON))
+    assert_same_capture(plain, cv)
+    with pytest.raises(ValueError, match="not colmap"):
+        write_camera_file(plain, tmp_path / "src", CaptureFormat.COLMAP)

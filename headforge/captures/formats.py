@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import shutil
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from headforge.atomic import write_text
 from headforge.captures.capture import Capture, Split, View
 from headforge.captures.images import read_image, read_mask, write_image
 from headforge.errors import CameraError, CaptureError, InputError
@@ -139,6 +141,46 @@ def write_capture(capture: Capture, out_dir: str | Path, format: CaptureFormat |
     else:
         from headforge.captures.colmap import write_colmap as writer
     return writer(capture, out_dir, overwrite=overwrite, lossy=lossy)
+
+
+def write_camera_file(capture: Capture, directory: str | Path, format: CaptureFormat | str, *,
+                      lossy: bool = False) -> Path:
+    """Write only the camera file (nerfstudio or opencv_json) into ``directory``, pointing at the
+    capture's image, mask and depth files where they are (relative paths). Nothing is copied.
+
+    opencv_cameras.json has no mask slot: views with separate masks need RGBA images (checked from the
+    image headers) unless ``lossy``.
+    """
+    fmt, directory = CaptureFormat(format), Path(directory)
+    if fmt not in (CaptureFormat.NERFSTUDIO, CaptureFormat.OPENCV_JSON):
+        raise ValueError(f"write_camera_file writes nerfstudio or opencv_json, not {fmt}; use write_capture")
+    if capture.images is not None:
+        raise CaptureError("an in-memory capture has no image files to point at", path=directory,
+                           fix="use write_capture, which writes the images too")
+    check_exportable(capture, fmt, lossy)
+    rel = lambda p: None if p is None else Path(os.path.relpath(p, directory)).as_posix()  # noqa: E731
+    images = [rel(v.image_path) for v in capture.views]
+    if fmt is CaptureFormat.NERFSTUDIO:
+        from headforge.captures.nerfstudio import nerfstudio_meta
+        meta = nerfstudio_meta(capture, images, [rel(v.mask_path) for v in capture.views],
+                               [rel(v.depth_path) for v in capture.views])
+    else:
+        from headforge.captures.opencv_json import opencv_json_meta
+        for v in capture.views:
+            if v.mask_path is not None and not lossy and image_mode(v.image_path) not in ("RGBA", "LA"):
+                raise CaptureError(f"opencv_cameras.json has no mask slot and {v.image_path.name} has no alpha "
+                                   "channel to carry its mask", path=v.image_path,
+                                   fix="use write_capture (it bakes masks into alpha) or pass lossy=True")
+        meta = opencv_json_meta(capture, images)
+    path = directory / FORMAT_INFO[fmt].camera_files[0]
+    write_text(path, json_text(meta))
+    return path
+
+
+def image_mode(path: Path) -> str:
+    """PIL mode (``RGB``, ``RGBA``, ``L``, ...) from the image header."""
+    with Image.open(path) as im:
+        return im.mode
 
 
 # ---------------------------------------------------------------------------------------- reading helpers

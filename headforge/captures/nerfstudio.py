@@ -138,43 +138,56 @@ def _intrinsics_json(cameras, i: int, with_distortion: bool) -> dict:
     return out
 
 
-def write_nerfstudio(capture: Capture, out_dir: str | Path, *, overwrite: bool = False,
-                     lossy: bool = False) -> Path:
-    """Write ``out_dir/transforms.json`` with ``images/``, ``masks/`` and ``depths/`` beside it."""
-    check_exportable(capture, CaptureFormat.NERFSTUDIO, lossy)
-    out_dir = Path(out_dir)
+def nerfstudio_meta(capture: Capture, images: Sequence[str], masks: Sequence[str | None],
+                    depths: Sequence[str | None]) -> dict:
+    """The transforms.json content for ``capture`` with the given relative file paths per view."""
     cams = capture.native_cameras
     distorted = cams.has_distortion()
     per_view = [_intrinsics_json(cams, i, distorted) for i in range(len(cams))]
     shared = all(p == per_view[0] for p in per_view)
     c2w = opencv_w2c_to_opengl_c2w(cams.world_to_camera.double())
-    names = plan_image_names(capture, bake_mask=False)
     multi_frame = len({v.frame for v in capture.views}) > 1
+    frames = []
+    for i, view in enumerate(capture.views):
+        frame: dict = {"file_path": images[i], "transform_matrix": c2w[i].tolist()}
+        if masks[i] is not None:
+            frame["mask_path"] = masks[i]
+        if depths[i] is not None:
+            frame["depth_file_path"] = depths[i]
+        if multi_frame:
+            frame["frame_index"] = view.frame
+        if not shared:
+            frame.update(per_view[i])
+        frames.append(frame)
+    meta: dict = {"camera_model": "OPENCV" if distorted else "PINHOLE"}
+    if shared:
+        meta.update(per_view[0])
+    if any(d is not None for d in depths):
+        meta["depth_unit_scale_factor"] = capture.depth_unit
+    if not torch.equal(capture.world_transform.float(), torch.eye(4)):
+        meta["applied_transform"] = capture.world_transform.double()[:3].tolist()
+    meta["frames"] = frames
+    return meta
+
+
+def write_nerfstudio(capture: Capture, out_dir: str | Path, *, overwrite: bool = False,
+                     lossy: bool = False) -> Path:
+    """Write ``out_dir/transforms.json`` with ``images/``, ``masks/`` and ``depths/`` beside it."""
+    check_exportable(capture, CaptureFormat.NERFSTUDIO, lossy)
+    out_dir = Path(out_dir)
+    names = plan_image_names(capture, bake_mask=False)
+    masks: list[str | None] = [None] * len(names)
+    depths: list[str | None] = [None] * len(names)
     with atomic_directory(out_dir, overwrite=overwrite) as stage:
-        frames = []
         for i, (view, name) in enumerate(zip(capture.views, names, strict=True)):
             export_image(capture, i, stage / "images" / name, bake_mask=False)
-            frame: dict = {"file_path": f"images/{name}", "transform_matrix": c2w[i].tolist()}
             if view.mask_path is not None:
-                export_mask(view.mask_path, stage / "masks" / f"{Path(name).stem}.png")
-                frame["mask_path"] = f"masks/{Path(name).stem}.png"
+                masks[i] = f"masks/{Path(name).stem}.png"
+                export_mask(view.mask_path, stage / masks[i])
             if view.depth_path is not None:
-                depth_name = f"{Path(name).stem}{view.depth_path.suffix}"
+                depths[i] = f"depths/{Path(name).stem}{view.depth_path.suffix}"
                 (stage / "depths").mkdir(exist_ok=True)
-                shutil.copyfile(view.depth_path, stage / "depths" / depth_name)
-                frame["depth_file_path"] = f"depths/{depth_name}"
-            if multi_frame:
-                frame["frame_index"] = view.frame
-            if not shared:
-                frame.update(per_view[i])
-            frames.append(frame)
-        meta: dict = {"camera_model": "OPENCV" if distorted else "PINHOLE"}
-        if shared:
-            meta.update(per_view[0])
-        if any(v.depth_path is not None for v in capture.views):
-            meta["depth_unit_scale_factor"] = capture.depth_unit
-        if not torch.equal(capture.world_transform.float(), torch.eye(4)):
-            meta["applied_transform"] = capture.world_transform.double()[:3].tolist()
-        meta["frames"] = frames
+                shutil.copyfile(view.depth_path, stage / depths[i])
+        meta = nerfstudio_meta(capture, [f"images/{n}" for n in names], masks, depths)
         write_text(stage / "transforms.json", json_text(meta))
     return out_dir / "transforms.json"

@@ -53,27 +53,39 @@ def read_opencv_json(path: str | Path, *, test_every: int = 8, test_views: Seque
                           test_every=test_every, test_views=test_views)
 
 
-def write_opencv_json(capture: Capture, out_dir: str | Path, *, overwrite: bool = False,
-                      lossy: bool = False) -> Path:
-    """Write ``out_dir/opencv_cameras.json`` and ``out_dir/images/``."""
-    check_exportable(capture, CaptureFormat.OPENCV_JSON, lossy)
-    cams = capture.native_cameras
-    if cams.has_distortion():
+def _check_pinhole(capture: Capture) -> None:
+    if capture.native_cameras.has_distortion():
         raise CameraError("opencv_cameras.json has no distortion model but the cameras are distorted",
                           path=capture.source_path, fix="undistort the capture first, or write nerfstudio/colmap")
-    out_dir = Path(out_dir)
-    names = plan_image_names(capture, bake_mask=True)
+
+
+def opencv_json_meta(capture: Capture, images: Sequence[str]) -> dict:
+    """The opencv_cameras.json content for ``capture`` with the given relative image paths."""
+    _check_pinhole(capture)
+    cams = capture.native_cameras
     multi_frame = len({v.frame for v in capture.views}) > 1
     w2c = cams.world_to_camera.double()
+    frames = []
+    for i, image in enumerate(images):
+        frame = {"w": int(cams.width[i]), "h": int(cams.height[i]), "fx": float(cams.fx[i]),
+                 "fy": float(cams.fy[i]), "cx": float(cams.cx[i]), "cy": float(cams.cy[i]),
+                 "w2c": w2c[i].tolist(), "file_path": image}
+        if multi_frame:
+            frame["frame_index"] = capture.views[i].frame
+        frames.append(frame)
+    return {"frames": frames}
+
+
+def write_opencv_json(capture: Capture, out_dir: str | Path, *, overwrite: bool = False,
+                      lossy: bool = False) -> Path:
+    """Write ``out_dir/opencv_cameras.json`` and ``out_dir/images/`` (separate masks baked into alpha)."""
+    check_exportable(capture, CaptureFormat.OPENCV_JSON, lossy)
+    _check_pinhole(capture)
+    out_dir = Path(out_dir)
+    names = plan_image_names(capture, bake_mask=True)
     with atomic_directory(out_dir, overwrite=overwrite) as stage:
-        frames = []
         for i, name in enumerate(names):
             export_image(capture, i, stage / "images" / name, bake_mask=True)
-            frame = {"w": int(cams.width[i]), "h": int(cams.height[i]), "fx": float(cams.fx[i]),
-                     "fy": float(cams.fy[i]), "cx": float(cams.cx[i]), "cy": float(cams.cy[i]),
-                     "w2c": w2c[i].tolist(), "file_path": f"images/{name}"}
-            if multi_frame:
-                frame["frame_index"] = capture.views[i].frame
-            frames.append(frame)
-        write_text(stage / "opencv_cameras.json", json_text({"frames": frames}))
+        meta = opencv_json_meta(capture, [f"images/{n}" for n in names])
+        write_text(stage / "opencv_cameras.json", json_text(meta))
     return out_dir / "opencv_cameras.json"
