@@ -261,6 +261,8 @@ def test_write_camera_file_points_at_existing_files(tmp_path):
     back = read_capture(path)
     assert [v.image_path for v in back.views] == [v.image_path for v in capture.views]
     assert_same_capture(capture, back)
+    with pytest.raises(CaptureError, match="cannot store depth maps"):
+        write_camera_file(capture, tmp_path / "src", CaptureFormat.OPENCV_JSON, lossy=False)
     plain = replace(capture, views=tuple(replace(v, depth_path=None, frame=0) for v in capture.views),
                     world_transform=torch.eye(4))
     with pytest.raises(CaptureError, match="img00.png has no alpha channel"):

@@ -144,12 +144,14 @@ def write_capture(capture: Capture, out_dir: str | Path, format: CaptureFormat |
 
 
 def write_camera_file(capture: Capture, directory: str | Path, format: CaptureFormat | str, *,
-                      lossy: bool = False) -> Path:
+                      lossy: bool = True) -> Path:
     """Write only the camera file (nerfstudio or opencv_json) into ``directory``, pointing at the
     capture's image, mask and depth files where they are (relative paths). Nothing is copied.
 
-    opencv_cameras.json has no mask slot: views with separate masks need RGBA images (checked from the
-    image headers) unless ``lossy``.
+    The data files stay in place, so by default what the format cannot describe (depth maps, frame
+    indices, the world transform) is simply left out of it; ``lossy=False`` refuses instead. Masks
+    are never dropped: opencv_cameras.json has no mask slot, so views with separate mask files need
+    RGBA images (checked from the image headers); otherwise use ``write_capture``, which bakes them.
     """
     fmt, directory = CaptureFormat(format), Path(directory)
     if fmt not in (CaptureFormat.NERFSTUDIO, CaptureFormat.OPENCV_JSON):
@@ -167,10 +169,10 @@ def write_camera_file(capture: Capture, directory: str | Path, format: CaptureFo
     else:
         from headforge.captures.opencv_json import opencv_json_meta
         for v in capture.views:
-            if v.mask_path is not None and not lossy and image_mode(v.image_path) not in ("RGBA", "LA"):
+            if v.mask_path is not None and image_mode(v.image_path) not in ("RGBA", "LA"):
                 raise CaptureError(f"opencv_cameras.json has no mask slot and {v.image_path.name} has no alpha "
                                    "channel to carry its mask", path=v.image_path,
-                                   fix="use write_capture (it bakes masks into alpha) or pass lossy=True")
+                                   fix="use write_capture, which bakes masks into the images' alpha")
         meta = opencv_json_meta(capture, images)
     path = directory / FORMAT_INFO[fmt].camera_files[0]
     write_text(path, json_text(meta))
