@@ -176,8 +176,9 @@ def composite_torch(means2d: Tensor, conics: Tensor, opacities: Tensor, colors: 
         weights = torch.where(included, alpha * T_before, torch.zeros_like(alpha))
         accs.append(torch.einsum("bpm,bmd->bpd", weights, flat_col[g]))  # [B, P, D]
         Ts.append(T[..., -1])  # [B, P]
-    if not accs:  # nothing visible: keep the outputs attached to the graph (zero gradients)
-        accs, Ts = [flat_col[:0].reshape(0, 1, D).expand(0, P, D)], [flat_op[:0].reshape(0, 1).expand(0, P)]
+    if not accs:  # nothing visible: keep the outputs attached to the graph (zero gradients, no None)
+        zero = flat_xy[:0].sum() + flat_con[:0].sum() + flat_op[:0].sum()  # an exact 0 that needs grad
+        accs, Ts = [flat_col[:0].reshape(0, 1, D).expand(0, P, D) + zero], [flat_op[:0].reshape(0, 1).expand(0, P)]
     acc_tiles = colors.new_zeros(C * n_tiles, P, D).index_copy(0, busy, torch.cat(accs))
     T_tiles = opacities.new_ones(C * n_tiles, P).index_copy(0, busy, torch.cat(Ts))
 
