@@ -71,7 +71,11 @@ def _format_of_file(path: Path) -> CaptureFormat | None:
 
 
 def detect_format(path: str | Path) -> tuple[CaptureFormat, Path]:
-    """(format, camera file) of a capture directory or of a camera file given directly."""
+    """(format, camera file) of a capture directory or of a camera file given directly.
+
+    A directory holding both transforms.json and opencv_cameras.json (what render-capture writes) is
+    read as nerfstudio; any other mix of camera files is ambiguous and an error.
+    """
     path = Path(path)
     looked_for = [c for info in FORMAT_INFO.values() for c in info.camera_files]
     if not path.exists():
@@ -89,6 +93,9 @@ def detect_format(path: str | Path) -> tuple[CaptureFormat, Path]:
     if not found:
         raise InputError(f"no camera file found; looked for {', '.join(looked_for)}", path=path,
                          fix="point at the capture directory that holds one of these files")
+    if formats == {CaptureFormat.NERFSTUDIO, CaptureFormat.OPENCV_JSON}:
+        # headforge's own rendered captures carry both; transforms.json also lists masks and depth
+        return next(f for f in found if f[0] is CaptureFormat.NERFSTUDIO)
     if len(formats) > 1:
         raise InputError(f"several camera files found ({', '.join(str(p) for _, p in found)})", path=path,
                          fix="pass the camera file you mean instead of the directory")

@@ -50,16 +50,18 @@ def error_map(a: np.ndarray, b: np.ndarray, vmax: float = 0.2) -> np.ndarray:
 
 
 def _caption(tile: np.ndarray, text: str, height: int) -> np.ndarray:
-    bar = np.ones((height, tile.shape[1], 3), np.float32)
+    bar = np.full((height, tile.shape[1], 3), 255, np.uint8)
     scale = max(0.35, height / 40)
-    cv2.putText(bar, text, (4, int(height * 0.72)), cv2.FONT_HERSHEY_SIMPLEX, scale, (0.1, 0.1, 0.1), 1,
-                cv2.LINE_AA)
-    return np.concatenate([bar, tile], 0)
+    cv2.putText(bar, text, (4, int(height * 0.72)), cv2.FONT_HERSHEY_SIMPLEX, scale, (25, 25, 25), 1, cv2.LINE_AA)
+    return np.concatenate([bar.astype(np.float32) / 255, tile], 0)
 
 
 def contact_sheet(rows: Sequence[Sequence[np.ndarray]], *, column_titles: Sequence[str] = (),
                   row_labels: Sequence[str] = (), tile_height: int = 192, gap: int = 4) -> np.ndarray:
-    """Grid image [H, W, 3] of tiles (any size/channels; resized to ``tile_height``)."""
+    """Grid image [H, W, 3] of tiles (any size/channels; resized to ``tile_height``).
+
+    Column titles form one header line; each row's label is written above its first tile.
+    """
     if not rows or not rows[0]:
         raise ValueError("contact_sheet needs at least one tile")
     ncols = max(len(r) for r in rows)
@@ -67,18 +69,20 @@ def contact_sheet(rows: Sequence[Sequence[np.ndarray]], *, column_titles: Sequen
     tile_w = max(1, round(first.shape[1] * tile_height / first.shape[0]))
     cap_h = max(16, tile_height // 8)
     out_rows = []
+    if column_titles:
+        header = [_caption(np.ones((0, tile_w, 3), np.float32), t, cap_h) for t in column_titles]
+        header += [np.ones((cap_h, tile_w, 3), np.float32)] * (ncols - len(header))
+        out_rows.append(np.concatenate([np.pad(h, ((0, 0), (0, gap), (0, 0)), constant_values=1.0)
+                                        for h in header], 1))
     for r, row in enumerate(rows):
         tiles = []
         for c in range(ncols):
             tile = np.ones((tile_height, tile_w, 3), np.float32)
             if c < len(row):
                 tile = cv2.resize(to_rgb(row[c]), (tile_w, tile_height), interpolation=cv2.INTER_AREA)
-            label = ""
-            if r == 0 and c < len(column_titles):
-                label = column_titles[c]
-            if c == 0 and r < len(row_labels):
-                label = f"{row_labels[r]}  {label}".strip()
-            tile = _caption(tile, label, cap_h)
+            label = row_labels[r] if (c == 0 and r < len(row_labels)) else ""
+            if row_labels:
+                tile = _caption(tile, label, cap_h)
             tiles.append(np.pad(tile, ((0, gap), (0, gap), (0, 0)), constant_values=1.0))
         out_rows.append(np.concatenate(tiles, 1))
     return np.clip(np.concatenate(out_rows, 0), 0, 1)

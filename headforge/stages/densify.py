@@ -1,0 +1,156 @@
+"""Adaptive density control for Gaussian splats: gsplat's ``DefaultStrategy`` rules, in torch.
+
+Runs on any device (it is what the CPU path uses; on CUDA it gives the same results as gsplat's
+strategy with ``absgrad=False, revised_opacity=False, packed=False``):
+
+- after every backward pass, accumulate the norm of each visible Gaussian's screen-space mean
+  gradient (scaled to NDC: x by W/2, y by H/2, times the number of cameras) and its visibility count;
+- every ``refine_every`` steps in [refine_start, refine_stop): Gaussians whose mean gradient exceeds
+  ``grow_grad2d`` are duplicated when small (max scale <= grow_scale3d x scene_scale) or split in two
+  (samples from the Gaussian, scales / 1.6) when large; then Gaussians with opacity < ``prune_opa``
+  (and, after the first opacity reset, larger than prune_scale3d x scene_scale) are removed;
+- every ``reset_every`` steps, opacities are clamped to 2 x prune_opa.
+Optimizer moments follow their Gaussians: copied for duplicates, zeroed for split children, dropped
+for pruned ones.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from headforge.geometry.rotations import quat_to_rotmat
+from headforge.renderers.gaussian_raster import GaussianRender
+from headforge.representations.gaussians import GaussianModel
+
+
+@dataclass(frozen=True)
+class DensifyConfig:
+    prune_opa: float = 0.005
+    grow_grad2d: float = 0.0002
+    grow_scale3d: float = 0.01
+    prune_scale3d: float = 0.1
+    refine_start: int = 500
+    refine_stop: int = 15_000
+    refine_every: int = 100
+    reset_every: int = 3000
+    max_gaussians: int = 1_000_000  # growth stops at this count
+
+
+@dataclass
+class DensifyState:
+    grad2d: Tensor  # [N] accumulated gradient norms
+    count: Tensor  # [N] times visible
+
+    @staticmethod
+    def empty(n: int, device) -> DensifyState:
+        return DensifyState(torch.zeros(n, device=device), torch.zeros(n, device=device))
+
+
+def accumulate(state: DensifyState, render: GaussianRender) -> None:
+    """Add this step's screen-space gradient norms (call after backward)."""
+    grad = render.means2d.grad
+    if grad is None:
+        raise RuntimeError("means2d has no gradient: call accumulate after loss.backward()")
+    c = grad.shape[0]
+    g = grad.detach().clone()
+    g[..., 0] *= render.width / 2 * c
+    g[..., 1] *= render.height / 2 * c
+    visible = render.radii > 0  # [C, N]
+    ids = visible.nonzero()[:, 1]
+    state.grad2d.index_add_(0, ids, g[visible].norm(dim=-1))
+    state.count.index_add_(0, ids, torch.ones_like(ids, dtype=state.count.dtype))
+
+
+def edit_gaussians(model: GaussianModel, optimizer: torch.optim.Optimizer,
+                   param_fn: Callable[[str, Tensor], Tensor], state_fn: Callable[[str, Tensor], Tensor]) -> None:
+    """Replace every parameter by ``param_fn(name, old)`` and each Adam moment by ``state_fn(name, old)``."""
+    for group in optimizer.param_groups:
+        name = group["name"]
+        old = group["params"][0]
+        new = nn.Parameter(param_fn(name, old.detach()))
+        st = optimizer.state.pop(old, None)
+        if st is not None:
+            for key in ("exp_avg", "exp_avg_sq"):
+                st[key] = state_fn(name, st[key])
+            optimizer.state[new] = st
+        group["params"] = [new]
+        setattr(model, name, new)
+
+
+def refine(model: GaussianModel, optimizer: torch.optim.Optimizer, state: DensifyState, cfg: DensifyConfig,
+           step: int, scene_scale: float, generator: torch.Generator | None = None) -> dict[str, int]:
+    """Grow and prune once; returns counts for logging and resets the accumulators."""
+    with torch.no_grad():
+        n = len(model)
+        avg = state.grad2d / state.count.clamp_min(1)
+        high = avg > cfg.grow_grad2d
+        max_scale = model.log_scales.exp().max(-1).values
+        small = max_scale <= cfg.grow_scale3d * scene_scale
+        room = max(0, cfg.max_gaussians - n)
+        dupli = (high & small).nonzero()[:, 0][:room]
+        split = (high & ~small).nonzero()[:, 0][:max(0, room - len(dupli))]
+        # duplicate: append copies (moments copied too, as gsplat does)
+        if len(dupli):
+            edit_gaussians(model, optimizer, lambda _, p: torch.cat([p, p[dupli]]),
+                           lambda _, s: torch.cat([s, s[dupli]]))
+        # split: two children sampled inside each parent, parents removed
+        if len(split):
+            scales = model.log_scales[split].exp()
+            R = quat_to_rotmat(model.quats[split])
+            noise = torch.randn(2, len(split), 3, generator=generator, device=scales.device, dtype=scales.dtype)
+            offsets = torch.einsum("nij,bnj->bni", R, scales[None] * noise)  # [2, S, 3]
+            keep = torch.ones(len(model), dtype=torch.bool, device=scales.device)
+            keep[split] = False
+
+            def split_param(name: str, p: Tensor) -> Tensor:
+                if name == "means":
+                    children = (p[split][None] + offsets).reshape(-1, 3)
+                elif name == "log_scales":
+                    children = (p[split] - torch.log(torch.tensor(1.6))).repeat(2, 1)
+                else:
+                    children = p[split].repeat(2, *([1] * (p.ndim - 1)))
+                return torch.cat([p[keep], children])
+
+            def split_moment(_: str, m: Tensor) -> Tensor:
+                return torch.cat([m[keep], torch.zeros_like(m[split]).repeat(2, *([1] * (m.ndim - 1)))])
+
+            edit_gaussians(model, optimizer, split_param, split_moment)
+        # prune
+        prune = torch.sigmoid(model.logit_opacities) < cfg.prune_opa
+        if step > cfg.reset_every:
+            prune |= model.log_scales.exp().max(-1).values > cfg.prune_scale3d * scene_scale
+        if bool(prune.all()):
+            prune[torch.argmax(model.logit_opacities)] = False  # never prune everything
+        if bool(prune.any()):
+            keep = ~prune
+            edit_gaussians(model, optimizer, lambda _, p: p[keep], lambda _, s: s[keep])
+        state.grad2d = torch.zeros(len(model), device=model.means.device)
+        state.count = torch.zeros(len(model), device=model.means.device)
+        return {"duplicated": len(dupli), "split": len(split), "pruned": int(prune.sum()), "total": len(model)}
+
+
+def reset_opacities(model: GaussianModel, optimizer: torch.optim.Optimizer, cfg: DensifyConfig) -> None:
+    ceiling = torch.logit(torch.tensor(cfg.prune_opa * 2.0)).item()
+    edit_gaussians(model, optimizer,
+                   lambda name, p: p.clamp_max(ceiling) if name == "logit_opacities" else p,
+                   lambda name, s: torch.zeros_like(s) if name == "logit_opacities" else s)
+
+
+def densify_step(model: GaussianModel, optimizer: torch.optim.Optimizer, state: DensifyState, cfg: DensifyConfig,
+                 step: int, render: GaussianRender, scene_scale: float,
+                 generator: torch.Generator | None = None) -> dict[str, int] | None:
+    """The per-step hook: accumulate, and refine / reset on schedule. ``step`` counts from 1."""
+    if step >= cfg.refine_stop:
+        return None
+    accumulate(state, render)
+    stats = None
+    if step > cfg.refine_start and step % cfg.refine_every == 0:
+        stats = refine(model, optimizer, state, cfg, step, scene_scale, generator)
+    if step % cfg.reset_every == 0:
+        reset_opacities(model, optimizer, cfg)
+    return stats
+
