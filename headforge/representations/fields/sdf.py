@@ -1,0 +1,104 @@
+"""Signed-distance geometry for neural fields: VolSDF density, eikonal loss, sphere initialisation.
+
+- **VolSDF** (Yariv et al. 2021): ``sigma = alpha * Psi_beta(-sdf)`` with Psi_beta the CDF of a zero-mean Laplace
+  distribution of scale beta and ``alpha = 1 / beta``; beta is learnable (``beta = beta_min + exp(log_beta)``).
+  SDF and beta are in metres (head frame), so sigma is per metre.
+- **Eikonal loss**: ``mean((|grad sdf| - 1)^2)``.
+- **SDF network** (:class:`SDFNetwork`): input = normalised coordinates u in [-1, 1]^3 (the field's box) concatenated
+  with encoding features; Softplus(beta=100) hidden layers; output = (sdf, geometry features). The SDF is
+  ``half_extent * mlp(u)`` so it is in metres with unit gradient w.r.t. metric points. Geometric initialisation
+  (Atzmon & Lipman's SAL, as in IDR/NeuS): hidden weights ~ N(0, 2 / fan_out), the encoding part of the first layer
+  zero, last layer ~ N(sqrt(pi / fan_in), 1e-4) with bias ``-radius``: at initialisation sdf(p) ~ |p - c| - r,
+  a sphere, before the encoding has learnt anything.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+from headforge.representations.fields.decoders import MLPConfig
+
+
+@dataclass(frozen=True)
+class VolSDFConfig:
+    beta_init: float = 0.01  # metres: the width of the density transition around the surface
+    beta_min: float = 1e-4  # metres
+
+    def __post_init__(self):
+        if not self.beta_init > self.beta_min > 0:
+            raise ValueError(f"VolSDF needs beta_init > beta_min > 0, got {self}")
+
+
+@dataclass(frozen=True)
+class SDFConfig:
+    mlp: MLPConfig = MLPConfig(hidden=64, layers=2)
+    geo_features: int = 15
+    init_radius: float = 0.1  # metres: radius of the initial sphere, centred on the box centre
+    softplus_beta: float = 100.0
+    volsdf: VolSDFConfig = VolSDFConfig()
+
+
+def laplace_cdf(s: Tensor, beta: Tensor) -> Tensor:  # Psi_beta(s), zero mean, scale beta
+    e = torch.exp(-s.abs() / beta)
+    return torch.where(s <= 0, 0.5 * e, 1 - 0.5 * e)
+
+
+def volsdf_density(sdf: Tensor, beta: Tensor) -> Tensor:  # [..., 1], scalar beta -> sigma [..., 1]
+    return laplace_cdf(-sdf, beta) / beta
+
+
+def eikonal_loss(gradients: Tensor) -> Tensor:  # [..., 3] -> scalar
+    return ((gradients.norm(dim=-1) - 1) ** 2).mean()
+
+
+class VolSDFDensity(nn.Module):
+    def __init__(self, cfg: VolSDFConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.log_beta = nn.Parameter(torch.tensor(math.log(cfg.beta_init - cfg.beta_min)))
+
+    @property
+    def beta(self) -> Tensor:
+        return self.cfg.beta_min + self.log_beta.exp()
+
+    def forward(self, sdf: Tensor) -> Tensor:
+        return volsdf_density(sdf, self.beta)
+
+
+def geometric_init_(linears: list[nn.Linear], n_coords: int, radius: float) -> None:
+    """SAL geometric init in place; the first layer's inputs beyond ``n_coords`` (encoding features) start at 0."""
+    with torch.no_grad():
+        for i, lin in enumerate(linears):
+            out_dim, in_dim = lin.weight.shape
+            if i == len(linears) - 1:
+                lin.weight.normal_(math.sqrt(math.pi) / math.sqrt(in_dim), 1e-4)
+                lin.bias.fill_(-radius)
+            else:
+                lin.weight.normal_(0.0, math.sqrt(2) / math.sqrt(out_dim))
+                lin.bias.zero_()
+                if i == 0:
+                    lin.weight[:, n_coords:] = 0.0
+
+
+class SDFNetwork(nn.Module):
+    """[u (3) + encoding features (E)] -> (sdf in normalised units [..., 1], geometry features [..., G])."""
+
+    def __init__(self, enc_dim: int, cfg: SDFConfig, half_extent: float):
+        super().__init__()
+        self.cfg = cfg
+        dims = [3 + enc_dim] + [cfg.mlp.hidden] * cfg.mlp.layers + [1 + cfg.geo_features]
+        self.linears = nn.ModuleList(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:], strict=True))
+        self.act = nn.Softplus(beta=cfg.softplus_beta)
+        geometric_init_(list(self.linears), 3, cfg.init_radius / half_extent)
+
+    def forward(self, u: Tensor, feats: Tensor) -> tuple[Tensor, Tensor]:
+        x = torch.cat([u, feats.to(u.dtype)], -1)
+        for i, lin in enumerate(self.linears):
+            x = lin(x)
+            if i < len(self.linears) - 1:
+                x = self.act(x)
+        return x[..., :1], x[..., 1:]
