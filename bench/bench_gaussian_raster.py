@@ -21,7 +21,7 @@ import torch
 
 from headforge.renderers.gaussian_raster import gsplat_available, rasterize_gaussians
 
-SLOW_TORCH_CASES = 2_000_000  # skip the torch backend when width * height * N / 1e4 exceeds this
+TORCH_MAX_N = 10_000  # the torch reference takes minutes (and GBs) beyond this; --include-slow runs it
 
 
 def make_scene(n: int, size: int, focal: float, device: str, seed: int = 0) -> dict:
@@ -59,8 +59,11 @@ def main() -> None:
     parser.add_argument("--backends", nargs="+", default=None, help="default: every available backend")
     parser.add_argument("--focal", type=float, default=1.8, help="focal length in image widths")
     parser.add_argument("--include-slow", action="store_true", help="also run the torch reference on big cases")
+    parser.add_argument("--threads", type=int, default=None, help="torch.set_num_threads (default: torch's)")
     args = parser.parse_args()
 
+    if args.threads:
+        torch.set_num_threads(args.threads)
     device = "cuda" if torch.cuda.is_available() else "cpu"
     backends = args.backends or (["gsplat"] if device == "cuda" and gsplat_available() else []) + ["cpu", "torch"]
     if device == "cuda":
@@ -70,7 +73,7 @@ def main() -> None:
         for size in args.sizes:
             for n in args.counts:
                 label = f"{backend:6s} {size}x{size} N={n // 1000}k"
-                if backend == "torch" and size * size * n / 1e4 > SLOW_TORCH_CASES and not args.include_slow:
+                if backend == "torch" and n > TORCH_MAX_N and not args.include_slow:
                     rows.append((backend, size, n, None, None, None, 0, "skipped (minutes; --include-slow)"))
                     print(f"{label}: skipped", flush=True)
                     continue

@@ -24,6 +24,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import torch
+import torch.utils.checkpoint
 from torch import Tensor
 
 from headforge.geometry.rotations import quat_to_rotmat
@@ -130,52 +131,69 @@ def bin_gaussians(rects: Tensor, depths: Tensor, width: int, height: int) -> tup
     return offsets, flat[order]
 
 
+def _composite_tiles(flat_xy: Tensor, flat_con: Tensor, flat_op: Tensor, flat_col: Tensor, idx: Tensor,
+                     pix: Tensor) -> tuple[Tensor, Tensor]:
+    """B tiles at once. Flattened [C*N, ...] Gaussian tensors, idx [B, M] depth-sorted ids padded with -1,
+    pix [B, P, 2] pixel centres -> accumulated colour [B, P, D] and final transmittance [B, P]."""
+    real = idx >= 0
+    g = idx.clamp(min=0)
+    d = flat_xy[g][:, None, :, :] - pix[:, :, None, :]  # [B, P, M, 2] mean - pixel
+    con = flat_con[g][:, None]  # [B, 1, M, 3]
+    sigma = (0.5 * (con[..., 0] * d[..., 0] ** 2 + con[..., 2] * d[..., 1] ** 2)
+             + con[..., 1] * d[..., 0] * d[..., 1])  # [B, P, M]
+    alpha = torch.clamp_max(flat_op[g][:, None] * torch.exp(-sigma), ALPHA_MAX)
+    keep = real[:, None] & (sigma >= 0) & (alpha >= ALPHA_MIN)
+    alpha = torch.where(keep, alpha, torch.zeros_like(alpha))
+    with torch.no_grad():
+        included = torch.cumprod(1 - alpha, -1) > TRANSMITTANCE_MIN  # a prefix of each pixel's list
+    one_minus = torch.where(included, 1 - alpha, torch.ones_like(alpha))
+    T = torch.cumprod(one_minus, -1)  # [B, P, M] transmittance after each Gaussian
+    T_before = torch.cat([torch.ones_like(T[..., :1]), T[..., :-1]], -1)
+    weights = torch.where(included, alpha * T_before, torch.zeros_like(alpha))
+    return torch.einsum("bpm,bmd->bpd", weights, flat_col[g]), T[..., -1]
+
+
 def composite_torch(means2d: Tensor, conics: Tensor, opacities: Tensor, colors: Tensor, offsets: Tensor,
                     ids: Tensor, width: int, height: int, max_elements: int = 1 << 22) -> tuple[Tensor, Tensor]:
     """Front-to-back compositing of binned Gaussians, differentiable through autograd.
 
     means2d [C, N, 2], conics [C, N, 3], opacities [C, N], colors [C, N, D] ->
     accumulated colour sum_i w_i c_i [C, H, W, D] (no background) and alpha 1 - T_final [C, H, W, 1].
+    Tiles are batched by similar list length into chunks of about ``max_elements`` pixel-Gaussian
+    pairs, each checkpointed (recomputed in backward) so memory stays at one chunk's intermediates.
     """
     C, N, D = colors.shape
     tiles_x, tiles_y = tile_grid(width, height)
     n_tiles, P = tiles_x * tiles_y, TILE_SIZE * TILE_SIZE
     counts = offsets[1:] - offsets[:-1]  # [C * T]
     busy = torch.nonzero(counts).squeeze(-1)  # tiles with Gaussians
+    busy = busy[torch.argsort(counts[busy], descending=True, stable=True)]  # longest lists first
     m_max = int(counts.max()) if len(ids) else 1
     table = torch.full((len(busy), m_max), -1, dtype=torch.long, device=ids.device)  # [B, M] padded lists
     if len(ids):
         tile_of = torch.repeat_interleave(torch.arange(C * n_tiles, device=ids.device), counts)
-        slot = torch.searchsorted(busy, tile_of)
-        table[slot, torch.arange(len(ids), device=ids.device) - offsets[tile_of]] = ids
+        slot = torch.empty_like(counts).index_copy_(0, busy, torch.arange(len(busy), device=ids.device))
+        table[slot[tile_of], torch.arange(len(ids), device=ids.device) - offsets[tile_of]] = ids
     ys, xs = torch.meshgrid(torch.arange(TILE_SIZE), torch.arange(TILE_SIZE), indexing="ij")
     local_xy = torch.stack([xs, ys], -1).reshape(P, 2).to(means2d) + 0.5  # [P, 2] pixel centres in a tile
-    flat_xy, flat_con = means2d.reshape(-1, 2), conics.reshape(-1, 3)
-    flat_op, flat_col = opacities.reshape(-1), colors.reshape(-1, D)
+    flat = (means2d.reshape(-1, 2), conics.reshape(-1, 3), opacities.reshape(-1), colors.reshape(-1, D))
+    flat_xy, flat_con, flat_op, flat_col = flat
     accs, Ts = [], []
-    step = max(1, max_elements // (P * m_max))
-    for s in range(0, len(busy), step):
-        tiles, idx = busy[s:s + step], table[s:s + step]  # [B], [B, M]
+    s = 0
+    while s < len(busy):
+        m = int(counts[busy[s]])  # the longest list in this chunk
+        step = max(1, max_elements // (P * m))
+        tiles, idx = busy[s:s + step], table[s:s + step, :m]  # [B], [B, M]
         t_local = tiles % n_tiles
         origin = torch.stack([t_local % tiles_x, t_local // tiles_x], -1).to(means2d) * TILE_SIZE  # [B, 2]
         pix = origin[:, None, :] + local_xy  # [B, P, 2]
-        real = idx >= 0
-        g = idx.clamp(min=0)
-        d = flat_xy[g][:, None, :, :] - pix[:, :, None, :]  # [B, P, M, 2]
-        con = flat_con[g][:, None]  # [B, 1, M, 3]
-        sigma = (0.5 * (con[..., 0] * d[..., 0] ** 2 + con[..., 2] * d[..., 1] ** 2)
-                 + con[..., 1] * d[..., 0] * d[..., 1])  # [B, P, M]
-        alpha = torch.clamp_max(flat_op[g][:, None] * torch.exp(-sigma), ALPHA_MAX)
-        keep = real[:, None] & (sigma >= 0) & (alpha >= ALPHA_MIN)
-        alpha = torch.where(keep, alpha, torch.zeros_like(alpha))
-        with torch.no_grad():
-            included = torch.cumprod(1 - alpha, -1) > TRANSMITTANCE_MIN  # a prefix of each pixel's list
-        one_minus = torch.where(included, 1 - alpha, torch.ones_like(alpha))
-        T = torch.cumprod(one_minus, -1)  # [B, P, M] transmittance after each Gaussian
-        T_before = torch.cat([torch.ones_like(T[..., :1]), T[..., :-1]], -1)
-        weights = torch.where(included, alpha * T_before, torch.zeros_like(alpha))
-        accs.append(torch.einsum("bpm,bmd->bpd", weights, flat_col[g]))  # [B, P, D]
-        Ts.append(T[..., -1])  # [B, P]
+        if torch.is_grad_enabled():
+            acc, T = torch.utils.checkpoint.checkpoint(_composite_tiles, *flat, idx, pix, use_reentrant=False)
+        else:
+            acc, T = _composite_tiles(*flat, idx, pix)
+        accs.append(acc)
+        Ts.append(T)
+        s += step
     if not accs:  # nothing visible: keep the outputs attached to the graph (zero gradients, no None)
         zero = flat_xy[:0].sum() + flat_con[:0].sum() + flat_op[:0].sum()  # an exact 0 that needs grad
         accs, Ts = [flat_col[:0].reshape(0, 1, D).expand(0, P, D) + zero], [flat_op[:0].reshape(0, 1).expand(0, P)]
