@@ -187,7 +187,7 @@ def composite_torch(means2d: Tensor, conics: Tensor, opacities: Tensor, colors: 
         t_local = tiles % n_tiles
         origin = torch.stack([t_local % tiles_x, t_local // tiles_x], -1).to(means2d) * TILE_SIZE  # [B, 2]
         pix = origin[:, None, :] + local_xy  # [B, P, 2]
-        if torch.is_grad_enabled():
+        if torch.is_grad_enabled() and step < len(busy):  # several chunks: trade compute for memory
             acc, T = torch.utils.checkpoint.checkpoint(_composite_tiles, *flat, idx, pix, use_reentrant=False)
         else:
             acc, T = _composite_tiles(*flat, idx, pix)
