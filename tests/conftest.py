@@ -26,3 +26,23 @@ def lps_head_dir(shared_data) -> Path:
     if not (path / "head.obj").is_file():
         pytest.skip(f"LPS head scan not found at {path}")
     return path
+
+
+@pytest.fixture(scope="session")
+def sample_head():
+    from headforge.assets.sample_head import load_sample_head
+
+    return load_sample_head()
+
+
+@pytest.fixture(scope="session")
+def tiny_capture_dir(tmp_path_factory, sample_head):
+    """The sample head rendered from 20 sphere views at 64 px (every 5th view held out)."""
+    from headforge.geometry.rigs import RigConfig, RigKind
+    from headforge.stages.render_capture import RenderCaptureConfig, render_capture
+
+    out = tmp_path_factory.mktemp("captures") / "tiny"
+    cfg = RenderCaptureConfig(rig=RigConfig(kind=RigKind.SPHERE, num_views=20, resolution=64), head_frame=None,
+                              test_every=5)
+    render_capture(sample_head.mesh, cfg, out, progress=False)
+    return out

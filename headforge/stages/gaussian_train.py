@@ -177,7 +177,7 @@ def train_gaussians(train: ViewBatch, bounds: tuple[Tensor, Tensor], cfg: Gaussi
         l1 = (render.rgb - target).abs().mean()
         loss = (1 - cfg.ssim_lambda) * l1 + cfg.ssim_lambda * (1 - ssim(render.rgb, target).mean())
         loss.backward()
-        if not math.isfinite(float(loss)):
+        if not math.isfinite(loss.item()):
             raise FloatingPointError(f"training diverged at step {step} (loss {float(loss)}); the last checkpoint "
                                      f"in {checkpoint_dir} is intact")
         densify_step(model, _GroupsView(optimizer, densify_groups), state, cfg.densify, step, render, scale, gen)
@@ -188,8 +188,8 @@ def train_gaussians(train: ViewBatch, bounds: tuple[Tensor, Tensor], cfg: Gaussi
         optimizer.zero_grad(set_to_none=True)
         if step % 50 == 0 or step == cfg.steps:
             p = float(psnr(render.rgb.detach(), target)[0])
-            history.append((step, float(loss), p, len(model)))
-            bar.set_postfix(loss=f"{float(loss):.4f}", psnr=f"{p:.2f}", gaussians=len(model))
+            history.append((step, loss.item(), p, len(model)))
+            bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{p:.2f}", gaussians=len(model))
         if checkpoint_dir is not None and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
             save_checkpoint(checkpoint_dir / f"step_{step:06d}.pt", step, model, optimizer, state, learned_bg,
                             gen, cfg)

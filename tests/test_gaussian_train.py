@@ -1,0 +1,152 @@
+"""Gaussian training: beats its initialisation on held-out views, densifies, resumes, fails cleanly."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+
+import pytest
+import torch
+
+from headforge.captures.capture import Capture, Split, View
+from headforge.captures.formats import read_capture
+from headforge.errors import CaptureError
+from headforge.pipeline.reconstruct import ReconstructConfig, run_reconstruct
+from headforge.stages.densify import DensifyConfig
+from headforge.stages.evaluate import evaluate
+from headforge.stages.gaussian_train import (
+    Background,
+    GaussianTrainConfig,
+    initial_splats,
+    render_splats,
+    train_gaussians,
+)
+from headforge.stages.views import load_views
+
+FAST = GaussianTrainConfig(steps=300, max_sh_degree=1, sh_degree_interval=150, init_points=3000,
+                           checkpoint_every=100,
+                           densify=DensifyConfig(refine_start=100, refine_stop=250, refine_every=50,
+                                                 reset_every=10_000))
+
+
+@pytest.fixture(scope="module")
+def views(tiny_capture_dir):
+    cap = read_capture(tiny_capture_dir, test_every=5)
+    return cap, load_views(cap, cap.split.train), load_views(cap, cap.split.test)
+
+
+def bounds():
+    return torch.full((3,), -0.2), torch.full((3,), 0.2)
+
+
+def held_out_psnr(splats, degree, test, bg):
+    def fn(cams, background):
+        r = render_splats(splats, cams, degree, background)
+        return r.rgb, r.alpha[..., 0]
+
+    return evaluate(fn, test, bg)
+
+
+def test_training_beats_initialisation(views):
+    _, train, test = views
+    init = initial_splats(train, *bounds(), FAST, torch.Generator().manual_seed(0))
+    before = held_out_psnr(init, 0, test, torch.ones(3))
+    result = train_gaussians(train, bounds(), FAST, progress=False)
+    after = held_out_psnr(result.splats, result.sh_degree, test, result.background)
+    assert after.psnr_masked > before.psnr_masked + 5, (before.psnr_masked, after.psnr_masked)
+    assert after.psnr > 24, after.psnr
+    assert len(result.splats) != 3000, "densification should have changed the Gaussian count"
+    assert result.history[-1][1] < result.history[0][1]
+
+
+def test_resume_continues_exactly(views, tmp_path, monkeypatch):
+    """A run interrupted after its step-60 checkpoint and resumed ends where an uninterrupted run ends."""
+    import headforge.stages.gaussian_train as gt
+
+    _, train, _ = views
+    cfg = replace(FAST, steps=120, checkpoint_every=60)
+    full = train_gaussians(train, bounds(), cfg, checkpoint_dir=tmp_path / "a", progress=False)
+    real, calls = gt.render_splats, {"n": 0}
+
+    def crash_after_60(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 61:
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(gt, "render_splats", crash_after_60)
+    with pytest.raises(KeyboardInterrupt):
+        train_gaussians(train, bounds(), cfg, checkpoint_dir=tmp_path / "b", progress=False)
+    monkeypatch.setattr(gt, "render_splats", real)
+    assert sorted(p.name for p in (tmp_path / "b").iterdir()) == ["step_000060.pt"]
+    resumed = train_gaussians(train, bounds(), cfg, checkpoint_dir=tmp_path / "b", resume=True, progress=False)
+    assert len(resumed.splats) == len(full.splats)
+    torch.testing.assert_close(resumed.splats.means, full.splats.means, atol=1e-6, rtol=0)
+    torch.testing.assert_close(resumed.splats.sh, full.splats.sh, atol=1e-6, rtol=0)
+
+
+def test_crash_keeps_last_checkpoint_and_writes_no_final_output(tiny_capture_dir, tmp_path, monkeypatch):
+    import headforge.stages.gaussian_train as gt
+
+    calls = {"n": 0}
+    real = gt.render_splats
+
+    def flaky(*args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 75:
+            raise RuntimeError("simulated crash")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(gt, "render_splats", flaky)
+    preset = tmp_path / "tiny.toml"
+    preset.write_text("resolution = 64\n[train]\nsteps = 100\ncheckpoint_every = 50\ninit_points = 2000\n")
+    out = tmp_path / "run"
+    with pytest.raises(RuntimeError, match="simulated crash"):
+        run_reconstruct(ReconstructConfig(tiny_capture_dir, out, preset=str(preset), test_every=5, progress=False))
+    assert (out / "checkpoints" / "step_000050.pt").is_file()
+    assert not any((out / name).exists() for name in ("metrics.json", "splats.ply", "splats.glb", "splats.splat"))
+    monkeypatch.setattr(gt, "render_splats", real)
+    result = run_reconstruct(ReconstructConfig(tiny_capture_dir, out, preset=str(preset), test_every=5,
+                                               resume=True, progress=False))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["steps"] == 100 and result.metrics["psnr"] == metrics["psnr"]
+    for name in ("splats.ply", "splats.splat", "splats.glb", "contact_sheet.png", "turntable.gif"):
+        assert (out / name).is_file(), name
+    assert not list(out.glob("final.partial-*"))
+
+
+def test_capture_without_masks_learns_a_background(views):
+    cap, _, _ = views
+    idx = list(cap.split.train[:6])
+    rgb = torch.stack([cap.load(i).rgb for i in idx])
+    grey = torch.tensor([0.3, 0.4, 0.5])
+    alpha = torch.stack([cap.load(i).alpha for i in idx])[..., None]
+    images = rgb * alpha + grey * (1 - alpha)  # opaque photos on a grey backdrop, no masks
+    mem = Capture(cap.native_cameras[idx], tuple(View(None) for _ in idx), Split.every(6, 0), images=images)
+    batch = load_views(mem, range(6))
+    assert batch.alphas is None
+    cfg = replace(FAST, steps=150, init="random", densify=replace(FAST.densify, refine_stop=0))
+    result = train_gaussians(batch, bounds(), cfg, progress=False)
+    assert torch.allclose(result.background, grey, atol=0.1), result.background
+
+
+def test_visual_hull_needs_masks(views):
+    cap, train, _ = views
+    no_masks = replace(train, alphas=None)
+    from headforge.errors import InputError
+
+    with pytest.raises(InputError, match="needs masks"):
+        initial_splats(no_masks, *bounds(), FAST, torch.Generator())
+
+
+def test_fully_transparent_view_is_rejected(views):
+    cap, _, _ = views
+    images = torch.stack([torch.cat([cap.load(i).rgb, cap.load(i).alpha[..., None]], -1) for i in range(3)])
+    images[1, ..., 3] = 0
+    mem = Capture(cap.native_cameras[[0, 1, 2]], (View(None),) * 3, Split.every(3, 0), images=images)
+    with pytest.raises(CaptureError, match="fully transparent"):
+        load_views(mem, range(3))
+
+
+def test_background_enum_values():
+    assert {b.value for b in Background} == {"random", "white", "black", "learned"}

@@ -1,0 +1,140 @@
+"""Gaussian-splat files: PLY / .splat / GLB round trips, renders after import, corrupt files."""
+
+from __future__ import annotations
+
+import json
+import struct
+
+import pytest
+import torch
+
+from headforge.errors import InputError
+from headforge.geometry.rigs import RigConfig, RigKind, make_rig
+from headforge.representations.gaussians import GaussianModel, Splats, activate, init_splats
+from headforge.representations.splat_io import (
+    load_splats_dot_splat,
+    load_splats_glb,
+    load_splats_ply,
+    save_splats_dot_splat,
+    save_splats_glb,
+    save_splats_ply,
+)
+from headforge.stages.gaussian_train import render_splats
+
+
+def random_splats(n: int = 300, degree: int = 3) -> Splats:
+    means = torch.randn(n, 3) * 0.05
+    quats = torch.nn.functional.normalize(torch.randn(n, 4), dim=-1)
+    return Splats(means, quats, torch.rand(n, 3) * 0.01 + 1e-3, torch.rand(n) * 0.9 + 0.05,
+                  torch.randn(n, (degree + 1) ** 2, 3) * 0.3)
+
+
+def render(splats: Splats, degree: int) -> torch.Tensor:
+    cams = make_rig(RigConfig(kind=RigKind.RING, num_views=2, resolution=48, subject_radius=0.12))
+    return render_splats(splats, cams, degree, torch.ones(2, 3)).rgb
+
+
+@pytest.mark.parametrize("degree", [0, 1, 3])
+def test_ply_round_trip_renders_identically(tmp_path, degree):
+    s = random_splats(degree=degree)
+    path = save_splats_ply(s, tmp_path / "s.ply")
+    back = load_splats_ply(path)
+    assert back.sh.shape == s.sh.shape
+    torch.testing.assert_close(back.means, s.means, atol=0, rtol=0)
+    torch.testing.assert_close(back.sh, s.sh, atol=0, rtol=0)
+    torch.testing.assert_close(back.opacities, s.opacities, atol=1e-6, rtol=1e-5)
+    torch.testing.assert_close(render(back, degree), render(s, degree), atol=1e-5, rtol=0)
+    header = path.read_bytes()[:2000].decode("ascii", errors="ignore")
+    assert "format binary_little_endian 1.0" in header
+    expected = ["x", "y", "z", "nx", "ny", "nz", "f_dc_0", "f_dc_1", "f_dc_2"]
+    expected += [f"f_rest_{i}" for i in range(3 * ((degree + 1) ** 2 - 1))]
+    expected += ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"]
+    assert [ln.split()[-1] for ln in header.splitlines() if ln.startswith("property")] == expected
+
+
+def test_ply_channel_major_rest_and_activations(tmp_path):
+    import numpy as np
+
+    s = random_splats(4, degree=1)
+    path = save_splats_ply(s, tmp_path / "s.ply")
+    raw = path.read_bytes()
+    body = raw[raw.index(b"end_header\n") + 11:]
+    data = np.frombuffer(body, dtype="<f4").reshape(4, -1)
+    # f_rest_0..2 are the R channel of the 3 degree-1 coefficients (channel-major)
+    np.testing.assert_allclose(data[:, 9:12], s.sh[:, 1:, 0].numpy(), rtol=1e-6)
+    np.testing.assert_allclose(data[:, 18], torch.logit(s.opacities.double()).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(data[:, 19:22], s.scales.log().numpy(), rtol=1e-5)
+
+
+def test_dot_splat_size_and_approximate_round_trip(tmp_path):
+    s = random_splats(257, degree=2)
+    path = save_splats_dot_splat(s, tmp_path / "s.splat")
+    assert path.stat().st_size == 32 * 257
+    back = load_splats_dot_splat(path)
+    order = torch.argsort(-(s.scales.prod(-1) * s.opacities))
+    torch.testing.assert_close(back.means, s.means[order])
+    torch.testing.assert_close(back.opacities, s.opacities[order], atol=1 / 255, rtol=0)
+    cos = (back.quats * s.quats[order]).sum(-1).abs()
+    assert float(cos.min()) > 0.99
+
+
+def test_glb_round_trip_and_layout(tmp_path):
+    s = random_splats(50, degree=3)
+    path = save_splats_glb(s, tmp_path / "s.glb")
+    raw = path.read_bytes()
+    assert raw[:4] == b"glTF" and struct.unpack_from("<I", raw, 8)[0] == len(raw) and len(raw) % 4 == 0
+    doc = json.loads(raw[20:20 + struct.unpack_from("<I", raw, 12)[0]])
+    prim = doc["meshes"][0]["primitives"][0]
+    assert prim["mode"] == 0 and doc["extensionsUsed"] == ["KHR_gaussian_splatting"]
+    assert prim["extensions"]["KHR_gaussian_splatting"]["kernel"] == "ellipse"
+    assert sum(k.startswith("KHR_gaussian_splatting:SH_DEGREE") for k in prim["attributes"]) == 16
+    back = load_splats_glb(path)
+    torch.testing.assert_close(back.sh, s.sh)
+    torch.testing.assert_close(back.quats, s.quats)
+    torch.testing.assert_close(back.scales, s.scales)
+    torch.testing.assert_close(back.opacities, s.opacities)
+
+
+def test_trimesh_reads_the_glb_as_a_point_cloud(tmp_path):
+    import trimesh
+
+    s = random_splats(40, degree=0)
+    scene = trimesh.load(save_splats_glb(s, tmp_path / "s.glb"))
+    geom = list(scene.geometry.values())[0]
+    assert len(geom.vertices) == 40
+
+
+@pytest.mark.parametrize("damage,message", [
+    (lambda b: b[:-50], "truncated"),
+    (lambda b: b.replace(b"binary_little_endian", b"ascii"), "not supported"),
+    (lambda b: b.replace(b"property float opacity", b"property float opacitx"), "not a 3DGS PLY"),
+    (lambda b: b"hello" + b, "not a PLY"),
+])
+def test_corrupt_ply_is_rejected(tmp_path, damage, message):
+    path = save_splats_ply(random_splats(10, 1), tmp_path / "s.ply")
+    path.write_bytes(damage(path.read_bytes()))
+    with pytest.raises(InputError, match=message) as info:
+        load_splats_ply(path)
+    assert str(path) in str(info.value)
+
+
+def test_corrupt_splat_and_glb_are_rejected(tmp_path):
+    bad = tmp_path / "bad.splat"
+    bad.write_bytes(b"\0" * 33)
+    with pytest.raises(InputError, match="multiple of 32"):
+        load_splats_dot_splat(bad)
+    glb = tmp_path / "bad.glb"
+    glb.write_bytes(b"glTF\x02\0\0\0garbage")
+    with pytest.raises(InputError, match="GLB"):
+        load_splats_glb(glb)
+    with pytest.raises(InputError, match="not found"):
+        load_splats_ply(tmp_path / "missing.ply")
+
+
+def test_model_round_trip_through_raw_parameters():
+    s = init_splats(torch.randn(20, 3), torch.rand(20, 3), max_sh_degree=2)
+    model = GaussianModel.from_splats(s)
+    back = activate(model)
+    torch.testing.assert_close(back.scales, s.scales)
+    torch.testing.assert_close(back.opacities, s.opacities)
+    assert model.max_sh_degree == 2 and back.sh.shape == (20, 9, 3)
