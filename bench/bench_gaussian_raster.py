@@ -8,12 +8,16 @@ ball spans about 60 % of the image at the default 1.8. The loss is an L1 against
 the alpha sum, so every output has a gradient. The torch reference is far slower; its largest cases
 are skipped unless --include-slow (the table says so). Other processes share the CPU cores, so the
 numbers are noisy: medians are reported, and "cpu s" is this process's CPU time (threads summed).
+On a shared, oversubscribed machine run with OMP_WAIT_POLICY=PASSIVE (or --threads 1): spinning
+OpenMP workers otherwise waste the time slices other processes need, which inflates every torch op
+and kernel call several-fold (2.4 s instead of 0.6-0.9 s at 512^2 x 100k, measured at load 5 on 2 cores).
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+import os
 import statistics
 import time
 
@@ -92,7 +96,8 @@ def main() -> None:
 
 
 def print_table(rows: list, threads: int, device: str) -> None:
-    title = f"rasterize_gaussians, SH degree 3, medians ({device}, {threads} torch threads)"
+    wait = os.environ.get("OMP_WAIT_POLICY", "unset")
+    title = f"rasterize_gaussians, SH degree 3, medians ({device}, {threads} torch threads, OMP_WAIT_POLICY {wait})"
     header = ("backend", "image", "N", "fwd s", "fwd+bwd s", "cpu s", "runs", "note")
     cells = [(b, f"{s}x{s}", f"{n // 1000}k", *(("-",) * 3 if f is None else
                                                   (f"{f:.3f}", f"{t:.3f}", f"{c:.2f}")), str(r), note)
