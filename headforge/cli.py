@@ -21,22 +21,28 @@ RigName = Literal["sphere32", "nersemble16", "ring", "sphere"]
 
 
 def run(out: Path = Path("outputs/sample_head"), mesh: Path | None = None, rig: RigName = "sphere32",
-        resolution: int = 256, overwrite: bool = False) -> None:
-    """Main job on the built-in sample head (or --mesh): render a capture, a contact sheet and a camera plot.
+        resolution: int = 256, preset: str = "fast", steps: int | None = None, overwrite: bool = False) -> None:
+    """Main job: render the built-in sample head (or --mesh) into a capture and reconstruct it as Gaussians.
 
     Args:
-        out: Output directory (created when the job succeeds).
+        out: Output directory.
         mesh: A textured mesh (OBJ/PLY/GLB) instead of the built-in sample head.
         rig: Camera rig.
-        resolution: Image height in pixels.
+        resolution: Image height in pixels (rendering, training and evaluation).
+        preset: Reconstruction preset (fast, default, quality).
+        steps: Training steps (overrides the preset).
         overwrite: Replace an existing output directory.
     """
     from headforge.pipeline.main_job import MainJobConfig, run_main_job
 
     result = run_main_job(MainJobConfig(out=out, mesh=mesh, rig=RigConfig(kind=RigKind(rig), resolution=resolution),
-                                        overwrite=overwrite))
-    print(f"wrote {result.out_dir} in {result.seconds:.1f} s:\n  capture:       {result.capture_dir}\n"
-          f"  contact sheet: {result.contact_sheet}\n  cameras:       {result.cameras_plot}")
+                                        preset=preset, steps=steps, overwrite=overwrite))
+    m = result.metrics
+    print(f"wrote {result.out_dir} in {result.seconds:.0f} s\n"
+          f"  capture:        {result.capture_dir} (+ capture_sheet.png, cameras.png)\n"
+          f"  reconstruction: {result.reconstruction_dir}: held-out PSNR {m['psnr']:.2f} dB "
+          f"(masked {m['psnr_masked']:.2f} dB), SSIM {m['ssim']:.4f}, {m['num_gaussians']} Gaussians\n"
+          f"  pictures:       contact_sheet.png (ground truth | render | error), turntable.gif")
 
 
 def render_capture(mesh: Annotated[Path, tyro.conf.Positional], out: Path, rig: RigName = "sphere32",

@@ -1,8 +1,13 @@
-"""The main job on the built-in default input: render the sample head into a capture and show it.
+"""The README's main job on the built-in default input.
 
-Until reconstruction lands this is: subject mesh (the built-in sample head, or ``--mesh``) ->
-render-capture stage -> contact sheet + camera plot + ``run.json``. The output directory appears
-only when everything in it has been written.
+subject mesh (the built-in sample head, or ``--mesh``) -> render-capture stage (32-view sphere rig)
+-> Gaussian reconstruction (``reconstruct`` job, ``fast`` preset) -> held-out metrics, splat exports,
+contact sheets, turntable. Layout of ``out/``::
+
+    capture/            the rendered capture (+ capture_sheet.png: RGB | mask | depth)
+    cameras.png         camera frusta of the capture
+    reconstruction/     metrics.json, splats.ply/.splat/.glb, contact_sheet.png, turntable.gif, ...
+    run.json            what ran, how long, the headline numbers (written last)
 """
 
 from __future__ import annotations
@@ -15,10 +20,13 @@ from pathlib import Path
 import numpy as np
 
 from headforge import __version__
-from headforge.atomic import atomic_directory, write_text
+from headforge.atomic import write_text
+from headforge.captures.images import read_image
 from headforge.captures.inspect import plot_frusta, summarize
+from headforge.errors import InputError
 from headforge.geometry.head_frame import HeadFrameSpec
 from headforge.geometry.rigs import RigConfig, RigKind
+from headforge.pipeline.reconstruct import ReconstructConfig, run_reconstruct
 from headforge.representations.mesh import TexturedMesh
 from headforge.stages.render_capture import RenderCaptureConfig, render_capture
 from headforge.viz.sheets import colorize, contact_sheet, save_sheet
@@ -30,15 +38,18 @@ class MainJobConfig:
     mesh: Path | None = None  # default: the built-in sample head
     rig: RigConfig = field(default_factory=lambda: RigConfig(kind=RigKind.SPHERE32, resolution=256))
     head_frame: HeadFrameSpec = field(default_factory=lambda: HeadFrameSpec(head_width_m=0.155))
+    preset: str = "fast"
+    steps: int | None = None  # overrides the preset
     overwrite: bool = False
+    progress: bool = True
 
 
 @dataclass(frozen=True)
 class MainJobResult:
     out_dir: Path
     capture_dir: Path
-    contact_sheet: Path
-    cameras_plot: Path
+    reconstruction_dir: Path
+    metrics: dict
     seconds: float
 
 
@@ -56,36 +67,43 @@ def load_subject(mesh_path: Path | None, spec: HeadFrameSpec) -> tuple[TexturedM
 def capture_contact_sheet(capture, columns: int = 8) -> np.ndarray:
     """Rows of RGB (on white), alpha and depth for up to ``columns`` evenly spaced views."""
     picks = np.linspace(0, len(capture) - 1, min(columns, len(capture))).round().astype(int)
-    rgb, alpha, depth = [], [], []
-    from headforge.captures.images import read_image
-
+    rows = []
     for i in picks:
         view = capture.load(int(i))
         a = view.alpha.numpy() if view.alpha is not None else np.ones(view.rgb.shape[:2], np.float32)
-        rgb.append(np.concatenate([view.rgb.numpy(), a[..., None]], -1))
-        alpha.append(a)
+        row = [np.concatenate([view.rgb.numpy(), a[..., None]], -1), a]
         if capture.views[i].depth_path is not None:
             d = read_image(capture.views[i].depth_path)[..., 0] * 65535 * capture.depth_unit
-            depth.append(colorize(d, valid=d > 0))
-    rows = [rgb, alpha] + ([depth] if depth else [])
-    return contact_sheet([[r[k] for r in rows] for k in range(len(picks))], column_titles=["RGB", "mask", "depth"],
-                         row_labels=[f"view {i}" for i in picks], tile_height=160)
+            row.append(colorize(d, valid=d > 0))
+        rows.append(row)
+    return contact_sheet(rows, column_titles=["RGB", "mask", "depth"], row_labels=[f"view {i}" for i in picks],
+                         tile_height=160)
 
 
-def run_main_job(cfg: MainJobConfig, *, progress: bool = True) -> MainJobResult:
+def run_main_job(cfg: MainJobConfig) -> MainJobResult:
     start = time.perf_counter()
-    mesh, spec = load_subject(cfg.mesh, cfg.head_frame)
-    with atomic_directory(cfg.out, overwrite=cfg.overwrite) as stage:
-        rendered = render_capture(mesh, RenderCaptureConfig(rig=cfg.rig, head_frame=spec), stage / "capture",
-                                  progress=progress)
-        sheet = save_sheet(stage / "contact_sheet.png", capture_contact_sheet(rendered.capture))
-        plot = plot_frusta(rendered.capture, stage / "cameras.png")
-        seconds = time.perf_counter() - start
-        summary = summarize(rendered.capture)
-        record = {"headforge": __version__, "job": "render-sample-capture", "seconds": round(seconds, 3),
-                  "input": str(cfg.mesh) if cfg.mesh else "built-in sample head",
-                  "rig": json.loads(json.dumps(asdict(cfg.rig), default=str)),
-                  "capture": summary.to_json(), "outputs": ["capture/", sheet.name, plot.name]}
-        write_text(stage / "run.json", json.dumps(record, indent=2))
     out = Path(cfg.out)
-    return MainJobResult(out, out / "capture", out / "contact_sheet.png", out / "cameras.png", seconds)
+    if out.exists():
+        if not cfg.overwrite:
+            raise InputError("output directory already exists", path=out, fix="pass --overwrite or another --out")
+        import shutil
+
+        shutil.rmtree(out)
+    mesh, spec = load_subject(cfg.mesh, cfg.head_frame)
+    rendered = render_capture(mesh, RenderCaptureConfig(rig=cfg.rig, head_frame=spec), out / "capture",
+                              progress=cfg.progress)
+    save_sheet(out / "capture_sheet.png", capture_contact_sheet(rendered.capture))
+    plot_frusta(rendered.capture, out / "cameras.png")
+    recon = run_reconstruct(ReconstructConfig(capture=out / "capture", out=out / "reconstruction", preset=cfg.preset,
+                                              resolution=cfg.rig.resolution, steps=cfg.steps,
+                                              progress=cfg.progress))
+    seconds = time.perf_counter() - start
+    m = recon.metrics
+    headline = {k: m[k] for k in ("psnr", "psnr_masked", "ssim", "num_gaussians", "steps", "train_seconds", "device")}
+    record = {"headforge": __version__, "job": "sample-head: render capture + reconstruct gaussians",
+              "seconds": round(seconds, 2), "input": str(cfg.mesh) if cfg.mesh else "built-in sample head",
+              "rig": json.loads(json.dumps(asdict(cfg.rig), default=str)), "preset": cfg.preset,
+              "capture": summarize(rendered.capture).to_json(), "reconstruction": headline,
+              "outputs": ["capture/", "capture_sheet.png", "cameras.png", "reconstruction/"]}
+    write_text(out / "run.json", json.dumps(record, indent=2))
+    return MainJobResult(out, out / "capture", out / "reconstruction", m, seconds)
