@@ -100,48 +100,61 @@ def hash_grid_layout(cfg: HashGridConfig) -> HashGridLayout:
     return HashGridLayout(tuple(scales), tuple(resolutions), tuple(sizes), tuple(offsets), n_dense, T)
 
 
-def _corners(x: Tensor, scales: Tensor) -> tuple[Tensor, Tensor]:  # [N, 3], [G] -> [G, N, 3, 2] x2
-    """Per-axis lower/upper vertex coordinates (int64) and their linear weights, level-major."""
-    pos = x[None, :, :] * scales[:, None, None] + 0.5  # [G, N, 3]
+def _corners(x: Tensor, scales: Tensor) -> tuple[Tensor, Tensor]:  # [N, 3], [G] -> [2, G, 3, N] x2
+    """Lower/upper vertex coordinate per axis (int64) and the matching linear weights.
+
+    Layouts keep the point axis N innermost so every broadcast below runs over long contiguous rows.
+    """
+    pos = scales[:, None, None] * x.T[None] + 0.5  # [G, 3, N]
     base = pos.detach().floor()
-    frac = pos - base  # [G, N, 3] differentiable w.r.t. x
+    frac = pos - base  # [G, 3, N] differentiable w.r.t. x
     base = base.long()
-    return torch.stack([base, base + 1], -1), torch.stack([1 - frac, frac], -1)
+    return torch.stack([base, base + 1]), torch.stack([1 - frac, frac])
 
 
-def _trilinear_weights(w: Tensor) -> Tensor:  # [G, N, 3, 2] -> [G, N, 8] corner c = 4 cz + 2 cy + cx
-    wyz = w[..., 2, :, None] * w[..., 1, None, :]  # [G, N, 2, 2]
-    return (wyz[..., None] * w[..., 0, None, None, :]).flatten(-3)
+def _trilinear_weights(w: Tensor) -> Tensor:  # [2, G, 3, N] -> [8, G, N], corner c = 4 cz + 2 cy + cx
+    wyz = w[:, None, :, 2] * w[None, :, :, 1]  # [2 (z), 2 (y), G, N]
+    return (wyz[:, :, None] * w[None, None, :, :, 0]).flatten(0, 2)
 
 
 def dense_indices(corner: Tensor, resolutions: Tensor, sizes: Tensor, offsets: Tensor) -> Tensor:
-    """corner [G, N, 3, 2] int64, per-level [G] -> flat table indices [G, N, 8]."""
-    res = resolutions[:, None, None]  # [G, 1, 1]
-    tx, ty, tz = corner[..., 0, :], corner[..., 1, :] * res, corner[..., 2, :] * (res * res)  # [G, N, 2]
-    tyz = tz[..., :, None] + ty[..., None, :]  # [G, N, 2, 2]
-    idx = (tyz[..., None] + tx[..., None, None, :]).flatten(-3)  # [G, N, 8]
-    return torch.remainder(idx, sizes[:, None, None]) + offsets[:, None, None]
+    """corner [2, G, 3, N] int64, per-level [G] -> flat table indices [8, G, N]."""
+    res = resolutions[:, None]  # [G, 1]
+    tx, ty, tz = corner[:, :, 0], corner[:, :, 1] * res, corner[:, :, 2] * (res * res)  # [2, G, N]
+    tyz = tz[:, None] + ty[None, :]  # [2, 2, G, N]
+    idx = (tyz[:, :, None] + tx[None, None]).flatten(0, 2)  # [8, G, N]
+    return torch.remainder(idx, sizes[:, None]) + offsets[:, None]
 
 
 def hashed_indices(corner: Tensor, log2_table_size: int, first_offset: int) -> Tensor:
-    """corner [G, N, 3, 2] int64 -> flat indices [G, N, 8] into a table of G consecutive blocks of T entries."""
+    """corner [2, G, 3, N] int64 -> flat indices [8, G, N] into G consecutive blocks of T entries."""
     mask = (1 << log2_table_size) - 1
-    G = corner.shape[0]
-    tx = corner[..., 0, :] & mask  # prime 1
-    ty = (corner[..., 1, :] * PRIMES[1]) & mask
-    tz = (corner[..., 2, :] * PRIMES[2]) & mask
-    level_base = torch.arange(G, device=corner.device)[:, None, None] << log2_table_size  # [G, 1, 1]
-    tx = tx | level_base  # bits above log2 T carry the level block; XOR below never touches them
-    tyz = tz[..., :, None] ^ ty[..., None, :]  # [G, N, 2, 2]
-    return (tyz[..., None] ^ tx[..., None, None, :]).flatten(-3) + first_offset  # [G, N, 8]
+    G = corner.shape[1]
+    tx = corner[:, :, 0] & mask  # prime 1
+    ty = (corner[:, :, 1] * PRIMES[1]) & mask
+    tz = (corner[:, :, 2] * PRIMES[2]) & mask
+    level_base = (torch.arange(G, device=corner.device)[:, None] << log2_table_size) + first_offset  # [G, 1]
+    # when the hashed block starts at a multiple of T, the level offset only sets bits above log2 T: OR it
+    # into the small x term and the XOR below keeps it; otherwise add it to the full index afterwards
+    aligned = first_offset % (1 << log2_table_size) == 0
+    if aligned:
+        tx = tx | level_base
+    tyz = tz[:, None] ^ ty[None, :]  # [2, 2, G, N]
+    idx = (tyz[:, :, None] ^ tx[None, None]).flatten(0, 2)  # [8, G, N]
+    return idx if aligned else idx + level_base
 
 
 def gather_interpolate(table: Tensor, idx: Tensor, weights: Tensor) -> Tensor:
-    """table [E, F], idx [G, N, 8], weights [G, N, 8] -> [G, N, F] (8-tap weighted sum)."""
-    G, N, _ = idx.shape
-    feats = table.index_select(0, idx.reshape(-1)).view(G * N, 8, -1)  # [G N, 8, F]
-    out = torch.bmm(weights.reshape(G * N, 1, 8).to(table.dtype), feats)  # [G N, 1, F]
-    return out.view(G, N, -1)
+    """table [E, F], idx [8, G, N], weights [8, G, N] -> [G, N, F] (8-tap weighted sum)."""
+    _, G, N = idx.shape
+    if table.shape[1] == 2 and table.dtype in (torch.float32, torch.float64) and table.is_contiguous():
+        # one complex number per entry: a 1-D gather (and, in backward, a 1-D index_add) is ~30 % faster
+        # than gathering rows of two floats
+        rows = torch.view_as_complex(table).index_select(0, idx.reshape(-1))  # [8 G N] complex
+        feats = torch.view_as_real(rows).view(8, G, N, 2)
+    else:
+        feats = table.index_select(0, idx.reshape(-1)).view(8, G, N, -1)  # [8, G, N, F]
+    return (weights.to(table.dtype)[..., None] * feats).sum(0)
 
 
 def hash_grid_encode(x: Tensor, table: Tensor, layout: HashGridLayout) -> Tensor:
