@@ -150,3 +150,20 @@ def test_fully_transparent_view_is_rejected(views):
 
 def test_background_enum_values():
     assert {b.value for b in Background} == {"random", "white", "black", "learned"}
+
+
+def test_imported_ply_continues_training(tiny_capture_dir, tmp_path):
+    """Export -> import -> continue: the imported splats start where the export left off."""
+    from headforge.representations.splat_io import load_splats_ply
+
+    preset = tmp_path / "tiny.toml"
+    preset.write_text("resolution = 64\n[train]\nsteps = 150\ninit_points = 2000\nmax_sh_degree = 1\n"
+                      "sh_degree_interval = 50\n[train.densify]\nrefine_start = 50\nrefine_stop = 120\n")
+    first = run_reconstruct(ReconstructConfig(tiny_capture_dir, tmp_path / "a", preset=str(preset), test_every=5,
+                                              progress=False))
+    exported = load_splats_ply(tmp_path / "a" / "splats.ply")
+    again = run_reconstruct(ReconstructConfig(tiny_capture_dir, tmp_path / "b", preset=str(preset), test_every=5,
+                                              steps=60, init_ply=tmp_path / "a" / "splats.ply", progress=False))
+    assert again.metrics["psnr"] > first.metrics["psnr"] - 1.0, (first.metrics["psnr"], again.metrics["psnr"])
+    reexported = load_splats_ply(tmp_path / "b" / "splats.ply")
+    assert reexported.sh.shape[1] == exported.sh.shape[1] and (tmp_path / "b" / "turntable.gif").is_file()
