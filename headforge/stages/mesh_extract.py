@@ -1,0 +1,210 @@
+"""Neural field -> textured mesh: marching cubes, cleanup, UV unwrap, texture bake, export.
+
+Pipeline (:func:`field_to_mesh`):
+1. Sample the field's scalar on a regular grid over the bounds (``resolution`` cells along the longest side,
+   the same spacing on every axis as far as the extents allow), under ``torch.no_grad`` in chunks of
+   ``chunk`` points. SDF fields use the SDF (metres, negative inside, level 0); density fields use sigma
+   (per metre, inside where sigma > level).
+2. The grid is padded by one layer of "outside" samples, so a surface that reaches the bounds (a neck cut by
+   the box) is closed there by a cap instead of being left open. For density this is exact: the field is
+   empty outside its box.
+3. ``skimage.measure.marching_cubes`` on the outside-positive scalar ``u`` (``sdf - level`` or
+   ``level - sigma``) with ``gradient_direction="descent"``, which yields triangles counter-clockwise seen
+   from outside (outward normals, positive signed volume).
+4. Cleanup (:mod:`headforge.stages.mesh_cleanup`): weld, keep the largest component, fill small holes, decimate.
+5. UV unwrap and texture bake (:mod:`headforge.stages.texture_bake`).
+
+**Default density level.** ``DEFAULT_DENSITY_LEVEL = ln 2 / 1 cm ~ 69.3 per metre``: the density at which one
+centimetre of material stops half of the light (alpha 0.5 over 1 cm). It is a physical quantity, so the
+surface does not move with the grid resolution (unlike "alpha 0.5 over one voxel"). A trained field's density
+rises from ~0 to hundreds or thousands per metre within a few millimetres at the surface, so the extracted
+surface sits within a fraction of that transition; lower levels pick up haze and floaters, higher levels
+punch holes in thin or semi-transparent parts (hair). For VolSDF-style densities (``0.5 / beta`` at the
+surface) the SDF itself is used instead.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+
+import numpy as np
+import torch
+from torch import Tensor
+from tqdm import tqdm
+
+from headforge.errors import HeadforgeError
+from headforge.representations.mesh import TexturedMesh
+from headforge.representations.mesh_io import save_glb, save_obj, save_ply
+from headforge.stages.mesh_cleanup import clean_mesh
+from headforge.stages.texture_bake import bake_texture
+
+Vec3 = tuple[float, float, float]
+DEFAULT_DENSITY_LEVEL = math.log(2.0) / 0.01  # per metre: alpha 0.5 over 1 cm of material
+_PROGRESS_MIN_CHUNKS = 16  # grids needing fewer field queries than this get no progress bar
+
+
+class FieldMeshError(HeadforgeError):
+    """A field cannot be turned into a mesh (non-finite values, no surface)."""
+
+
+class EmptyFieldError(FieldMeshError):
+    """The field has no surface at the iso level inside the bounds."""
+
+
+@dataclass(frozen=True)
+class MeshExtractConfig:
+    resolution: int = 256  # marching-cubes grid cells along the longest side of the bounds
+    level: float | None = None  # iso level; None: 0 for SDF fields, DEFAULT_DENSITY_LEVEL for density fields
+    bounds_min: Vec3 | None = None  # metres, head frame; None: the field's bounds
+    bounds_max: Vec3 | None = None
+    chunk: int = 65536  # points per field query (grid sampling and texture baking)
+    keep_largest_component: bool = True
+    fill_holes_max_edges: int = 64  # boundary loops of at most this many edges are closed (0: none)
+    target_faces: int | None = 100_000  # decimate to this many triangles (None: keep all)
+    texture_size: int = 1024  # square texture, pixels
+    bake_supersample: int = 2  # colour samples per texel = bake_supersample ** 2 (averaged)
+    texture_padding: int = 2  # pixels between UV charts in the atlas
+    texture_dilation: int = 4  # pixels each chart's colours are grown outwards (hides seams under filtering)
+    progress: bool = True  # tqdm bars for big grids / bakes
+
+    def __post_init__(self):
+        if self.resolution < 2:
+            raise ValueError(f"MeshExtractConfig.resolution must be >= 2, got {self.resolution}")
+        if self.chunk < 1:
+            raise ValueError(f"MeshExtractConfig.chunk must be >= 1, got {self.chunk}")
+        if (self.bounds_min is None) != (self.bounds_max is None):
+            raise ValueError("MeshExtractConfig: give both bounds_min and bounds_max, or neither")
+        if self.bounds_min is not None and any(
+                hi <= lo for lo, hi in zip(self.bounds_min, self.bounds_max, strict=True)):
+            raise ValueError(f"MeshExtractConfig bounds need max > min, got {self.bounds_min}, {self.bounds_max}")
+        if self.target_faces is not None and self.target_faces < 4:
+            raise ValueError(f"MeshExtractConfig.target_faces must be >= 4 or None, got {self.target_faces}")
+        if self.texture_size < 8 or self.bake_supersample < 1 or self.texture_padding < 0 or self.texture_dilation < 0:
+            raise ValueError(f"MeshExtractConfig texture settings out of range: {self}")
+
+
+class SurfaceField(Protocol):
+    """What :func:`field_to_mesh` needs (``RadianceField`` has it): ``cfg.sdf``, bounds, sdf/density, color."""
+
+    cfg: object  # with a bool ``sdf``
+
+    @property
+    def bounds(self) -> tuple[Tensor, Tensor]: ...
+
+    def density(self, points: Tensor) -> Tensor: ...  # [..., 3] -> [..., 1]
+
+    def sdf(self, points: Tensor) -> Tensor: ...  # [..., 3] -> [..., 1]
+
+    def color(self, points: Tensor, directions: Tensor) -> Tensor: ...  # [..., 3], [..., 3] -> [..., 3]
+
+
+def grid_axes(lo: Vec3, hi: Vec3, resolution: int) -> list[np.ndarray]:
+    """Sample coordinates per axis: ``resolution`` cells along the longest side, near-equal spacing elsewhere."""
+    extent = [h - l for l, h in zip(lo, hi, strict=True)]
+    step = max(extent) / resolution
+    cells = [max(1, math.ceil(e / step - 1e-6)) for e in extent]
+    return [np.linspace(l, h, n + 1) for l, h, n in zip(lo, hi, cells, strict=True)]
+
+
+def sample_grid(scalar_fn: Callable[[Tensor], Tensor], axes: list[np.ndarray], *, chunk: int = 65536,
+                device: torch.device | str | None = None, progress: bool = True) -> np.ndarray:
+    """Evaluate ``scalar_fn`` ([N, 3] -> [N, 1] or [N]) at every grid point -> [nx, ny, nz] float32."""
+    nx, ny, nz = (len(a) for a in axes)
+    ax = [torch.as_tensor(a, dtype=torch.float32) for a in axes]
+    total = nx * ny * nz
+    out = np.empty(total, dtype=np.float32)
+    starts = range(0, total, chunk)
+    bar = tqdm(starts, desc="sample field", unit="chunk", disable=not progress or len(starts) < _PROGRESS_MIN_CHUNKS)
+    with torch.no_grad():
+        for s in bar:
+            idx = torch.arange(s, min(s + chunk, total))  # [N] flat index, z fastest
+            pts = torch.stack([ax[0][idx // (ny * nz)], ax[1][(idx // nz) % ny], ax[2][idx % nz]], -1)  # [N, 3]
+            val = scalar_fn(pts.to(device) if device is not None else pts)
+            if val.numel() != len(idx):
+                raise ValueError(f"scalar_fn must return one value per point, got shape {tuple(val.shape)} "
+                                 f"for {len(idx)} points")
+            out[s:s + len(idx)] = val.reshape(-1).float().cpu().numpy()
+    return out.reshape(nx, ny, nz)
+
+
+def extract_mesh(scalar_fn: Callable[[Tensor], Tensor], lo: Vec3 | Tensor, hi: Vec3 | Tensor,
+                 cfg: MeshExtractConfig = MeshExtractConfig(), *, is_sdf: bool,
+                 device: torch.device | str | None = None) -> TexturedMesh:
+    """Marching cubes of ``scalar_fn`` over the box [lo, hi], then cleanup per ``cfg`` (geometry only).
+
+    ``scalar_fn``: points [N, 3] (metres) -> SDF [N, 1] (``is_sdf``, negative inside) or density [N, 1].
+    Returns a welded mesh, counter-clockwise seen from outside. Raises :class:`EmptyFieldError` if no sample
+    is inside (or every sample is), :class:`FieldMeshError` if the field returns NaN/inf.
+    """
+    from skimage.measure import marching_cubes
+
+    lo_t, hi_t = tuple(float(x) for x in lo), tuple(float(x) for x in hi)
+    level = float(cfg.level if cfg.level is not None else (0.0 if is_sdf else DEFAULT_DENSITY_LEVEL))
+    axes = grid_axes(lo_t, hi_t, cfg.resolution)
+    spacing = tuple(float(a[1] - a[0]) for a in axes)
+    values = sample_grid(scalar_fn, axes, chunk=cfg.chunk, device=device, progress=cfg.progress)
+    bad = int((~np.isfinite(values)).sum())
+    if bad:
+        raise FieldMeshError(f"the field returned NaN or inf at {bad} of {values.size} grid points",
+                             fix="the field's weights are broken (diverged training?); resume from an earlier "
+                                 "checkpoint or lower the learning rate")
+    u = values - level if is_sdf else level - values  # [nx, ny, nz] positive outside, negative inside
+    kind = "SDF" if is_sdf else "density"
+    if not (u < 0).any():
+        raise EmptyFieldError(
+            f"the field is empty at {kind} level {level:g}: no grid point inside the bounds "
+            f"{lo_t} .. {hi_t} is inside the surface, so there is nothing to mesh",
+            fix="lower MeshExtractConfig.level (for density fields), check the bounds, and check that training "
+                "converged (render the field: an empty render means an untrained or collapsed field)")
+    if not (u > 0).any():
+        raise EmptyFieldError(
+            f"the field has no surface at {kind} level {level:g}: every grid point in {lo_t} .. {hi_t} is "
+            "inside, so the mesh would be the bounding box",
+            fix="raise MeshExtractConfig.level (for density fields), or check that training converged")
+    outside = float(np.abs(u).max()) + max(spacing) if is_sdf else level  # density 0 beyond the box
+    padded = np.pad(u, 1, mode="constant", constant_values=max(outside, 1e-12))
+    verts, faces, _, _ = marching_cubes(padded, 0.0, spacing=spacing, gradient_direction="descent",
+                                        allow_degenerate=False)
+    origin = np.asarray(lo_t) - np.asarray(spacing)  # padded index 0 is one cell outside lo
+    mesh = TexturedMesh(torch.as_tensor(verts + origin, dtype=torch.float32),
+                        torch.as_tensor(faces, dtype=torch.int64))
+    return clean_mesh(mesh, keep_largest=cfg.keep_largest_component, fill_holes_max_edges=cfg.fill_holes_max_edges,
+                      target_faces=cfg.target_faces)
+
+
+def field_bounds(field: SurfaceField, cfg: MeshExtractConfig) -> tuple[Vec3, Vec3]:
+    if cfg.bounds_min is not None:
+        return tuple(cfg.bounds_min), tuple(cfg.bounds_max)
+    b = field.bounds() if callable(field.bounds) else field.bounds
+    return tuple(float(x) for x in b[0]), tuple(float(x) for x in b[1])
+
+
+def field_to_mesh(field: SurfaceField, cfg: MeshExtractConfig = MeshExtractConfig()) -> TexturedMesh:
+    """Marching cubes + cleanup + UV unwrap + texture bake of a radiance field (SDF or density)."""
+    is_sdf = bool(getattr(field.cfg, "sdf", False))
+    lo, hi = field_bounds(field, cfg)
+    b = field.bounds() if callable(field.bounds) else field.bounds
+    device = b[0].device if isinstance(b[0], Tensor) else None
+    scalar_fn = field.sdf if is_sdf else field.density
+    mesh = extract_mesh(scalar_fn, lo, hi, cfg, is_sdf=is_sdf, device=device)
+    return bake_texture(mesh, field.color, cfg, device=device).validate()
+
+
+def export_mesh(mesh: TexturedMesh, out_dir: str | Path, name: str = "mesh") -> dict[str, Path]:
+    """Write ``name``.obj (+ .mtl + .png when textured), .ply and .glb into ``out_dir``, each atomically.
+
+    Returns {"obj", "ply", "glb"} (+ {"mtl", "texture"}) -> path. The caller wanting an all-or-nothing folder
+    wraps this in :func:`headforge.atomic.atomic_directory`.
+    """
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    paths = {"obj": save_obj(mesh, out / f"{name}.obj")}
+    if mesh.has_texture:
+        paths["mtl"], paths["texture"] = out / f"{name}.mtl", out / f"{name}.png"
+    paths["ply"] = save_ply(mesh, out / f"{name}.ply")
+    paths["glb"] = save_glb(mesh, out / f"{name}.glb")
+    return paths
