@@ -114,20 +114,26 @@ def sample_grid(scalar_fn: Callable[[Tensor], Tensor], axes: list[np.ndarray], *
                 device: torch.device | str | None = None, progress: bool = True) -> np.ndarray:
     """Evaluate ``scalar_fn`` ([N, 3] -> [N, 1] or [N]) at every grid point -> [nx, ny, nz] float32."""
     nx, ny, nz = (len(a) for a in axes)
-    ax = [torch.as_tensor(a, dtype=torch.float32) for a in axes]
-    total = nx * ny * nz
-    out = np.empty(total, dtype=np.float32)
-    starts = range(0, total, chunk)
-    bar = tqdm(starts, desc="sample field", unit="chunk", disable=not progress or len(starts) < _PROGRESS_MIN_CHUNKS)
+    ax, ay, az = (torch.as_tensor(a, dtype=torch.float32) for a in axes)
+    nyz = ny * nz
+    yz = torch.stack(torch.meshgrid(ay, az, indexing="ij"), -1).reshape(nyz, 2)  # [ny*nz, 2], z fastest
+    out = np.empty(nx * nyz, dtype=np.float32)
+    group = max(1, chunk // nyz)  # x planes per batch
+    starts = range(0, nx, group)
+    show = progress and nx * nyz >= _PROGRESS_MIN_CHUNKS * chunk
     with torch.no_grad():
-        for s in bar:
-            idx = torch.arange(s, min(s + chunk, total))  # [N] flat index, z fastest
-            pts = torch.stack([ax[0][idx // (ny * nz)], ax[1][(idx // nz) % ny], ax[2][idx % nz]], -1)  # [N, 3]
-            val = scalar_fn(pts.to(device) if device is not None else pts)
-            if val.numel() != len(idx):
-                raise ValueError(f"scalar_fn must return one value per point, got shape {tuple(val.shape)} "
-                                 f"for {len(idx)} points")
-            out[s:s + len(idx)] = val.reshape(-1).float().cpu().numpy()
+        for i0 in tqdm(starts, desc="sample field", unit="plane" if group == 1 else "batch", disable=not show):
+            xs = ax[i0:i0 + group]  # [k]
+            pts = torch.cat([xs[:, None, None].expand(-1, nyz, 1), yz[None].expand(len(xs), -1, -1)], -1)
+            pts = pts.reshape(-1, 3)  # [k*ny*nz, 3] points of these planes, row-major (x, y, z)
+            for s in range(0, len(pts), chunk):
+                p = pts[s:s + chunk]
+                val = scalar_fn(p.to(device) if device is not None else p)
+                if val.numel() != len(p):
+                    raise ValueError(f"scalar_fn must return one value per point, got shape {tuple(val.shape)} "
+                                     f"for {len(p)} points")
+                o = i0 * nyz + s
+                out[o:o + len(p)] = val.reshape(-1).float().cpu().numpy()
     return out.reshape(nx, ny, nz)
 
 
@@ -169,6 +175,11 @@ def extract_mesh(scalar_fn: Callable[[Tensor], Tensor], lo: Vec3 | Tensor, hi: V
     padded = np.pad(u, 1, mode="constant", constant_values=max(outside, 1e-12))
     verts, faces, _, _ = marching_cubes(padded, 0.0, spacing=spacing, gradient_direction="descent",
                                         allow_degenerate=False)
+    if len(faces) == 0:
+        raise EmptyFieldError(f"marching cubes found no triangles at {kind} level {level:g} (the inside is "
+                              "thinner than one grid cell)",
+                              fix="raise MeshExtractConfig.resolution, lower the level (density fields), or check "
+                                  "that training converged")
     origin = np.asarray(lo_t) - np.asarray(spacing)  # padded index 0 is one cell outside lo
     mesh = TexturedMesh(torch.as_tensor(verts + origin, dtype=torch.float32),
                         torch.as_tensor(faces, dtype=torch.int64))
