@@ -106,6 +106,14 @@ def test_surface_touching_bounds_is_capped():
     assert float(mesh.vertices[:, 1].min()) > -0.2 - VOXEL
 
 
+def test_surface_exactly_on_grid_samples_stays_closed():
+    cube = lambda p: p.abs().max(-1, keepdim=True).values - 0.1  # noqa: E731  faces on grid planes: sdf == 0 there
+    mesh = extract_mesh(cube, LO, HI, MeshExtractConfig(resolution=40, target_faces=None, progress=False),
+                        is_sdf=True)
+    assert_closed_outward(mesh)
+    assert signed_volume(mesh) == pytest.approx(0.2 ** 3, rel=1e-4)
+
+
 @pytest.mark.parametrize("is_sdf,fn,words", [
     (True, lambda p: p.norm(dim=-1, keepdim=True) + 1.0, "empty"),  # positive everywhere
     (False, lambda p: torch.zeros(p.shape[0], 1), "empty"),

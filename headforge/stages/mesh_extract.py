@@ -12,6 +12,8 @@ Pipeline (:func:`field_to_mesh`):
    ``level - sigma``) with ``gradient_direction="descent"``, which yields triangles counter-clockwise seen
    from outside (outward normals, positive signed volume).
 4. Cleanup (:mod:`headforge.stages.mesh_cleanup`): weld, keep the largest component, fill small holes, decimate.
+   Marching cubes of the padded grid is already closed, so hole filling is a safety net here (it matters
+   for meshes from elsewhere, or with the padding's caps cut away).
 5. UV unwrap and texture bake (:mod:`headforge.stages.texture_bake`).
 
 **Default density level.** ``DEFAULT_DENSITY_LEVEL = ln 2 / 1 cm ~ 69.3 per metre``: the density at which one
