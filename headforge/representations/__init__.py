@@ -1,1 +1,1 @@
-"""Scene representations: meshes (and, later, Gaussians, hash grids, tri-planes, tri-grids, rigs)."""
+"""Scene representations: meshes, Gaussian splats, neural fields (hash grid, tri-plane, tri-grid); rigs later."""

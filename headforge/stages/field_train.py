@@ -1,0 +1,205 @@
+"""Stage: fit a neural radiance field (hash grid, tri-plane or tri-grid; density or VolSDF) to a capture.
+
+Random batches of training rays; samples from an occupancy grid that skips empty space (updated from the
+field's density every few steps, as nerfacc's OccGridEstimator); colour loss against the ground truth
+composited over a random background (masks then teach transparency), an opacity-vs-mask loss, and the
+eikonal loss for SDF fields. Adam with an exponentially decaying learning rate; atomic checkpoints with
+exact resume; seeded.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm import tqdm
+
+from headforge.atomic import atomic_path
+from headforge.geometry.cameras import Cameras
+from headforge.geometry.rays import Rays, generate_rays
+from headforge.metrics import mse_to_psnr
+from headforge.renderers.occupancy import OccupancyConfig, OccupancyGrid
+from headforge.renderers.volume import VolumeRendererConfig, render_rays
+from headforge.representations.fields.field import FieldConfig, RadianceField
+from headforge.representations.fields.sdf import eikonal_loss
+from headforge.stages.gaussian_train import Background
+from headforge.stages.views import ViewBatch
+
+
+@dataclass(frozen=True)
+class FieldTrainConfig:
+    field: FieldConfig = dataclasses.field(default_factory=FieldConfig)
+    occupancy: OccupancyConfig = dataclasses.field(default_factory=OccupancyConfig)
+    steps: int = 3000
+    rays_per_batch: int = 2048
+    lr: float = 1e-2
+    lr_final: float = 1e-3
+    weight_decay: float = 1e-6  # on the MLPs only
+    mask_weight: float = 0.05  # BCE between rendered opacity and the mask (captures with masks)
+    eikonal_weight: float = 0.1  # SDF fields
+    background: Background = Background.RANDOM
+    skip_empty_space: bool = True
+    checkpoint_every: int = 1000
+    eval_chunk: int = 8192  # rays per evaluation batch
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class FieldTrainResult:
+    field: RadianceField
+    grid: OccupancyGrid
+    steps: int
+    seconds: float
+    background: Tensor  # [3] evaluation background
+    history: tuple[tuple[int, float, float], ...]  # (step, loss, batch psnr)
+
+
+@dataclass(frozen=True)
+class RayBank:
+    """Every training pixel as a ray: origins/directions [M, 3], z_scale [M], rgb [M, 3], alpha [M] | None."""
+
+    origins: Tensor
+    directions: Tensor
+    z_scale: Tensor
+    rgb: Tensor
+    alpha: Tensor | None
+
+    @staticmethod
+    def from_views(views: ViewBatch) -> RayBank:
+        rays = generate_rays(views.cameras)
+        return RayBank(rays.origins.reshape(-1, 3), rays.directions.reshape(-1, 3), rays.z_scale.reshape(-1),
+                       views.images.reshape(-1, 3), None if views.alphas is None else views.alphas.reshape(-1))
+
+
+def field_bounds(lo: Tensor, hi: Tensor, margin: float = 1.05) -> tuple[tuple[float, ...], tuple[float, ...]]:
+    """A cube around the capture bounds (the encodings want one scale on every axis)."""
+    centre, half = (lo + hi) / 2, float((hi - lo).max()) / 2 * margin
+    return tuple((centre - half).tolist()), tuple((centre + half).tolist())
+
+
+def make_field(cfg: FieldTrainConfig, lo: Tensor, hi: Tensor) -> RadianceField:
+    bmin, bmax = field_bounds(lo, hi)
+    return RadianceField(FieldConfig(**{**{f: getattr(cfg.field, f) for f in cfg.field.__dataclass_fields__},
+                                        "bounds_min": bmin, "bounds_max": bmax}))
+
+
+def make_field_optimizer(model: RadianceField, cfg: FieldTrainConfig) -> torch.optim.Adam:
+    enc = [p for n, p in model.named_parameters() if n.startswith("encoding")]
+    mlp = [p for n, p in model.named_parameters() if not n.startswith("encoding")]
+    return torch.optim.Adam([{"params": enc, "weight_decay": 0.0}, {"params": mlp, "weight_decay": cfg.weight_decay}],
+                            lr=cfg.lr, betas=(0.9, 0.99), eps=1e-15)
+
+
+def render_image_rays(model: RadianceField, grid: OccupancyGrid, rays: Rays, background: Tensor,
+                      cfg: FieldTrainConfig, chunk: int) -> tuple[Tensor, Tensor]:
+    """Evaluation render of rays [..., 3] in chunks: rgb [..., 3], alpha [...] (no gradients)."""
+    shape = rays.origins.shape[:-1]
+    o, d, z = rays.origins.reshape(-1, 3), rays.directions.reshape(-1, 3), rays.z_scale.reshape(-1)
+    rcfg = VolumeRendererConfig(normals=False)
+    sampler = grid.sampler(skip=cfg.skip_empty_space)
+    rgbs, alphas = [], []
+    for s in range(0, o.shape[0], chunk):
+        sl = slice(s, s + chunk)
+        r = render_rays(model, Rays(o[sl], d[sl], z[sl]), rcfg, sampler, background=background)
+        rgbs.append(r.rgb.detach())
+        alphas.append(r.alpha[..., 0].detach())
+    return torch.cat(rgbs).reshape(*shape, 3), torch.cat(alphas).reshape(shape)
+
+
+def field_render_fn(model: RadianceField, grid: OccupancyGrid, cfg: FieldTrainConfig):
+    """A :data:`headforge.stages.evaluate.RenderFn` for a trained field."""
+    def render(cameras: Cameras, background: Tensor) -> tuple[Tensor, Tensor]:
+        with torch.no_grad():
+            return render_image_rays(model, grid, generate_rays(cameras), background.to(grid.lo), cfg, cfg.eval_chunk)
+    return render
+
+
+def save_field_checkpoint(path: Path, step: int, model: RadianceField, grid: OccupancyGrid, optimizer,
+                          background: Tensor, generator: torch.Generator, cfg: FieldTrainConfig) -> None:
+    payload = {"step": step, "field": model.state_dict(), "grid": grid.state_dict(),
+               "optimizer": optimizer.state_dict(), "background": background.detach().cpu(),
+               "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "config": asdict(cfg)}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def train_field(train: ViewBatch, bounds: tuple[Tensor, Tensor], cfg: FieldTrainConfig, *,
+                checkpoint_dir: Path | None = None, resume: bool = False, device: str = "cpu",
+                progress: bool = True) -> FieldTrainResult:
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    if train.alphas is None and cfg.background == Background.RANDOM:
+        cfg = FieldTrainConfig(**{**{f: getattr(cfg, f) for f in cfg.__dataclass_fields__},
+                                  "background": Background.LEARNED})
+    model = make_field(cfg, *bounds).to(device)
+    grid = OccupancyGrid(cfg.occupancy, *model.bounds).to(device)
+    learned_bg = torch.nn.Parameter(torch.full((3,), 0.5, device=device))
+    optimizer = make_field_optimizer(model, cfg)
+    if cfg.background == Background.LEARNED:
+        optimizer.add_param_group({"params": [learned_bg], "lr": 1e-2, "weight_decay": 0.0})
+    start = 0
+    from headforge.stages.gaussian_train import latest_checkpoint
+
+    ckpt = latest_checkpoint(checkpoint_dir) if (resume and checkpoint_dir is not None) else None
+    if ckpt is not None:
+        payload = torch.load(ckpt, map_location=device, weights_only=False)
+        model.load_state_dict(payload["field"])
+        grid.load_state_dict(payload["grid"])
+        optimizer.load_state_dict(payload["optimizer"])
+        with torch.no_grad():
+            learned_bg.copy_(payload["background"])
+        gen.set_state(payload["generator"])
+        torch.set_rng_state(payload["torch_rng"])
+        start = payload["step"]
+    bank = RayBank.from_views(train)
+    rcfg = VolumeRendererConfig(stratified=True, normals=False)
+    fixed = {Background.WHITE: 1.0, Background.BLACK: 0.0}
+    decay = (cfg.lr_final / cfg.lr) ** (1 / max(cfg.steps, 1))
+    history = []
+    t0 = time.perf_counter()
+    bar = tqdm(range(start + 1, cfg.steps + 1), desc=f"train {cfg.field.encoding}", unit="step",
+               disable=not progress, initial=start, total=cfg.steps)
+    for step in bar:
+        grid.update_every_n_steps(step, lambda x: model.density(x), gen)
+        idx = torch.randint(bank.origins.shape[0], (cfg.rays_per_batch,), generator=gen)
+        if cfg.background == Background.RANDOM:
+            bg = torch.rand(3, generator=gen)
+        elif cfg.background == Background.LEARNED:
+            bg = learned_bg.clamp(0, 1)
+        else:
+            bg = torch.full((3,), fixed[cfg.background])
+        bg = bg.to(device)
+        rgb = bank.rgb[idx].to(device)
+        alpha = None if bank.alpha is None else bank.alpha[idx].to(device)
+        target = rgb if alpha is None else rgb * alpha[:, None] + bg.detach() * (1 - alpha[:, None])
+        rays = Rays(bank.origins[idx].to(device), bank.directions[idx].to(device), bank.z_scale[idx].to(device))
+        r = render_rays(model, rays, rcfg, grid.sampler(skip=cfg.skip_empty_space), background=bg, generator=gen)
+        mse = F.mse_loss(r.rgb, target)
+        loss = F.smooth_l1_loss(r.rgb, target, beta=0.01)
+        if alpha is not None and cfg.mask_weight > 0:
+            loss = loss + cfg.mask_weight * F.binary_cross_entropy(r.alpha[:, 0].clamp(1e-5, 1 - 1e-5), alpha)
+        if cfg.field.sdf and r.gradients is not None and len(r.gradients) and cfg.eikonal_weight > 0:
+            loss = loss + cfg.eikonal_weight * eikonal_loss(r.gradients)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(f"field training diverged at step {step}; the last checkpoint in "
+                                     f"{checkpoint_dir} is intact")
+        optimizer.step()
+        for g in optimizer.param_groups:
+            g["lr"] *= decay
+        if step % 25 == 0 or step == cfg.steps:
+            p = mse_to_psnr(mse.item())
+            history.append((step, loss.item(), p))
+            bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{p:.2f}", samples=len(r.samples))
+        if checkpoint_dir is not None and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
+            save_field_checkpoint(checkpoint_dir / f"step_{step:06d}.pt", step, model, grid, optimizer, learned_bg,
+                                  gen, cfg)
+    bg_eval = learned_bg.detach().clamp(0, 1) if cfg.background == Background.LEARNED else torch.ones(3)
+    return FieldTrainResult(model.eval(), grid, cfg.steps, time.perf_counter() - t0, bg_eval.cpu(), tuple(history))
