@@ -106,38 +106,65 @@ def inspect(capture: Annotated[Path, tyro.conf.Positional],
         print(f"camera plot: {plot_path}")
 
 
-def reconstruct(capture: Annotated[Path, tyro.conf.Positional], out: Path, method: Literal["gaussians"] = "gaussians",
+def reconstruct(capture: Annotated[Path, tyro.conf.Positional], out: Path,
+                method: Literal["gaussians", "hashgrid", "triplane", "trigrid"] = "gaussians", sdf: bool = False,
                 preset: str = "default", resolution: int | None = None, steps: int | None = None,
                 test_every: int = 8, device: Literal["auto", "cpu", "cuda"] = "auto", init_ply: Path | None = None,
                 resume: bool = False, overwrite: bool = False) -> None:
-    """Reconstruct a head from a multi-view capture; writes metrics.json, splats.ply/.splat/.glb and pictures.
+    """Reconstruct a head from a multi-view capture: metrics.json, contact sheet, turntable and exports.
 
     Args:
         capture: Capture directory or camera file (nerfstudio, opencv_cameras.json, NeRSemble, COLMAP).
         out: Output directory.
-        method: Reconstruction method.
-        preset: fast, default, quality (configs/gaussians_<preset>.toml), or a path to a TOML preset.
+        method: gaussians (splats.ply/.splat/.glb) or a neural field: hashgrid, triplane, trigrid (field.pt;
+            then `headforge extract-mesh OUT`).
+        sdf: Neural fields: VolSDF geometry (signed distance) for clean meshes.
+        preset: fast, default, quality (configs/<gaussians|fields>_<preset>.toml), or a path to a TOML preset.
         resolution: Longest image side to train and evaluate at (overrides the preset).
         steps: Training steps (overrides the preset).
         test_every: Every n-th view is held out for evaluation.
         device: auto picks CUDA when torch sees a GPU.
-        init_ply: Start from a 3DGS PLY (e.g. an earlier export) instead of initialising.
+        init_ply: Gaussians: start from a 3DGS PLY (e.g. an earlier export) instead of initialising.
         resume: Continue from the last checkpoint in OUT/checkpoints.
         overwrite: Replace an existing output directory.
     """
     from headforge.pipeline.reconstruct import Method, ReconstructConfig, run_reconstruct
 
-    result = run_reconstruct(ReconstructConfig(capture=capture, out=out, method=Method(method), preset=preset,
-                                               resolution=resolution, steps=steps, test_every=test_every,
-                                               device=device, init_ply=init_ply, resume=resume,
-                                               overwrite=overwrite))
+    result = run_reconstruct(ReconstructConfig(capture=capture, out=out, method=Method(method), sdf=sdf,
+                                               preset=preset, resolution=resolution, steps=steps,
+                                               test_every=test_every, device=device, init_ply=init_ply,
+                                               resume=resume, overwrite=overwrite))
     m = result.metrics
     masked = "n/a" if m["psnr_masked"] is None else f"{m['psnr_masked']:.2f} dB"
+    size = f"{m['num_gaussians']} Gaussians" if "num_gaussians" in m else f"{m['num_parameters']} parameters"
     print(f"wrote {result.out_dir} in {result.seconds:.0f} s: held-out PSNR {m['psnr']:.2f} dB, "
-          f"masked {masked}, SSIM {m['ssim']:.4f}, {m['num_gaussians']} Gaussians")
+          f"masked {masked}, SSIM {m['ssim']:.4f}, {size}")
 
 
-COMMANDS = {"run": run, "reconstruct": reconstruct, "render-capture": render_capture, "inspect": inspect}
+def extract_mesh(run_dir: Annotated[Path, tyro.conf.Positional], resolution: int = 256, level: float | None = None,
+                 target_faces: int | None = 100_000, texture_size: int = 1024) -> None:
+    """Extract a textured mesh from a finished neural-field run: RUN_DIR/mesh.obj (+ .mtl, .png), mesh.ply, mesh.glb.
+
+    Args:
+        run_dir: Output directory of `headforge reconstruct --method hashgrid|triplane|trigrid`.
+        resolution: Marching-cubes cells along the longest side of the field's bounds.
+        level: Iso level (default: 0 for SDF fields, a density of ln 2 per cm otherwise).
+        target_faces: Decimate to this many triangles.
+        texture_size: Baked texture size in pixels.
+    """
+    from headforge.pipeline.methods import load_field
+    from headforge.stages.mesh_extract import MeshExtractConfig, export_mesh, field_to_mesh
+
+    model, _, _ = load_field(Path(run_dir) / "field.pt")
+    mesh = field_to_mesh(model, MeshExtractConfig(resolution=resolution, level=level, target_faces=target_faces,
+                                                  texture_size=texture_size))
+    written = export_mesh(mesh, run_dir)
+    print(f"wrote {mesh.num_vertices} vertices, {mesh.num_faces} triangles: "
+          + ", ".join(str(p) for p in written.values()))
+
+
+COMMANDS = {"run": run, "reconstruct": reconstruct, "extract-mesh": extract_mesh, "render-capture": render_capture,
+            "inspect": inspect}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -83,8 +83,8 @@ def field_bounds(lo: Tensor, hi: Tensor, margin: float = 1.05) -> tuple[tuple[fl
     return tuple((centre - half).tolist()), tuple((centre + half).tolist())
 
 
-def make_field(cfg: FieldTrainConfig, lo: Tensor, hi: Tensor) -> RadianceField:
-    bmin, bmax = field_bounds(lo, hi)
+def make_field(cfg: FieldTrainConfig, lo: Tensor, hi: Tensor, margin: float = 1.05) -> RadianceField:
+    bmin, bmax = field_bounds(lo, hi, margin)
     return RadianceField(FieldConfig(**{**{f: getattr(cfg.field, f) for f in cfg.field.__dataclass_fields__},
                                         "bounds_min": bmin, "bounds_max": bmax}))
 

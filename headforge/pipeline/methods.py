@@ -1,0 +1,139 @@
+"""The reconstruction methods behind ``headforge reconstruct``: train one, get a renderer and its exports.
+
+Each method returns a :class:`Trained`: a render function for evaluation and pictures, the evaluation
+background, numbers for ``metrics.json`` and a function that writes the method's own files into the
+staged output directory (splats for Gaussians; ``field.pt`` for neural fields, which
+``headforge extract-mesh`` reads).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field, replace
+from enum import StrEnum
+from pathlib import Path
+
+import torch
+from torch import Tensor
+
+from headforge.atomic import atomic_path
+from headforge.config_io import from_dict, load_config
+from headforge.stages.evaluate import RenderFn
+from headforge.stages.field_train import FieldTrainConfig, field_render_fn, train_field
+from headforge.stages.gaussian_train import GaussianTrainConfig, render_splats, train_gaussians
+from headforge.stages.views import ViewBatch
+
+
+class Method(StrEnum):
+    GAUSSIANS = "gaussians"
+    HASHGRID = "hashgrid"
+    TRIPLANE = "triplane"
+    TRIGRID = "trigrid"
+
+
+@dataclass(frozen=True)
+class GaussianPreset:
+    resolution: int = 512  # longest image side used for training and evaluation
+    train: GaussianTrainConfig = field(default_factory=GaussianTrainConfig)
+
+
+@dataclass(frozen=True)
+class FieldPreset:
+    resolution: int = 256
+    train: FieldTrainConfig = field(default_factory=FieldTrainConfig)
+
+
+@dataclass(frozen=True)
+class Trained:
+    render_fn: RenderFn
+    background: Tensor  # [3]
+    steps: int
+    train_seconds: float
+    metrics: dict  # method-specific numbers for metrics.json
+    history: tuple
+    write_exports: Callable[[Path], list[str]]  # staged directory -> names written
+
+
+def load_preset(method: Method, name: str, *, resolution: int | None, steps: int | None,
+                sdf: bool = False) -> GaussianPreset | FieldPreset:
+    """``configs/<family>_<name>.toml`` (or a TOML path) with command-line overrides applied."""
+    family, cls = ("gaussians", GaussianPreset) if method == Method.GAUSSIANS else ("fields", FieldPreset)
+    preset = load_config(cls, name if name.endswith(".toml") else f"{family}_{name}")
+    train = preset.train
+    if steps is not None:
+        train = replace(train, steps=steps)
+    if method != Method.GAUSSIANS:
+        train = replace(train, field=replace(train.field, encoding=method.value, sdf=sdf))
+    return replace(preset, resolution=resolution or preset.resolution, train=train)
+
+
+def train_gaussian_method(train: ViewBatch, bounds, cfg: GaussianTrainConfig, *, checkpoint_dir: Path,
+                          resume: bool, init_ply: Path | None, device: str, progress: bool) -> Trained:
+    init = None
+    if init_ply is not None:
+        from headforge.representations.splat_io import load_splats_ply
+
+        init = load_splats_ply(init_ply)
+    result = train_gaussians(train, bounds, cfg, checkpoint_dir=checkpoint_dir, resume=resume, init=init,
+                             device=device, progress=progress)
+    splats, degree = result.splats.detach(), result.sh_degree
+
+    def render_fn(cams, background):
+        r = render_splats(splats, cams, degree, background.to(splats.means))
+        return r.rgb, r.alpha[..., 0]
+
+    def write_exports(stage: Path) -> list[str]:
+        from headforge.representations.splat_io import save_splats_dot_splat, save_splats_glb, save_splats_ply
+
+        save_splats_ply(splats, stage / "splats.ply")
+        save_splats_dot_splat(splats, stage / "splats.splat")
+        save_splats_glb(splats, stage / "splats.glb")
+        return ["splats.ply", "splats.splat", "splats.glb"]
+
+    return Trained(render_fn, result.background, result.steps, result.seconds,
+                   {"num_gaussians": len(splats), "sh_degree": degree}, result.history, write_exports)
+
+
+def save_field(path: Path, model, grid, cfg: FieldTrainConfig) -> None:
+    payload = {"config": asdict(cfg), "field": model.state_dict(), "grid": grid.state_dict(),
+               "bounds_min": model.bounds[0].cpu(), "bounds_max": model.bounds[1].cpu()}
+    with atomic_path(path) as tmp:
+        torch.save(payload, tmp)
+
+
+def load_field(path: Path, device: str = "cpu"):
+    """(RadianceField, OccupancyGrid, FieldTrainConfig) from a run's ``field.pt``."""
+    from headforge.errors import InputError
+    from headforge.renderers.occupancy import OccupancyGrid
+    from headforge.stages.field_train import make_field
+
+    if not path.is_file():
+        raise InputError("no field.pt in the run directory", path=path,
+                         fix="point at the output of `headforge reconstruct --method hashgrid|triplane|trigrid` "
+                             "that finished (field.pt is written at the end)")
+    try:
+        payload = torch.load(path, map_location=device, weights_only=False)
+        cfg = from_dict(FieldTrainConfig, payload["config"], path)
+    except (RuntimeError, KeyError, EOFError) as e:
+        raise InputError(f"field.pt is unreadable ({e})", path=path, fix="re-run the reconstruction") from None
+    model = make_field(cfg, payload["bounds_min"], payload["bounds_max"], margin=1.0).to(device)
+    model.load_state_dict(payload["field"])
+    grid = OccupancyGrid(cfg.occupancy, *model.bounds).to(device)
+    grid.load_state_dict(payload["grid"])
+    return model.eval(), grid, cfg
+
+
+def train_field_method(train: ViewBatch, bounds, cfg: FieldTrainConfig, *, checkpoint_dir: Path, resume: bool,
+                       device: str, progress: bool) -> Trained:
+    result = train_field(train, bounds, cfg, checkpoint_dir=checkpoint_dir, resume=resume, device=device,
+                         progress=progress)
+
+    def write_exports(stage: Path) -> list[str]:
+        save_field(stage / "field.pt", result.field, result.grid, cfg)
+        return ["field.pt"]
+
+    n_params = sum(p.numel() for p in result.field.parameters())
+    extra = {"encoding": cfg.field.encoding, "sdf": cfg.field.sdf, "num_parameters": n_params,
+             "occupied_fraction": round(result.grid.occupied_fraction(), 4)}
+    return Trained(field_render_fn(result.field, result.grid, cfg), result.background, result.steps,
+                   result.seconds, extra, result.history, write_exports)
