@@ -1,0 +1,264 @@
+"""Stage: distil one neural field into another representation (Progressive Volume Distillation, Fang et al. 2023).
+
+A trained *teacher* (any encoding: hash grid, tri-plane, tri-grid; density or SDF geometry) is queried at 3D
+points and a freshly initialised *student* (any encoding) is fitted to its outputs directly in 3D, with no
+images involved. The student keeps the teacher's bounds (``student_cfg``'s bounds are replaced).
+
+**Where the points come from** (each step draws ``batch_points`` of them):
+
+- ``uniform_share`` uniformly in the box: teaches empty space (and whatever the teacher has elsewhere);
+- ``occupied_share`` uniformly inside the teacher's occupied occupancy-grid cells (the whole occupied volume);
+- the rest from a *surface pool*: random rays from a sphere around the box through random points in it are
+  rendered with the teacher (no grad, its occupancy grid for sampling) and points are drawn from the samples
+  with probability proportional to the rendering weight, uniformly within each sample's interval. These are
+  the points that make the pictures, each paired with the direction it was seen from. The pool is redrawn
+  every ``pool_refresh`` steps.
+
+**Losses.** Raw densities span orders of magnitude (0 in air, 10^3-10^4 per metre inside), so density is matched
+on the bounded opacity scale ``alpha_k = 1 - exp(-sigma * delta_k)`` at a few interval lengths
+``delta_k = step * alpha_scales[k]`` (``step`` is the teacher grid's marching step): small deltas resolve the
+sharp surface, large ones keep a gradient for thin haze. Colour is an alpha-weighted MSE (colour matters only
+where there is something to see): surface-pool points use their viewing direction, the others a uniformly random
+direction. SDF students add the eikonal loss. Adam with exponential learning-rate decay; seeded.
+
+After distillation the student gets its own occupancy grid (the teacher grid's configuration), rebuilt from the
+student's density: every cell scored at ``grid_rounds`` random points, ``occs = max`` of the scores.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import time
+from dataclasses import dataclass
+from typing import Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from tqdm import tqdm
+
+from headforge.geometry.rays import Rays
+from headforge.renderers.occupancy import OccupancyGrid, binarize, cell_points, ema_update
+from headforge.renderers.volume import Sampling, VolumeRendererConfig, clip_rays, render_samples
+from headforge.representations.fields.field import FieldConfig, RadianceField
+from headforge.representations.fields.sdf import eikonal_loss
+
+
+@dataclass(frozen=True)
+class DistillConfig:
+    steps: int = 2000
+    batch_points: int = 8192
+    uniform_share: float = 0.2  # of each batch: uniform in the box
+    occupied_share: float = 0.2  # in the teacher's occupied grid cells; the rest from the surface pool
+    pool_rays: int = 4096  # rays rendered with the teacher to build the surface pool
+    pool_points: int = 65536  # points drawn (by rendering weight) into the pool
+    pool_refresh: int = 250  # steps between pool rebuilds
+    alpha_scales: tuple[float, ...] = (1.0, 16.0)  # density loss intervals, in teacher-grid marching steps
+    density_weight: float = 1.0
+    color_weight: float = 1.0
+    eikonal_weight: float = 0.1  # SDF students only
+    lr: float = 1e-2
+    lr_final: float = 1e-3
+    max_seconds: float | None = None  # stop early when this much wall time is spent (None: run all steps)
+    grid_rounds: int = 4  # random points per cell when the student's occupancy grid is rebuilt
+    seed: int = 0
+
+    def __post_init__(self):
+        if self.steps < 0 or self.batch_points < 1 or self.pool_rays < 1 or self.pool_points < 1:
+            raise ValueError(f"DistillConfig: steps >= 0 and positive batch/pool sizes needed, got {self}")
+        if not (0 <= self.uniform_share <= 1 and 0 <= self.occupied_share <= 1
+                and self.uniform_share + self.occupied_share <= 1):
+            raise ValueError("DistillConfig: uniform_share and occupied_share must be in [0, 1] and sum to <= 1, "
+                             f"got {self.uniform_share} and {self.occupied_share}")
+        if not self.alpha_scales or any(s <= 0 for s in self.alpha_scales):
+            raise ValueError(f"DistillConfig.alpha_scales must be positive, got {self.alpha_scales}")
+        if self.lr <= 0 or self.lr_final <= 0 or self.pool_refresh < 1 or self.grid_rounds < 1:
+            raise ValueError(f"DistillConfig: lr, lr_final, pool_refresh and grid_rounds must be positive: {self}")
+        if self.max_seconds is not None and self.max_seconds <= 0:
+            raise ValueError(f"DistillConfig.max_seconds must be > 0 or None, got {self.max_seconds}")
+
+
+@dataclass(frozen=True)
+class DistillResult:
+    student: RadianceField
+    grid: OccupancyGrid  # rebuilt from the student's own density
+    steps: int  # steps actually run (fewer than cfg.steps when max_seconds ran out)
+    seconds: float
+    history: tuple[tuple[int, float, float], ...]  # (step, density loss, colour loss)
+
+
+class Teacher(Protocol):
+    """What a teacher must offer (``RadianceField`` does); analytic stand-ins work too."""
+
+    @property
+    def bounds(self) -> tuple[Tensor, Tensor]: ...
+    def density(self, points: Tensor) -> Tensor: ...  # [..., 3] -> [..., 1]
+    def color(self, points: Tensor, directions: Tensor) -> Tensor: ...  # [..., 3] x2 -> [..., 3]
+    def query(self, points: Tensor, directions: Tensor, normals: bool | None = None): ...
+
+
+# ---------------------------------------------------------------------------------------------- maths
+def opacity_at_scales(sigma: Tensor, deltas: Tensor) -> Tensor:  # [N, 1], [K] -> [N, K] = 1 - exp(-sigma delta)
+    return -torch.expm1(-sigma * deltas)
+
+
+def weighted_color_mse(rgb: Tensor, target: Tensor, weight: Tensor) -> Tensor:  # [N, 3], [N, 3], [N] -> []
+    return (weight[:, None] * (rgb - target).square()).sum() / (3 * weight.sum().clamp_min(1e-8))
+
+
+def uniform_in_box(n: int, lo: Tensor, hi: Tensor, generator: torch.Generator) -> Tensor:  # -> [n, 3]
+    return lo + torch.rand(n, 3, generator=generator).to(lo) * (hi - lo)
+
+
+def random_directions(n: int, generator: torch.Generator) -> Tensor:  # -> [n, 3] unit, uniform on the sphere
+    return F.normalize(torch.randn(n, 3, generator=generator), dim=-1)
+
+
+def occupied_points(grid: OccupancyGrid, n: int, generator: torch.Generator) -> Tensor:
+    """n points [n, 3] uniform inside randomly chosen occupied cells of ``grid``."""
+    occupied = grid.binaries.flatten().nonzero()[:, 0]  # [O]
+    if len(occupied) == 0:
+        raise RuntimeError("the teacher's occupancy grid has no occupied cell: the teacher is empty "
+                           "(untrained or collapsed), there is nothing to distil")
+    pick = occupied[torch.randint(len(occupied), (n,), generator=generator).to(occupied.device)]
+    jitter = torch.rand(n, 3, generator=generator).to(grid.lo)
+    return cell_points(pick, grid.cfg.resolution, grid.lo, grid.hi, jitter)
+
+
+def random_box_rays(n: int, lo: Tensor, hi: Tensor, generator: torch.Generator) -> Rays:
+    """n rays from a sphere around the box (radius 1.5 x its half diagonal) through uniform points in the box."""
+    centre, radius = (lo + hi) / 2, float((hi - lo).norm()) / 2 * 1.5
+    origins = centre + random_directions(n, generator).to(lo) * radius  # [n, 3]
+    directions = F.normalize(uniform_in_box(n, lo, hi, generator) - origins, dim=-1)  # [n, 3]
+    return Rays(origins, directions, torch.ones(n, dtype=lo.dtype, device=lo.device))
+
+
+@torch.no_grad()
+def surface_pool(teacher: Teacher, grid: OccupancyGrid, n_rays: int, n_points: int, generator: torch.Generator,
+                 chunk: int = 4096) -> tuple[Tensor, Tensor]:
+    """Points the teacher's renders are made of: (points [P, 3], their viewing directions [P, 3]).
+
+    Random rays are rendered with ``grid``'s sampler; ``n_points`` samples are drawn with probability equal to
+    their rendering weight (with replacement), each placed uniformly within its interval. Returns empty
+    tensors when no ray sees anything.
+    """
+    lo, hi = (b.to(grid.lo) for b in teacher.bounds)
+    rays = random_box_rays(n_rays, lo, hi, generator)
+    rcfg = VolumeRendererConfig(stratified=True)
+    pts, dirs, weights = [], [], []
+    for s in range(0, n_rays, chunk):
+        o, d = rays.origins[s:s + chunk], rays.directions[s:s + chunk]  # [R, 3] each
+        t_near, t_far, hit = clip_rays(o, d, lo, hi, 0.0)
+        smp = grid.march(o, d, t_near, t_far, hit, stratified=True, generator=generator)
+        if len(smp) == 0:  # (the encodings cannot take zero points)
+            continue
+        r = render_samples(teacher, o, d, rays.z_scale[s:s + chunk], Sampling(smp), rcfg)
+        u = torch.rand(len(smp), generator=generator).to(smp.t_starts)
+        t = smp.t_starts + u * (smp.t_ends - smp.t_starts)  # [S]
+        ds = d[smp.ray_indices]  # [S, 3]
+        pts.append(o[smp.ray_indices] + ds * t[:, None])
+        dirs.append(ds)
+        weights.append(r.weights.detach())
+    w = torch.cat(weights) if weights else torch.zeros(0)
+    if len(w) == 0 or float(w.sum()) <= 0:
+        empty = torch.zeros(0, 3, device=grid.lo.device)
+        return empty, empty
+    pick = torch.multinomial(w.cpu().double(), n_points, replacement=True, generator=generator).to(w.device)
+    return torch.cat(pts)[pick], torch.cat(dirs)[pick]
+
+
+@torch.no_grad()
+def rebuild_grid(field: RadianceField | Teacher, like: OccupancyGrid, rounds: int,
+                 generator: torch.Generator) -> OccupancyGrid:
+    """A fresh occupancy grid with ``like``'s configuration over ``field``'s bounds, scored from ``field``'s
+    density at ``rounds`` random points per cell (max of the opacity estimates), binarised like training does."""
+    lo, hi = (b.detach().to(like.lo) for b in field.bounds)
+    grid = OccupancyGrid(like.cfg, lo, hi).to(like.lo.device)
+    idx = torch.arange(grid.n_cells, device=grid.lo.device)
+    occs = grid.occs.clone()
+    for _ in range(rounds):
+        jitter = torch.rand(len(idx), 3, generator=generator).to(grid.lo)
+        pts = cell_points(idx, grid.cfg.resolution, grid.lo, grid.hi, jitter)  # [C, 3]
+        sigma = torch.cat([field.density(c).reshape(-1) for c in pts.split(grid.cfg.chunk)])  # [C]
+        occs = ema_update(occs, idx, (sigma * grid.step_size).to(occs), 1.0)
+    grid.occs.copy_(occs)
+    grid.binaries.copy_(binarize(occs, grid.cfg.occ_thre).view_as(grid.binaries))
+    return grid
+
+
+def student_config(student_cfg: FieldConfig, teacher: Teacher) -> FieldConfig:
+    lo, hi = teacher.bounds
+    return dataclasses.replace(student_cfg, bounds_min=tuple(float(x) for x in lo),
+                               bounds_max=tuple(float(x) for x in hi))
+
+
+# ---------------------------------------------------------------------------------------------- the stage
+def distill_field(teacher: Teacher, teacher_grid: OccupancyGrid, student_cfg: FieldConfig, cfg: DistillConfig, *,
+                  progress: bool = True) -> DistillResult:
+    """Fit a new field with ``student_cfg`` (bounds taken from the teacher) to ``teacher`` in 3D; see the module
+    docstring. Runs on the teacher grid's device; the teacher is not changed (its gradients are not needed)."""
+    device = teacher_grid.lo.device
+    if not bool(teacher_grid.binaries.any()):
+        raise RuntimeError("the teacher's occupancy grid has no occupied cell: the teacher is empty "
+                           "(untrained or collapsed), or the grid is not the teacher's; there is nothing to distil")
+    torch.manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    student = RadianceField(student_config(student_cfg, teacher)).to(device).train()
+    lo, hi = (b.detach().to(teacher_grid.lo) for b in teacher.bounds)
+    deltas = torch.tensor(cfg.alpha_scales, dtype=lo.dtype, device=device) * teacher_grid.step_size  # [K]
+    enc = [p for n, p in student.named_parameters() if n.startswith("encoding")]
+    mlp = [p for n, p in student.named_parameters() if not n.startswith("encoding")]
+    optimizer = torch.optim.Adam([{"params": enc}, {"params": mlp}], lr=cfg.lr, betas=(0.9, 0.99), eps=1e-15)
+    decay = (cfg.lr_final / cfg.lr) ** (1 / max(cfg.steps, 1))
+    n_uniform = round(cfg.batch_points * cfg.uniform_share)
+    n_occupied = round(cfg.batch_points * cfg.occupied_share)
+    n_surface = cfg.batch_points - n_uniform - n_occupied
+    pool_pts = pool_dirs = None
+    history = []
+    t0 = time.perf_counter()
+    done = 0
+    bar = tqdm(range(1, cfg.steps + 1), desc=f"distil -> {student_cfg.encoding}", unit="step", disable=not progress)
+    for step in bar:
+        if cfg.max_seconds is not None and time.perf_counter() - t0 > cfg.max_seconds:
+            break
+        if n_surface > 0 and (pool_pts is None or (step - 1) % cfg.pool_refresh == 0):
+            pool_pts, pool_dirs = surface_pool(teacher, teacher_grid, cfg.pool_rays, cfg.pool_points, gen)
+        parts_p = [uniform_in_box(n_uniform, lo, hi, gen)]
+        if n_occupied:
+            parts_p.append(occupied_points(teacher_grid, n_occupied, gen))
+        n_random_dirs = n_uniform + n_occupied
+        if n_surface and len(pool_pts):
+            pick = torch.randint(len(pool_pts), (n_surface,), generator=gen).to(device)
+            parts_p.append(pool_pts[pick])
+            parts_d = [random_directions(n_random_dirs, gen).to(lo), pool_dirs[pick]]
+        else:  # nothing visible in the pool: fill the surface share uniformly
+            parts_p.append(uniform_in_box(n_surface, lo, hi, gen))
+            parts_d = [random_directions(cfg.batch_points, gen).to(lo)]
+        points, dirs = torch.cat(parts_p), torch.cat(parts_d)  # [N, 3] each
+        with torch.no_grad():
+            t_out = teacher.query(points, dirs, normals=False)
+            t_alpha = opacity_at_scales(t_out.density, deltas)  # [N, K]
+        s_out = student.query(points, dirs, normals=True if student.cfg.sdf else False)
+        s_alpha = opacity_at_scales(s_out.density, deltas)  # [N, K]
+        density_loss = (s_alpha - t_alpha).square().mean()
+        color_loss = weighted_color_mse(s_out.rgb, t_out.rgb, t_alpha[:, -1])  # weight: opacity at the widest delta
+        loss = cfg.density_weight * density_loss + cfg.color_weight * color_loss
+        if student.cfg.sdf and s_out.gradients is not None and cfg.eikonal_weight > 0:
+            loss = loss + cfg.eikonal_weight * eikonal_loss(s_out.gradients)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if not math.isfinite(loss.item()):
+            raise FloatingPointError(f"distillation diverged at step {step} (loss {loss.item()}); "
+                                     "lower DistillConfig.lr")
+        optimizer.step()
+        for g in optimizer.param_groups:
+            g["lr"] *= decay
+        done = step
+        if step % 25 == 0 or step == cfg.steps:
+            history.append((step, density_loss.item(), color_loss.item()))
+            bar.set_postfix(density=f"{density_loss.item():.2e}", colour=f"{color_loss.item():.2e}")
+    bar.close()
+    student.eval()
+    grid = rebuild_grid(student, teacher_grid, cfg.grid_rounds, gen)
+    return DistillResult(student, grid, done, time.perf_counter() - t0, tuple(history))
