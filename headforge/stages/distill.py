@@ -60,7 +60,8 @@ class DistillConfig:
     eikonal_weight: float = 0.1  # SDF students only
     lr: float = 1e-2
     lr_final: float = 1e-3
-    max_seconds: float | None = None  # stop early when this much wall time is spent (None: run all steps)
+    max_seconds: float | None = None  # stop when this much wall time is spent (None: run all steps); the lr then
+    # decays with the share of this time spent, reaching lr_final at the end
     grid_rounds: int = 4  # random points per cell when the student's occupancy grid is rebuilt
     seed: int = 0
 
@@ -253,7 +254,10 @@ def distill_field(teacher: Teacher, teacher_grid: OccupancyGrid, student_cfg: Fi
                                      "lower DistillConfig.lr")
         optimizer.step()
         for g in optimizer.param_groups:
-            g["lr"] *= decay
+            if cfg.max_seconds is None:
+                g["lr"] *= decay
+            else:  # the decay follows the share of the time budget spent (the step count is not known ahead)
+                g["lr"] = cfg.lr * decay ** (cfg.steps * min((time.perf_counter() - t0) / cfg.max_seconds, 1.0))
         done = step
         if step % 25 == 0 or step == cfg.steps:
             history.append((step, density_loss.item(), color_loss.item()))

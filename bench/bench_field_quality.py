@@ -1,0 +1,345 @@
+"""Quality of neural-field reconstruction on the real LPS head scan, within a wall-clock training budget.
+
+Renders ``../shared/data/lps_head/head.obj`` into a 32-view sphere32 capture (head frame, 15.5 cm wide head;
+every 4th view held out: 24 train / 8 test), trains a field for as many steps as fit in ``--minutes`` and prints
+held-out PSNR (whole image and inside the mask), SSIM, steps and seconds, plus the PSNR of the held-out views seen
+from behind (camera centre z < 0 in the head frame: the back of the head and behind the ears).
+
+    .venv/bin/python bench/bench_field_quality.py --resolution 256 --minutes 15 --encoding hashgrid
+    .venv/bin/python bench/bench_field_quality.py --resolution 256 --minutes 15 --encoding hashgrid --chamfer
+    .venv/bin/python bench/bench_field_quality.py --resolution 256 --minutes 15 --equal-memory
+    .venv/bin/python bench/bench_field_quality.py --resolution 256 --minutes 15 --encoding hashgrid --distill
+
+**Time budget.** ``train_field`` has no time limit, so training runs in chunks, each a ``train_field`` call that
+resumes from the previous chunk's checkpoint; chunk sizes come from the measured seconds per step (wall clock,
+chunk overheads included) and halve towards the end of the budget. Each chunk's ``lr_final`` is set so that its
+per-step decay is the one that would take the *current* learning rate to ``lr_final`` at the estimated total step
+count: the learning-rate schedule is a single exponential decay re-planned as the speed estimate improves.
+
+**Modes** (combine freely):
+
+- ``--chamfer``: trains the chosen encoding with *both* geometries (density and SDF; ``--sdf`` only picks which is
+  listed first), extracts each mesh by marching cubes (``extract_mesh``: the geometry half of ``field_to_mesh``;
+  no texture is baked) and reports the mean Chamfer distance to the scan in both directions, in the Chamfer
+  convention's frame where the head is 25 cm wide. The capture is rendered at the real 15.5 cm scale, so the
+  extracted mesh is scaled by 0.25 / 0.155 about the head-frame origin: the head-frame transform is
+  ``p' = s R (p - centre)`` with the centre and rotation measured on the unscaled scan and only ``s`` depending on
+  the target width, so scaling the 15.5 cm frame by the ratio gives exactly the 25 cm frame (checked against the
+  scan brought directly into the 25 cm frame). Both point sets are cropped to the field's box shrunk by two
+  marching-cubes cells: the scan may extend past the box (shoulders) and the extracted mesh is capped where the box
+  cuts it; neither is reconstruction error.
+- ``--equal-memory``: trains a tri-plane (R^2 x C per plane) and a tri-grid ((R/2)^2 x 4 x C per grid: the same
+  parameter count) and compares held-out PSNR, especially on the views from behind, where the tri-grid's depth
+  slices should keep front and back apart.
+- ``--distill``: distils the trained field into the two other encodings (``headforge.stages.distill``, within
+  ``--distill-minutes`` each) and reports the held-out PSNR each student keeps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from rich.console import Console
+from rich.table import Table
+
+from headforge.captures.formats import read_capture
+from headforge.captures.inspect import summarize
+from headforge.geometry.head_frame import HeadFrameSpec, to_head_frame
+from headforge.geometry.rigs import RigConfig, RigKind
+from headforge.renderers.occupancy import OccupancyConfig
+from headforge.representations.fields.field import FieldConfig, RadianceField
+from headforge.representations.fields.hash_grid import HashGridConfig
+from headforge.representations.fields.planes import PlaneConfig
+from headforge.representations.mesh import TexturedMesh
+from headforge.representations.mesh_io import load_mesh
+from headforge.stages.distill import DistillConfig, distill_field
+from headforge.stages.evaluate import Evaluation, evaluate
+from headforge.stages.field_train import FieldTrainConfig, FieldTrainResult, field_render_fn, train_field
+from headforge.stages.mesh_cleanup import chamfer_distance, sample_surface
+from headforge.stages.mesh_extract import MeshExtractConfig, extract_mesh
+from headforge.stages.render_capture import RenderCaptureConfig, render_capture
+from headforge.stages.views import ViewBatch, load_views
+
+DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "lps_head"
+CAPTURE_HEAD_WIDTH = 0.155  # metres: the capture is rendered at a real head's size
+CHAMFER_HEAD_WIDTH = 0.25  # metres: the Chamfer convention scales the head to 25 cm wide
+ENCODINGS = ("hashgrid", "triplane", "trigrid")
+MIN_CHUNK = 25  # steps
+FIRST_CHUNK = 16  # steps of the first chunk, which measures the speed (one occupancy-grid update included)
+
+
+# ---------------------------------------------------------------------------------------------- configs
+def field_config(encoding: str, sdf: bool, planes: PlaneConfig | None = None) -> FieldConfig:
+    """The fields_default preset's encodings (CPU, 256 px): hash grid L=16, T=2^18, N<=1024; planes 128^2 x 16,
+    tri-grid depth 4 (its default keeps the plane resolution, so it has 4x the tri-plane's parameters)."""
+    return FieldConfig(encoding=encoding, sdf=sdf,
+                       hashgrid=HashGridConfig(n_levels=16, log2_table_size=18, max_resolution=1024),
+                       planes=planes or PlaneConfig(resolution=128, channels=16, depth=4))
+
+
+def train_config(field: FieldConfig, args: argparse.Namespace) -> FieldTrainConfig:
+    occupancy = OccupancyConfig(resolution=args.occupancy_resolution, warmup_steps=128)
+    return FieldTrainConfig(field=field, occupancy=occupancy,
+                            steps=args.max_steps, rays_per_batch=args.rays_per_batch, checkpoint_every=args.max_steps)
+
+
+def n_params(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+# ---------------------------------------------------------------------------------------------- training
+@dataclass(frozen=True)
+class BudgetRun:
+    result: FieldTrainResult  # of the last chunk (its field and grid are the final ones)
+    cfg: FieldTrainConfig  # the last chunk's config (for rendering)
+    steps: int
+    seconds: float  # wall clock of all chunks
+    chunks: int
+
+
+def chunk_decay(lr_now: float, lr_final: float, steps_left: float) -> float:
+    """Per-step factor taking lr_now to lr_final in steps_left steps (never above 1)."""
+    return min(1.0, (lr_final / lr_now) ** (1 / max(steps_left, 1.0)))
+
+
+def train_for_budget(train: ViewBatch, bounds, cfg: FieldTrainConfig, budget_s: float, ckpt_dir: Path,
+                     progress: bool) -> BudgetRun:
+    """train_field in resumed chunks until ``budget_s`` of wall clock is spent or ``cfg.steps`` are done."""
+    ckpt_dir.mkdir(parents=True, exist_ok=True)
+    for old in ckpt_dir.glob("step_*.pt"):
+        old.unlink()
+    step, spent, rate, lr_now, chunks = 0, 0.0, None, cfg.lr, 0
+    result = chunk_cfg = None
+    while step < cfg.steps:
+        if rate is None:
+            n, total = min(FIRST_CHUNK, cfg.steps), cfg.steps  # first chunk: measure the speed
+        else:
+            left = int((budget_s - spent) / rate)
+            if left < 1:
+                break
+            n, total = min(left, max(MIN_CHUNK, left // 2), cfg.steps - step), min(step + left, cfg.steps)
+        d = chunk_decay(lr_now, cfg.lr_final, total - step)
+        end = step + n
+        # train_field decays by (lr_final / lr) ** (1 / steps) per step: choose lr_final so that this is d
+        chunk_cfg = dataclasses.replace(cfg, steps=end, lr_final=cfg.lr * d ** end, checkpoint_every=end)
+        t = time.perf_counter()
+        result = train_field(train, bounds, chunk_cfg, checkpoint_dir=ckpt_dir, resume=step > 0, progress=progress)
+        wall = time.perf_counter() - t
+        spent += wall
+        rate = wall / n
+        lr_now *= d ** n
+        chunks += 1
+        for old in sorted(ckpt_dir.glob("step_*.pt"))[:-1]:
+            old.unlink()
+        step = end
+    if result is None:
+        raise RuntimeError("no training step was run (is --max-steps 0?)")
+    return BudgetRun(result, chunk_cfg, step, spent, chunks)
+
+
+# ---------------------------------------------------------------------------------------------- scoring
+@dataclass(frozen=True)
+class Scores:
+    psnr: float
+    psnr_masked: float | None
+    ssim: float
+    psnr_back: float  # mean over the held-out views seen from behind (camera z < 0)
+    psnr_back_masked: float | None
+
+
+def score(model: RadianceField, grid, cfg: FieldTrainConfig, test: ViewBatch, background: torch.Tensor,
+          back: tuple[int, ...]) -> tuple[Scores, Evaluation]:
+    ev = evaluate(field_render_fn(model, grid, cfg), test, background)
+    bv = [v for v in ev.per_view if v.view in back]
+    pm = [v.psnr_masked for v in bv if v.psnr_masked is not None]
+    return Scores(ev.psnr, ev.psnr_masked, ev.ssim, sum(v.psnr for v in bv) / len(bv),
+                  sum(pm) / len(pm) if pm else None), ev
+
+
+def back_views(test: ViewBatch) -> tuple[int, ...]:
+    """Held-out views whose camera centre is behind the head (z < 0; the face looks along +z)."""
+    z = test.cameras.centers()[:, 2]
+    back = tuple(i for i, zi in zip(test.indices, z.tolist(), strict=True) if zi < 0)
+    if not back:
+        raise RuntimeError(f"none of the held-out views {test.indices} looks from behind (camera z < 0)")
+    return back
+
+
+def fmt(x: float | None, digits: int = 2) -> str:
+    return "-" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
+
+
+# ---------------------------------------------------------------------------------------------- chamfer
+@dataclass(frozen=True)
+class ChamferScores:
+    scan_to_recon_mm: float
+    recon_to_scan_mm: float
+    faces: int
+    scan_points: int
+    recon_points: int
+
+
+def scan_in_chamfer_frame() -> TexturedMesh:
+    """The scan's vertices/faces in the 25 cm frame, checked to be the capture's frame scaled by 0.25 / 0.155."""
+    mesh = load_mesh(DATA / "head.obj")
+    small, _ = to_head_frame(mesh, HeadFrameSpec(head_width_m=CAPTURE_HEAD_WIDTH))
+    big, _ = to_head_frame(mesh, HeadFrameSpec(head_width_m=CHAMFER_HEAD_WIDTH))
+    k = CHAMFER_HEAD_WIDTH / CAPTURE_HEAD_WIDTH
+    err = float((big.vertices.double() - k * small.vertices.double()).abs().max())
+    if err > 1e-5:
+        raise RuntimeError(f"the 25 cm head frame is not the 15.5 cm frame scaled by {k:.4f} (max error {err:.2e} m)")
+    return big
+
+
+def chamfer_to_scan(model: RadianceField, scan, mc_resolution: int, n_points: int) -> ChamferScores:
+    k = CHAMFER_HEAD_WIDTH / CAPTURE_HEAD_WIDTH
+    lo, hi = (b.detach().cpu() for b in model.bounds)
+    mesh = extract_mesh(model.sdf if model.cfg.sdf else model.density, lo, hi,
+                        MeshExtractConfig(resolution=mc_resolution, target_faces=None, progress=False),
+                        is_sdf=model.cfg.sdf)
+    margin = 2 * float((hi - lo).max()) / mc_resolution  # two marching-cubes cells (metres, capture scale)
+    lo_k, hi_k = k * (lo + margin), k * (hi - margin)  # the shrunken box in the 25 cm frame
+
+    def crop(p: torch.Tensor) -> torch.Tensor:  # [N, 3] -> [M, 3]
+        return p[((p >= lo_k) & (p <= hi_k)).all(-1)]
+
+    recon = crop(k * sample_surface(mesh, n_points, seed=0))
+    target = crop(sample_surface(scan, n_points, seed=1))
+    d_scan, d_recon = chamfer_distance(target, recon)
+    return ChamferScores(1000 * d_scan, 1000 * d_recon, len(mesh.faces), len(target), len(recon))
+
+
+# ---------------------------------------------------------------------------------------------- main
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--resolution", type=int, default=256)
+    ap.add_argument("--minutes", type=float, default=15.0, help="training wall-clock budget per trained field")
+    ap.add_argument("--encoding", choices=ENCODINGS, default="hashgrid")
+    ap.add_argument("--sdf", action="store_true", help="VolSDF geometry instead of density")
+    ap.add_argument("--chamfer", action="store_true", help="train density and SDF; Chamfer distance to the scan")
+    ap.add_argument("--equal-memory", action="store_true", help="tri-plane vs tri-grid at equal parameter count")
+    ap.add_argument("--distill", action="store_true", help="distil the trained field into the other encodings")
+    ap.add_argument("--plane-resolution", type=int, default=128, help="R of the --equal-memory tri-plane")
+    ap.add_argument("--plane-channels", type=int, default=16)
+    ap.add_argument("--distill-minutes", type=float, default=None, help="per student (default: --minutes / 2)")
+    ap.add_argument("--max-steps", type=int, default=100_000, help="cap on training steps")
+    ap.add_argument("--rays-per-batch", type=int, default=2048)
+    ap.add_argument("--occupancy-resolution", type=int, default=96)
+    ap.add_argument("--mc-resolution", type=int, default=256)
+    ap.add_argument("--chamfer-points", type=int, default=200_000)
+    ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+    ap.add_argument("--out", type=Path, default=None, help="keep the capture and checkpoints here (else a temp dir)")
+    ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    args = ap.parse_args()
+    if not (DATA / "head.obj").is_file():
+        raise SystemExit(f"LPS head not found at {DATA}")
+    if args.plane_resolution % 2:
+        raise SystemExit("--plane-resolution must be even (the equal-memory tri-grid uses R/2)")
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
+    progress = not args.quiet
+    budget = args.minutes * 60
+    root = args.out or Path(tempfile.mkdtemp(prefix="hf-field-bench-"))
+    capture_dir = root / f"lps_capture_{args.resolution}"
+    if not capture_dir.exists():
+        cfg = RenderCaptureConfig(rig=RigConfig(kind=RigKind.SPHERE32, resolution=args.resolution),
+                                  head_frame=HeadFrameSpec(head_width_m=CAPTURE_HEAD_WIDTH), test_every=4)
+        render_capture(load_mesh(DATA / "head.obj"), cfg, capture_dir, progress=progress)
+    capture = read_capture(capture_dir / "transforms.json", test_every=4)
+    summary = summarize(capture)
+    bounds = tuple(torch.tensor(b, dtype=torch.float32) for b in (summary.bounds_min, summary.bounds_max))
+    train = load_views(capture, capture.split.train)
+    test = load_views(capture, capture.split.test)
+    back = back_views(test)
+    console = Console()
+    console.print(f"LPS head: {len(train)} train / {len(test)} held-out views at {args.resolution} px; held-out views "
+                  f"from behind (camera z < 0): {back}; budget {args.minutes:g} min per field; "
+                  f"{torch.get_num_threads()} threads")
+    record: dict = {"resolution": args.resolution, "minutes": args.minutes, "back_views": list(back)}
+
+    # ---- the main field (and, for --chamfer, the other geometry)
+    geometries = [args.sdf] + ([not args.sdf] if args.chamfer else [])
+    runs: dict[str, tuple[BudgetRun, Scores]] = {}
+    for sdf in geometries:
+        name = f"{args.encoding}{' sdf' if sdf else ''}"
+        run = train_for_budget(train, bounds, train_config(field_config(args.encoding, sdf), args), budget,
+                               root / "ckpt" / name.replace(" ", "_"), progress)
+        s, _ = score(run.result.field, run.result.grid, run.cfg, test, run.result.background, back)
+        runs[name] = (run, s)
+    table = Table(title=f"Held-out quality, LPS head, {args.resolution} px, {args.minutes:g} min budget")
+    for col in ("field", "params", "steps", "train s", "PSNR", "PSNR masked", "SSIM", "PSNR back", "masked back"):
+        table.add_column(col)
+    for name, (run, s) in runs.items():
+        table.add_row(name, f"{n_params(run.result.field):,}", str(run.steps), f"{run.seconds:.0f}", fmt(s.psnr),
+                      fmt(s.psnr_masked), fmt(s.ssim, 4), fmt(s.psnr_back), fmt(s.psnr_back_masked))
+        record[name] = {"steps": run.steps, "seconds": run.seconds, "chunks": run.chunks,
+                        "params": n_params(run.result.field), **dataclasses.asdict(s)}
+    console.print(table)
+
+    if args.chamfer:
+        scan = scan_in_chamfer_frame()
+        table = Table(title="Chamfer distance to the LPS scan (head 25 cm wide; mm; points cropped to the field box)")
+        for col in ("field", "scan -> recon", "recon -> scan", "mean", "faces", "points scan / recon"):
+            table.add_column(col)
+        for name, (run, _) in runs.items():
+            c = chamfer_to_scan(run.result.field, scan, args.mc_resolution, args.chamfer_points)
+            table.add_row(name, fmt(c.scan_to_recon_mm), fmt(c.recon_to_scan_mm),
+                          fmt((c.scan_to_recon_mm + c.recon_to_scan_mm) / 2), f"{c.faces:,}",
+                          f"{c.scan_points:,} / {c.recon_points:,}")
+            record[name]["chamfer"] = dataclasses.asdict(c)
+        console.print(table)
+
+    if args.equal_memory:
+        R, C = args.plane_resolution, args.plane_channels
+        variants = {f"triplane {R}^2 x {C}": PlaneConfig(resolution=R, channels=C),
+                    f"trigrid {R // 2}^2 x 4 x {C}": PlaneConfig(resolution=R // 2, channels=C, depth=4)}
+        table = Table(title="Tri-plane vs tri-grid at equal memory (held-out PSNR; 'back' = cameras behind the head)")
+        for col in ("field", "params", "steps", "train s", "PSNR", "PSNR masked", "PSNR back", "masked back"):
+            table.add_column(col)
+        counts = []
+        for name, planes in variants.items():
+            enc = name.split()[0]
+            run = train_for_budget(train, bounds, train_config(field_config(enc, args.sdf, planes), args), budget,
+                                   root / "ckpt" / enc, progress)
+            s, _ = score(run.result.field, run.result.grid, run.cfg, test, run.result.background, back)
+            counts.append(sum(p.numel() for p in run.result.field.encoding.parameters()))
+            table.add_row(name, f"{n_params(run.result.field):,}", str(run.steps), f"{run.seconds:.0f}", fmt(s.psnr),
+                          fmt(s.psnr_masked), fmt(s.psnr_back), fmt(s.psnr_back_masked))
+            record[name] = {"steps": run.steps, "seconds": run.seconds, "params": n_params(run.result.field),
+                            **dataclasses.asdict(s)}
+        if counts[0] != counts[1]:
+            raise RuntimeError(f"the two encodings do not have equal memory: {counts}")
+        console.print(table)
+
+    if args.distill:
+        teacher_name = next(iter(runs))
+        run, ts = runs[teacher_name]
+        minutes = args.distill_minutes if args.distill_minutes is not None else args.minutes / 2
+        table = Table(title=f"Distillation of the {teacher_name} field ({minutes:g} min per student)")
+        for col in ("student", "params", "steps", "s", "PSNR", "PSNR masked", "SSIM", "PSNR kept (dB)"):
+            table.add_column(col)
+        table.add_row(f"{teacher_name} (teacher)", f"{n_params(run.result.field):,}", str(run.steps),
+                      f"{run.seconds:.0f}", fmt(ts.psnr), fmt(ts.psnr_masked), fmt(ts.ssim, 4), "")
+        for enc in (e for e in ENCODINGS if e != args.encoding):
+            d = distill_field(run.result.field, run.result.grid, field_config(enc, run.cfg.field.sdf),
+                              DistillConfig(steps=args.max_steps, max_seconds=minutes * 60), progress=progress)
+            s, _ = score(d.student, d.grid, run.cfg, test, run.result.background, back)
+            table.add_row(enc, f"{n_params(d.student):,}", str(d.steps), f"{d.seconds:.0f}", fmt(s.psnr),
+                          fmt(s.psnr_masked), fmt(s.ssim, 4), fmt(s.psnr - ts.psnr))
+            record[f"distill {teacher_name} -> {enc}"] = {"steps": d.steps, "seconds": d.seconds,
+                                                         "params": n_params(d.student), **dataclasses.asdict(s)}
+        console.print(table)
+    print(json.dumps(record))
+    print(f"outputs: {root}")
+
+
+if __name__ == "__main__":
+    main()
