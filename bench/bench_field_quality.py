@@ -41,6 +41,7 @@ import argparse
 import dataclasses
 import json
 import math
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -259,7 +260,7 @@ def main() -> None:
     train = load_views(capture, capture.split.train)
     test = load_views(capture, capture.split.test)
     back = back_views(test)
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 150)  # wide tables in logs too
     console.print(f"LPS head: {len(train)} train / {len(test)} held-out views at {args.resolution} px; held-out views "
                   f"from behind (camera z < 0): {back}; budget {args.minutes:g} min per field; "
                   f"{torch.get_num_threads()} threads")
