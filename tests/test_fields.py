@@ -265,3 +265,13 @@ def test_hash_grid_field_fits_a_coloured_sphere():
                        .rgb - target).square().mean())
     initial = float(np.mean(losses[:5]))
     assert final < initial / 50, (initial, final)
+
+
+@pytest.mark.parametrize("encoding", ["hashgrid", "triplane", "trigrid"])
+def test_fields_accept_zero_points(encoding):
+    """A render chunk whose rays all land in empty space queries the field with no points."""
+    from headforge.representations.fields.field import FieldConfig, RadianceField
+
+    field = RadianceField(FieldConfig(encoding=encoding))
+    out = field.query(torch.zeros(0, 3), torch.zeros(0, 3))
+    assert out.density.shape == (0, 1) and out.rgb.shape == (0, 3)

@@ -196,7 +196,7 @@ class HashGridEncoding(nn.Module):
 
     def forward(self, x01: Tensor) -> Tensor:  # [..., 3] in [0, 1] -> [..., L F]
         shape = x01.shape[:-1]
-        return hash_grid_encode(x01.reshape(-1, 3), self.table, self.layout).reshape(*shape, -1)
+        return hash_grid_encode(x01.reshape(-1, 3), self.table, self.layout).reshape(*shape, self.output_dim)
 
 
 # ---------------------------------------------------------------------------------------------- tiny-cuda-nn
@@ -249,7 +249,7 @@ class TcnnHashGridEncoding(nn.Module):
             raise RuntimeError("TcnnHashGridEncoding runs on CUDA tensors only")
         shape = x01.shape[:-1]
         out = self.encoding(x01.reshape(-1, 3).clamp(0.0, 1.0).float())
-        return out.float().reshape(*shape, -1)
+        return out.float().reshape(*shape, self.output_dim)
 
 
 def make_hash_grid(cfg: HashGridConfig, prefer_cuda: bool = True) -> nn.Module:

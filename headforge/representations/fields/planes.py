@@ -96,7 +96,7 @@ class TriPlaneEncoding(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:  # [..., 3] in [-1, 1] -> [..., C or 3C]
         shape = x.shape[:-1]
-        return sample_triplane(self.planes, x.reshape(-1, 3), self.cfg.reduce).reshape(*shape, -1)
+        return sample_triplane(self.planes, x.reshape(-1, 3), self.cfg.reduce).reshape(*shape, self.output_dim)
 
 
 class TriGridEncoding(nn.Module):
@@ -112,7 +112,7 @@ class TriGridEncoding(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:  # [..., 3] in [-1, 1] -> [..., C or 3C]
         shape = x.shape[:-1]
-        return sample_trigrid(self.volumes, x.reshape(-1, 3), self.cfg.reduce).reshape(*shape, -1)
+        return sample_trigrid(self.volumes, x.reshape(-1, 3), self.cfg.reduce).reshape(*shape, self.output_dim)
 
     @classmethod
     def from_triplane(cls, triplane: TriPlaneEncoding, depth: int = 1) -> TriGridEncoding:
