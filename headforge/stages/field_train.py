@@ -85,8 +85,7 @@ def field_bounds(lo: Tensor, hi: Tensor, margin: float = 1.05) -> tuple[tuple[fl
 
 def make_field(cfg: FieldTrainConfig, lo: Tensor, hi: Tensor, margin: float = 1.05) -> RadianceField:
     bmin, bmax = field_bounds(lo, hi, margin)
-    return RadianceField(FieldConfig(**{**{f: getattr(cfg.field, f) for f in cfg.field.__dataclass_fields__},
-                                        "bounds_min": bmin, "bounds_max": bmax}))
+    return RadianceField(dataclasses.replace(cfg.field, bounds_min=bmin, bounds_max=bmax))
 
 
 def make_field_optimizer(model: RadianceField, cfg: FieldTrainConfig) -> torch.optim.Adam:
@@ -135,8 +134,7 @@ def train_field(train: ViewBatch, bounds: tuple[Tensor, Tensor], cfg: FieldTrain
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     if train.alphas is None and cfg.background == Background.RANDOM:
-        cfg = FieldTrainConfig(**{**{f: getattr(cfg, f) for f in cfg.__dataclass_fields__},
-                                  "background": Background.LEARNED})
+        cfg = dataclasses.replace(cfg, background=Background.LEARNED)
     model = make_field(cfg, *bounds).to(device)
     grid = OccupancyGrid(cfg.occupancy, *model.bounds).to(device)
     learned_bg = torch.nn.Parameter(torch.full((3,), 0.5, device=device))

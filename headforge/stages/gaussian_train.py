@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 
@@ -131,7 +131,7 @@ def train_gaussians(train: ViewBatch, bounds: tuple[Tensor, Tensor], cfg: Gaussi
     gen = torch.Generator().manual_seed(cfg.seed)
     scale = scene_scale(train)
     if train.alphas is None and cfg.background == Background.RANDOM:
-        cfg = GaussianTrainConfig(**{**asdict(cfg), "densify": cfg.densify, "background": Background.LEARNED})
+        cfg = replace(cfg, background=Background.LEARNED)
     ckpt = latest_checkpoint(checkpoint_dir) if (resume and checkpoint_dir is not None) else None
     if ckpt is not None:
         payload = torch.load(ckpt, map_location="cpu", weights_only=False)
