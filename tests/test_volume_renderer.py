@@ -232,3 +232,21 @@ def test_nerfacc_compositing_matches_torch():
     ref, _, _ = render_weights_packed(sig[mask], t0[mask], t1[mask], ri, R)
     got, _, _ = render_weights_nerfacc(sig[mask].cuda(), t0[mask].cuda(), t1[mask].cuda(), ri.cuda(), R)
     torch.testing.assert_close(got.cpu(), ref, rtol=0, atol=1e-5)
+
+
+def test_rays_through_empty_space_render_background():
+    """A batch whose rays all miss the occupied cells has no samples: it renders the background."""
+    from headforge.geometry.rays import Rays
+    from headforge.renderers.occupancy import OccupancyConfig, OccupancyGrid
+    from headforge.renderers.volume import VolumeRendererConfig, render_rays
+    from headforge.representations.fields.field import FieldConfig, RadianceField
+
+    field = RadianceField(FieldConfig(encoding="triplane"))
+    grid = OccupancyGrid(OccupancyConfig(resolution=8), *field.bounds)
+    grid.binaries.zero_()
+    rays = Rays(torch.tensor([[0.0, 0.0, 1.0]]).repeat(4, 1), torch.tensor([[0.0, 0.0, -1.0]]).repeat(4, 1),
+                torch.ones(4))
+    out = render_rays(field, rays, VolumeRendererConfig(), grid.sampler(), background=torch.tensor([0.2, 0.4, 0.6]))
+    assert len(out.samples) == 0
+    torch.testing.assert_close(out.rgb, torch.tensor([[0.2, 0.4, 0.6]]).repeat(4, 1))
+    assert float(out.alpha.abs().max()) == 0

@@ -157,6 +157,8 @@ def render_weights_packed(sigmas: Tensor, t_starts: Tensor, t_ends: Tensor, ray_
     """[S] each -> weights, transmittance, alphas [S] (segmented exclusive sum in float64)."""
     sd = sigmas * (t_ends - t_starts)  # [S]
     alphas = 1 - torch.exp(-sd)
+    if len(sd) == 0:  # every ray of the batch is in empty space
+        return alphas, torch.ones_like(alphas), alphas
     excl = torch.cumsum(sd.double(), 0) - sd.double()  # [S] global exclusive sum
     first = pack_info(ray_indices, n_rays)[:, 0]  # [R]
     excl = excl - excl[first.clamp_max(max(len(sd) - 1, 0))][ray_indices]  # restart at each ray
