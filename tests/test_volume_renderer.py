@@ -250,3 +250,34 @@ def test_rays_through_empty_space_render_background():
     assert len(out.samples) == 0
     torch.testing.assert_close(out.rgb, torch.tensor([[0.2, 0.4, 0.6]]).repeat(4, 1))
     assert float(out.alpha.abs().max()) == 0
+
+
+@pytest.mark.parametrize("alpha_thre,eps", [(0.0, 1e-4), (1e-3, 1e-4), (1e-3, 0.0)])
+def test_windowed_pruning_matches_single_pass_and_queries_less(alpha_thre, eps):
+    """Front-to-back pruning keeps the same samples as the one-pass reference and stops querying opaque rays."""
+    from headforge.renderers.volume import prune_invisible, prune_invisible_reference
+
+    field = SphereField(radius=0.1, sigma=400.0, soft=0.003)
+    rays = looking_rays(96, spread=0.12, seed=3)
+    o, d = rays.origins, rays.directions
+    t_near, t_far, hit = clip_rays(o, d, LO, HI, 0.0)
+    samples = pack_dense(uniform_edges(t_near, t_far, 200, True, torch.Generator().manual_seed(0)),
+                         hit[:, None].expand(-1, 200))
+    queried = []
+
+    def sigma_fn(p):
+        queried.append(len(p))
+        return field.density(p)
+
+    ref = prune_invisible_reference(samples, o, d, field.density, alpha_thre, eps)
+    got = prune_invisible(samples, o, d, sigma_fn, alpha_thre, eps, window=16)
+    assert len(ref) < len(samples) and torch.equal(got.ray_indices, ref.ray_indices)
+    torch.testing.assert_close(got.t_starts, ref.t_starts, rtol=0, atol=0)
+    if eps > 0:  # rays through the ball stop being queried once they are opaque
+        assert sum(queried) < 0.75 * len(samples), (sum(queried), len(samples))
+    if alpha_thre > 0:
+        return
+    # early stopping alone leaves the image unchanged (the dropped samples carry < 1e-4 of each ray's weight)
+    full = render_rays(field, rays, VolumeRendererConfig(n_samples=200))
+    pruned = render_rays(field, rays, VolumeRendererConfig(n_samples=200, alpha_thre=alpha_thre, early_stop_eps=eps))
+    torch.testing.assert_close(pruned.rgb, full.rgb, rtol=0, atol=2e-4)

@@ -14,6 +14,8 @@ Per ray: ``rgb = sum w c (+ (1 - alpha) background)``, ``alpha = sum w`` (opacit
 
 from __future__ import annotations
 
+import math
+
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
@@ -81,7 +83,8 @@ class VolumeRendererConfig:
     stratified: bool = False  # jitter samples (training)
     near_plane: float = 0.0  # metres along the ray
     background: Vec3 | None = None  # blended where the ray is not opaque; None: no blend
-    normals: bool = False  # render normals (SDF fields always return them)
+    normals: bool | None = None  # render normals; None: the field's default (SDF fields do, density fields don't).
+    # False skips the gradient pass (SDF training then draws its eikonal points separately)
     alpha_thre: float = 0.0  # drop samples with alpha below this (needs an extra density pass)
     early_stop_eps: float = 0.0  # drop samples behind transmittance below this (extra density pass)
     backend: Backend = "torch"  # compositing: torch, nerfacc (CUDA only) or auto
@@ -191,9 +194,10 @@ def _flat_rays(rays: Rays) -> tuple[Tensor, Tensor, Tensor, tuple[int, ...]]:
     return rays.origins.reshape(-1, 3), rays.directions.reshape(-1, 3), rays.z_scale.reshape(-1), shape
 
 
-def prune_invisible(samples: PackedSamples, origins: Tensor, directions: Tensor,
-                    sigma_fn: Callable[[Tensor], Tensor], alpha_thre: float, early_stop_eps: float) -> PackedSamples:
-    """nerfacc's visibility pruning: one no-grad density pass, drop low-alpha and occluded samples."""
+def prune_invisible_reference(samples: PackedSamples, origins: Tensor, directions: Tensor,
+                              sigma_fn: Callable[[Tensor], Tensor], alpha_thre: float,
+                              early_stop_eps: float) -> PackedSamples:
+    """Reference for :func:`prune_invisible`: one no-grad density pass over every sample."""
     if len(samples) == 0:
         return samples
     with torch.no_grad():
@@ -201,6 +205,39 @@ def prune_invisible(samples: PackedSamples, origins: Tensor, directions: Tensor,
         _, trans, alphas = render_weights_packed(sig, samples.t_starts, samples.t_ends, samples.ray_indices,
                                                  samples.n_rays)
         keep = (alphas >= alpha_thre) & (trans >= early_stop_eps)
+    return samples.select(keep)
+
+
+def prune_invisible(samples: PackedSamples, origins: Tensor, directions: Tensor,
+                    sigma_fn: Callable[[Tensor], Tensor], alpha_thre: float, early_stop_eps: float,
+                    window: int = 32) -> PackedSamples:
+    """nerfacc's visibility pruning (drop samples with alpha < alpha_thre or transmittance < early_stop_eps),
+    marched front to back ``window`` samples per ray at a time: a ray whose transmittance has fallen below
+    ``early_stop_eps`` gets no further density queries. Keeps exactly what the single-pass reference keeps
+    (up to float rounding at the thresholds) while evaluating the density only up to each ray's termination."""
+    if len(samples) == 0:
+        return samples
+    ri, n_rays = samples.ray_indices, samples.n_rays
+    rank = torch.arange(len(samples), device=ri.device) - pack_info(ri, n_rays)[:, 0][ri]  # index along the ray
+    keep = torch.zeros(len(samples), dtype=torch.bool, device=ri.device)
+    tau = torch.zeros(n_rays, dtype=torch.float64, device=ri.device)  # optical depth marched so far
+    tau_stop = -math.log(early_stop_eps) if early_stop_eps > 0 else math.inf
+    with torch.no_grad():
+        for start in range(0, int(rank.max()) + 1, window):
+            idx = ((rank >= start) & (rank < start + window) & (tau[ri] <= tau_stop)).nonzero()[:, 0]
+            if len(idx) == 0:
+                if not bool((tau <= tau_stop).any()):
+                    break
+                continue
+            sub = PackedSamples(ri[idx], samples.t_starts[idx], samples.t_ends[idx], n_rays)
+            od = (sigma_fn(sub.positions(origins, directions))[:, 0] * (sub.t_ends - sub.t_starts)).double()
+            new_ray = torch.ones_like(sub.ray_indices, dtype=torch.bool)
+            new_ray[1:] = sub.ray_indices[1:] != sub.ray_indices[:-1]
+            excl = torch.cumsum(od, 0) - od
+            excl = excl - excl[new_ray.nonzero()[:, 0]][torch.cumsum(new_ray.long(), 0) - 1]  # restart per ray
+            trans = torch.exp(-(tau[sub.ray_indices] + excl))
+            keep[idx] = ((1 - torch.exp(-od)) >= alpha_thre) & (trans >= early_stop_eps)
+            tau.index_add_(0, sub.ray_indices, od)
     return samples.select(keep)
 
 
@@ -221,7 +258,7 @@ def render_samples(field: Field, origins: Tensor, directions: Tensor, z_scale: T
     """Evaluate the field on packed samples and composite. origins/directions [R, 3], z_scale [R]."""
     s = sampling.samples
     R = s.n_rays
-    out = field.query(s.positions(origins, directions), directions[s.ray_indices], normals=cfg.normals or None)
+    out = field.query(s.positions(origins, directions), directions[s.ray_indices], normals=cfg.normals)
     sig = out.density[:, 0]
     if _use_nerfacc(cfg, sig.device):
         from headforge.renderers.volume_nerfacc import render_weights_nerfacc

@@ -3,7 +3,11 @@
 Random batches of training rays; samples from an occupancy grid that skips empty space (updated from the
 field's density every few steps, as nerfacc's OccGridEstimator); colour loss against the ground truth
 composited over a random background (masks then teach transparency), an opacity-vs-mask loss, and the
-eikonal loss for SDF fields. Adam with an exponentially decaying learning rate; atomic checkpoints with
+eikonal loss for SDF fields. As nerfacc's estimators do, a no-grad density pass first drops the samples behind
+the surface (transmittance below ``early_stop_eps``) so that the gradient pass only sees the visible ones. The
+eikonal loss is taken on ``eikonal_points`` points per step (half drawn from the rendered samples, which sit near
+the surface, half uniform in the box), not on every sample: the double backward through the encoding is the most
+expensive part of an SDF step. Adam with an exponentially decaying learning rate; atomic checkpoints with
 exact resume; seeded.
 """
 
@@ -43,11 +47,21 @@ class FieldTrainConfig:
     weight_decay: float = 1e-6  # on the MLPs only
     mask_weight: float = 0.05  # BCE between rendered opacity and the mask (captures with masks)
     eikonal_weight: float = 0.1  # SDF fields
+    eikonal_points: int = 4096  # SDF fields: points per step for the eikonal loss (half near the surface)
+    early_stop_eps: float = 1e-4  # drop samples behind transmittance below this (0: keep all)
+    alpha_thre: float = 0.0  # drop samples with alpha below this (0: keep all)
     background: Background = Background.RANDOM
     skip_empty_space: bool = True
     checkpoint_every: int = 1000
     eval_chunk: int = 8192  # rays per evaluation batch
     seed: int = 0
+
+    def __post_init__(self):
+        if self.steps < 0 or self.rays_per_batch < 1 or self.eikonal_points < 2 or self.eval_chunk < 1:
+            raise ValueError("FieldTrainConfig: steps >= 0, rays_per_batch >= 1, eikonal_points >= 2 and "
+                             f"eval_chunk >= 1 are needed, got {self}")
+        if not (0 <= self.early_stop_eps < 1 and 0 <= self.alpha_thre < 1):
+            raise ValueError(f"FieldTrainConfig: early_stop_eps and alpha_thre must be in [0, 1), got {self}")
 
 
 @dataclass(frozen=True)
@@ -77,6 +91,17 @@ class RayBank:
                        views.images.reshape(-1, 3), None if views.alphas is None else views.alphas.reshape(-1))
 
 
+def eikonal_points(samples: Tensor, bounds: tuple[Tensor, Tensor], n: int, generator: torch.Generator) -> Tensor:
+    """n points [n, 3] for the eikonal loss: half drawn from the ray samples [S, 3] (near the visible surface),
+    the rest uniform in the box (keeps the SDF a distance far from the surface too)."""
+    lo, hi = bounds
+    n_near = min(n // 2, len(samples))
+    pick = torch.randint(len(samples), (n_near,), generator=generator).to(samples.device) if n_near else None
+    u = torch.rand(n - n_near, 3, generator=generator).to(lo)
+    parts = [lo + (hi - lo) * u] + ([samples[pick]] if pick is not None else [])
+    return torch.cat(parts)
+
+
 def field_bounds(lo: Tensor, hi: Tensor, margin: float = 1.05) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """A cube around the capture bounds (the encodings want one scale on every axis)."""
     centre, half = (lo + hi) / 2, float((hi - lo).max()) / 2 * margin
@@ -100,7 +125,7 @@ def render_image_rays(model: RadianceField, grid: OccupancyGrid, rays: Rays, bac
     """Evaluation render of rays [..., 3] in chunks: rgb [..., 3], alpha [...] (no gradients)."""
     shape = rays.origins.shape[:-1]
     o, d, z = rays.origins.reshape(-1, 3), rays.directions.reshape(-1, 3), rays.z_scale.reshape(-1)
-    rcfg = VolumeRendererConfig(normals=False)
+    rcfg = VolumeRendererConfig(normals=False, early_stop_eps=cfg.early_stop_eps, alpha_thre=cfg.alpha_thre)
     sampler = grid.sampler(skip=cfg.skip_empty_space)
     rgbs, alphas = [], []
     for s in range(0, o.shape[0], chunk):
@@ -156,7 +181,8 @@ def train_field(train: ViewBatch, bounds: tuple[Tensor, Tensor], cfg: FieldTrain
         torch.set_rng_state(payload["torch_rng"])
         start = payload["step"]
     bank = RayBank.from_views(train)
-    rcfg = VolumeRendererConfig(stratified=True, normals=False)
+    rcfg = VolumeRendererConfig(stratified=True, normals=False, early_stop_eps=cfg.early_stop_eps,
+                                alpha_thre=cfg.alpha_thre)
     fixed = {Background.WHITE: 1.0, Background.BLACK: 0.0}
     decay = (cfg.lr_final / cfg.lr) ** (1 / max(cfg.steps, 1))
     history = []
@@ -182,8 +208,10 @@ def train_field(train: ViewBatch, bounds: tuple[Tensor, Tensor], cfg: FieldTrain
         loss = F.smooth_l1_loss(r.rgb, target, beta=0.01)
         if alpha is not None and cfg.mask_weight > 0:
             loss = loss + cfg.mask_weight * F.binary_cross_entropy(r.alpha[:, 0].clamp(1e-5, 1 - 1e-5), alpha)
-        if cfg.field.sdf and r.gradients is not None and len(r.gradients) and cfg.eikonal_weight > 0:
-            loss = loss + cfg.eikonal_weight * eikonal_loss(r.gradients)
+        if cfg.field.sdf and cfg.eikonal_weight > 0:
+            pts = eikonal_points(r.samples.positions(rays.origins, rays.directions).detach(), model.bounds,
+                                 cfg.eikonal_points, gen)
+            loss = loss + cfg.eikonal_weight * eikonal_loss(model.gradient(pts, create_graph=True))
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if not math.isfinite(loss.item()):
