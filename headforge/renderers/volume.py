@@ -15,7 +15,6 @@ Per ray: ``rgb = sum w c (+ (1 - alpha) background)``, ``alpha = sum w`` (opacit
 from __future__ import annotations
 
 import math
-
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Literal, Protocol
