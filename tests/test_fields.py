@@ -30,7 +30,8 @@ from headforge.representations.fields.planes import (
 )
 from headforge.representations.fields.sdf import SDFConfig, eikonal_loss, volsdf_density
 
-SMALL = HashGridConfig(n_levels=3, log2_table_size=6, n_features=2, base_resolution=3, max_resolution=17)
+SMALL_KW = dict(n_levels=3, log2_table_size=6, n_features=2, base_resolution=3, max_resolution=17)
+SMALL = HashGridConfig(**SMALL_KW)
 
 
 def test_hash_grid_layout_dense_then_hashed():
@@ -86,6 +87,47 @@ def test_hash_grid_gradients_finite_differences():
     assert torch.autograd.gradcheck(lambda t: hash_grid_encode(x, t, lay), (table,), eps=1e-6, atol=1e-7)
     xg = x.clone().requires_grad_(True)  # positions (normals / eikonal) away from cell boundaries
     assert torch.autograd.gradcheck(lambda p: hash_grid_encode(p, table.detach(), lay), (xg,), eps=1e-7, atol=1e-5)
+
+
+@pytest.mark.parametrize("n_features", [2, 4])
+def test_hash_grid_cpu_kernel_matches_torch_values_and_table_gradients(n_features):
+    """The compiled CPU kernel (float32) against the torch path: values and table gradients, dense and hashed
+    levels, points on the box faces and corners included. Tolerances: float32 summation order only."""
+    from headforge.representations.fields import hash_cpu
+
+    cfg = HashGridConfig(n_levels=8, log2_table_size=12, n_features=n_features, base_resolution=4,
+                         max_resolution=96)
+    lay = hash_grid_layout(cfg)
+    assert 0 < lay.n_dense < cfg.n_levels  # both kinds of level are exercised
+    g = torch.Generator().manual_seed(1)
+    table = (torch.rand(lay.total_size, n_features, generator=g) * 2 - 1).requires_grad_(True)
+    x = torch.rand(3000, 3, generator=g)
+    x[:4] = torch.tensor([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0], [0.0, 1.0, 0.5], [1.2, -0.1, 0.999]])  # clamped
+    ref = hash_grid_encode(x, table, lay)
+    got = hash_cpu.hash_grid_encode_cpu(x, table, lay)
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-6)
+    w = torch.randn(ref.shape, generator=g)
+    (g_ref,) = torch.autograd.grad((ref * w).sum(), table)
+    (g_got,) = torch.autograd.grad((got * w).sum(), table)
+    torch.testing.assert_close(g_got, g_ref, rtol=1e-4, atol=1e-5)
+
+
+def test_hash_grid_backend_choice():
+    """auto: the kernel only for float32 CPU points without grad (normals / eikonal need the torch path);
+    cpu: an error where the kernel cannot serve; torch: never the kernel. All give the same values."""
+    x = torch.rand(64, 3)
+    auto, cpu, plain = (HashGridEncoding(HashGridConfig(**SMALL_KW, backend=b)) for b in ("auto", "cpu", "torch"))
+    cpu.load_state_dict(auto.state_dict())
+    plain.load_state_dict(auto.state_dict())
+    assert auto.use_kernel(x) and not plain.use_kernel(x)
+    xg = x.clone().requires_grad_(True)
+    assert not auto.use_kernel(xg) and not auto.use_kernel(x.double())
+    with pytest.raises(ValueError, match="no gradient"):
+        cpu(xg)
+    (grad,) = torch.autograd.grad(auto(xg).sum(), xg)  # positions get their gradient from the torch path
+    assert float(grad.abs().sum()) > 0
+    torch.testing.assert_close(auto(x), plain(x), rtol=1e-5, atol=1e-6)
+    torch.testing.assert_close(cpu(x), plain(x), rtol=1e-5, atol=1e-6)
 
 
 def test_hash_grid_is_continuous_across_cell_boundaries():

@@ -23,6 +23,7 @@ trilinear weights, and double backward works.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
@@ -40,6 +41,9 @@ class HashGridConfig:
     base_resolution: int = 16  # N_min
     max_resolution: int = 2048  # N_max (finest level)
     init_scale: float = 1e-4  # uniform(-init_scale, init_scale) like tiny-cuda-nn
+    # "auto": the compiled CPU kernel (hash_cpu) for float32 CPU points that need no gradient (a failed build
+    # warns once and uses torch); "cpu": that kernel or an error; "torch": always the torch path
+    backend: str = "auto"
 
     def __post_init__(self):
         if self.n_levels < 1 or self.n_features < 1:
@@ -49,6 +53,8 @@ class HashGridConfig:
         if not 2 <= self.base_resolution <= self.max_resolution:
             raise ValueError(f"need 2 <= base_resolution <= max_resolution, got {self.base_resolution}, "
                              f"{self.max_resolution}")
+        if self.backend not in ("auto", "cpu", "torch"):
+            raise ValueError(f"HashGridConfig.backend must be auto, cpu or torch, got {self.backend!r}")
 
     @property
     def per_level_scale(self) -> float:  # b
@@ -194,9 +200,39 @@ class HashGridEncoding(nn.Module):
     def output_dim(self) -> int:
         return self.cfg.output_dim
 
+    def use_kernel(self, x01: Tensor) -> bool:
+        """Whether forward uses the compiled CPU kernel for these points (see ``HashGridConfig.backend``)."""
+        if self.cfg.backend == "torch":
+            return False
+        fits = (x01.device.type == "cpu" and x01.dtype == torch.float32 and self.table.dtype == torch.float32
+                and not (x01.requires_grad and torch.is_grad_enabled()))
+        if self.cfg.backend == "cpu":
+            if not fits:
+                raise ValueError("HashGridConfig.backend='cpu' needs float32 CPU points that need no gradient, got "
+                                 f"{x01.dtype} on {x01.device}, requires_grad={x01.requires_grad}; use 'auto'")
+            return True
+        if not fits:
+            return False
+        from headforge.errors import HeadforgeError
+        from headforge.representations.fields import hash_cpu
+
+        try:
+            hash_cpu.load_kernels()
+        except HeadforgeError as err:
+            if not getattr(HashGridEncoding, "_warned", False):
+                warnings.warn(f"using the slower torch hash grid: {err}", stacklevel=3)
+                HashGridEncoding._warned = True
+            return False
+        return True
+
     def forward(self, x01: Tensor) -> Tensor:  # [..., 3] in [0, 1] -> [..., L F]
         shape = x01.shape[:-1]
-        return hash_grid_encode(x01.reshape(-1, 3), self.table, self.layout).reshape(*shape, self.output_dim)
+        x = x01.reshape(-1, 3)
+        if self.use_kernel(x):
+            from headforge.representations.fields.hash_cpu import hash_grid_encode_cpu
+
+            return hash_grid_encode_cpu(x, self.table, self.layout).reshape(*shape, self.output_dim)
+        return hash_grid_encode(x, self.table, self.layout).reshape(*shape, self.output_dim)
 
 
 # ---------------------------------------------------------------------------------------------- tiny-cuda-nn
