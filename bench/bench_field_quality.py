@@ -19,15 +19,15 @@ count: the learning-rate schedule is a single exponential decay re-planned as th
 **Modes** (combine freely):
 
 - ``--chamfer``: trains the chosen encoding with *both* geometries (density and SDF; ``--sdf`` only picks which is
-  listed first), extracts each mesh by marching cubes (``extract_mesh``: the geometry half of ``field_to_mesh``;
-  no texture is baked) and reports the mean Chamfer distance to the scan in both directions, in the Chamfer
-  convention's frame where the head is 25 cm wide. The capture is rendered at the real 15.5 cm scale, so the
-  extracted mesh is scaled by 0.25 / 0.155 about the head-frame origin: the head-frame transform is
-  ``p' = s R (p - centre)`` with the centre and rotation measured on the unscaled scan and only ``s`` depending on
-  the target width, so scaling the 15.5 cm frame by the ratio gives exactly the 25 cm frame (checked against the
-  scan brought directly into the 25 cm frame). Both point sets are cropped to the field's box shrunk by two
-  marching-cubes cells: the scan may extend past the box (shoulders) and the extracted mesh is capped where the box
-  cuts it; neither is reconstruction error.
+  listed first; ``--chamfer-main-only`` trains just the one ``--sdf`` picks), extracts each mesh by marching cubes
+  (``extract_mesh``: the geometry half of ``field_to_mesh``; no texture is baked) and reports the mean Chamfer
+  distance to the scan in both directions, in the Chamfer convention's frame where the head is 25 cm wide. The capture
+  is rendered at the real 15.5 cm scale, so the extracted mesh is scaled by 0.25 / 0.155 about the head-frame origin:
+  the head-frame transform is ``p' = s R (p - centre)`` with the centre and rotation measured on the unscaled scan and
+  only ``s`` depending on the target width, so scaling the 15.5 cm frame by the ratio gives exactly the 25 cm frame
+  (checked against the scan brought directly into the 25 cm frame). Both point sets are cropped to the field's box
+  shrunk by two marching-cubes cells: the scan may extend past the box (shoulders) and the extracted mesh is capped
+  where the box cuts it; neither is reconstruction error.
 - ``--equal-memory``: trains a tri-plane (R^2 x C per plane) and a tri-grid ((R/2)^2 x 4 x C per grid: the same
   parameter count) and compares held-out PSNR, especially on the views from behind, where the tri-grid's depth
   slices should keep front and back apart.
@@ -226,6 +226,8 @@ def main() -> None:
     ap.add_argument("--encoding", choices=ENCODINGS, default="hashgrid")
     ap.add_argument("--sdf", action="store_true", help="VolSDF geometry instead of density")
     ap.add_argument("--chamfer", action="store_true", help="train density and SDF; Chamfer distance to the scan")
+    ap.add_argument("--chamfer-main-only", action="store_true",
+                    help="with --chamfer: only the main geometry (--sdf or density), not both")
     ap.add_argument("--equal-memory", action="store_true", help="tri-plane vs tri-grid at equal parameter count")
     ap.add_argument("--distill", action="store_true", help="distil the trained field into the other encodings")
     ap.add_argument("--plane-resolution", type=int, default=128, help="R of the --equal-memory tri-plane")
@@ -267,7 +269,7 @@ def main() -> None:
     record: dict = {"resolution": args.resolution, "minutes": args.minutes, "back_views": list(back)}
 
     # ---- the main field (and, for --chamfer, the other geometry)
-    geometries = [args.sdf] + ([not args.sdf] if args.chamfer else [])
+    geometries = [args.sdf] + ([not args.sdf] if args.chamfer and not args.chamfer_main_only else [])
     runs: dict[str, tuple[BudgetRun, Scores]] = {}
     for sdf in geometries:
         name = f"{args.encoding}{' sdf' if sdf else ''}"

@@ -3,12 +3,14 @@
 Run: ``.venv/bin/python bench/bench_fields.py [--repeats 5] [--threads 2]``.
 
 - encoding forward+backward (sum of squares of the features, backward to the parameters) for 2^16 and 2^18
-  points: hash grid (L=16, F=2, T=2^19, N 16..2048, the Instant-NGP defaults), tri-plane (3 x 32 x 256^2),
+  points: hash grid (L=16, F=2, T=2^19, N 16..2048, the Instant-NGP defaults; torch path and compiled CPU
+  kernel), tri-plane (3 x 32 x 256^2),
   tri-grid (3 x 32 x 3 x 256^2, PanoHead's depth 3). Points are uniform in the cube ("random", the worst
   case for cache locality) and, for the hash grid, ordered along rays ("rays", what the renderer produces).
 - render (forward only, no grad) of 4096 rays through a hash-grid density field holding a ball of radius
   0.1 m in the 0.4 m head box, marching at the default step (box diagonal / 512): without and with occupancy
-  skipping (grid 64^3 fitted to the field); the sample count is printed.
+  skipping (grid 64^3 fitted to the field), and with skipping plus early ray termination (transmittance
+  < 1e-4, front-to-back pruning); the sample count (samples composited) is printed.
 """
 
 from __future__ import annotations
@@ -48,7 +50,8 @@ def ray_ordered_points(n: int) -> torch.Tensor:  # [n, 3] in [0, 1]: 128 samples
 def bench_encodings(repeats: int) -> list[tuple[str, str, float]]:
     rows = []
     encoders = {
-        "hashgrid": (HashGridEncoding(HashGridConfig()), False),
+        "hashgrid torch": (HashGridEncoding(HashGridConfig(backend="torch")), False),
+        "hashgrid cpu kernel": (HashGridEncoding(HashGridConfig(backend="cpu")), False),
         "triplane": (TriPlaneEncoding(PlaneConfig(resolution=256, channels=32)), True),
         "trigrid": (TriGridEncoding(PlaneConfig(resolution=256, channels=32, depth=3)), True),
     }
@@ -56,7 +59,7 @@ def bench_encodings(repeats: int) -> list[tuple[str, str, float]]:
         n = 1 << log2n
         for name, (enc, signed) in encoders.items():
             inputs = {"random": torch.rand(n, 3)}
-            if name == "hashgrid":
+            if name.startswith("hashgrid"):
                 inputs["rays"] = ray_ordered_points(n)
             for kind, x in inputs.items():
                 x = x * 2 - 1 if signed else x
@@ -87,13 +90,16 @@ def bench_render(repeats: int) -> list[tuple[str, str, float]]:
     grid = OccupancyGrid(OccupancyConfig(resolution=64), *field.bounds)
     with torch.no_grad():
         grid.update(0, field.density)
-    cfg = VolumeRendererConfig(background=(1.0, 1.0, 1.0))
+    plain = VolumeRendererConfig(background=(1.0, 1.0, 1.0))
+    early = VolumeRendererConfig(background=(1.0, 1.0, 1.0), early_stop_eps=1e-4)
     rows = []
-    for label, sampler in (("no skipping", grid.sampler(skip=False)), ("occupancy skipping", grid.sampler())):
+    for label, sampler, cfg in (("no skipping", grid.sampler(skip=False), plain),
+                                ("occupancy skipping", grid.sampler(), plain),
+                                ("occupancy + early stop", grid.sampler(), early)):
         with torch.no_grad():
             count = len(render_rays(field, rays, cfg, sampler=sampler).samples)
 
-            def run(sampler=sampler):
+            def run(sampler=sampler, cfg=cfg):
                 render_rays(field, rays, cfg, sampler=sampler)
 
             rows.append((f"render 4096 rays, {label}", f"{count} samples", median_time(run, repeats)))
