@@ -54,8 +54,10 @@ from rich.table import Table
 from headforge.captures.formats import read_capture
 from headforge.captures.inspect import summarize
 from headforge.geometry.head_frame import HeadFrameSpec, to_head_frame
+from headforge.geometry.rays import Rays, generate_rays
 from headforge.geometry.rigs import RigConfig, RigKind
 from headforge.renderers.occupancy import OccupancyConfig
+from headforge.renderers.volume import VolumeRendererConfig, render_rays
 from headforge.representations.fields.field import FieldConfig, RadianceField
 from headforge.representations.fields.hash_grid import HashGridConfig
 from headforge.representations.fields.planes import PlaneConfig
@@ -200,6 +202,33 @@ def scan_in_chamfer_frame() -> TexturedMesh:
     return big
 
 
+def depth_bias_mm(model: RadianceField, grid, capture, indices: tuple[int, ...], chunk: int = 8192) -> float:
+    """Median (rendered depth - true depth) over held-out pixels that are opaque in both (mm, 25 cm frame).
+
+    The true depth is the capture's 16-bit depth map (camera-space z of the scan); the rendered one is the field's
+    expected depth along the pixel's ray. Positive: the reconstructed surface lies behind the true one."""
+    import imageio.v3 as iio
+    import numpy as np
+
+    diffs = []
+    rcfg = VolumeRendererConfig(normals=False, early_stop_eps=1e-4)
+    for i in indices:
+        rays = generate_rays(capture.cameras[i:i + 1])
+        o, d, z = rays.origins.reshape(-1, 3), rays.directions.reshape(-1, 3), rays.z_scale.reshape(-1)
+        depth, alpha = [], []
+        with torch.no_grad():
+            for s in range(0, len(o), chunk):
+                r = render_rays(model, Rays(o[s:s + chunk], d[s:s + chunk], z[s:s + chunk]), rcfg, grid.sampler())
+                depth.append(r.depth_z[:, 0])
+                alpha.append(r.alpha[:, 0])
+        true = iio.imread(capture.views[i].depth_path).astype(np.float64) * capture.depth_unit
+        true = torch.from_numpy(true[..., 0] if true.ndim == 3 else true).reshape(-1)
+        both = (true > 0) & (torch.cat(alpha).double() > 0.99)
+        diffs.append((torch.cat(depth).double() - true)[both])
+    k = CHAMFER_HEAD_WIDTH / CAPTURE_HEAD_WIDTH
+    return float(torch.cat(diffs).median()) * 1000 * k
+
+
 def chamfer_to_scan(model: RadianceField, scan, mc_resolution: int, n_points: int) -> ChamferScores:
     k = CHAMFER_HEAD_WIDTH / CAPTURE_HEAD_WIDTH
     lo, hi = (b.detach().cpu() for b in model.bounds)
@@ -289,15 +318,19 @@ def main() -> None:
 
     if args.chamfer:
         scan = scan_in_chamfer_frame()
-        table = Table(title="Chamfer distance to the LPS scan (head 25 cm wide; mm; points cropped to the field box)")
-        for col in ("field", "scan -> recon", "recon -> scan", "mean", "faces", "points scan / recon"):
+        table = Table(title="Chamfer distance to the LPS scan (head 25 cm wide; mm; points cropped to the field box); "
+                            "depth bias: median rendered - true depth on held-out views (mm, > 0: behind)")
+        for col in ("field", "scan -> recon", "recon -> scan", "mean", "faces", "points scan / recon",
+                    "depth bias"):
             table.add_column(col)
         for name, (run, _) in runs.items():
             c = chamfer_to_scan(run.result.field, scan, args.mc_resolution, args.chamfer_points)
+            bias = depth_bias_mm(run.result.field, run.result.grid, capture, test.indices)
             table.add_row(name, fmt(c.scan_to_recon_mm), fmt(c.recon_to_scan_mm),
                           fmt((c.scan_to_recon_mm + c.recon_to_scan_mm) / 2), f"{c.faces:,}",
-                          f"{c.scan_points:,} / {c.recon_points:,}")
+                          f"{c.scan_points:,} / {c.recon_points:,}", fmt(bias))
             record[name]["chamfer"] = dataclasses.asdict(c)
+            record[name]["depth_bias_mm"] = bias
         console.print(table)
 
     if args.equal_memory:
