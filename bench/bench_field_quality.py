@@ -89,9 +89,10 @@ def field_config(encoding: str, sdf: bool, planes: PlaneConfig | None = None) ->
 
 
 def train_config(field: FieldConfig, args: argparse.Namespace) -> FieldTrainConfig:
-    occupancy = OccupancyConfig(resolution=args.occupancy_resolution, warmup_steps=128)
+    occupancy = OccupancyConfig(resolution=args.occupancy_resolution, warmup_steps=128, step_size=args.step_size)
     return FieldTrainConfig(field=field, occupancy=occupancy,
-                            steps=args.max_steps, rays_per_batch=args.rays_per_batch, checkpoint_every=args.max_steps)
+                            steps=args.max_steps, rays_per_batch=args.rays_per_batch, checkpoint_every=args.max_steps,
+                            beta_final=args.beta_final if field.sdf else None)
 
 
 def n_params(model: torch.nn.Module) -> int:
@@ -132,7 +133,9 @@ def train_for_budget(train: ViewBatch, bounds, cfg: FieldTrainConfig, budget_s: 
         d = chunk_decay(lr_now, cfg.lr_final, total - step)
         end = step + n
         # train_field decays by (lr_final / lr) ** (1 / steps) per step: choose lr_final so that this is d
-        chunk_cfg = dataclasses.replace(cfg, steps=end, lr_final=cfg.lr * d ** end, checkpoint_every=end)
+        # the beta annealing (SDF fields) is re-planned like the learning rate: over the estimated total steps
+        chunk_cfg = dataclasses.replace(cfg, steps=end, lr_final=cfg.lr * d ** end, checkpoint_every=end,
+                                        beta_anneal_steps=total if cfg.beta_final is not None else None)
         t = time.perf_counter()
         result = train_field(train, bounds, chunk_cfg, checkpoint_dir=ckpt_dir, resume=step > 0, progress=progress)
         wall = time.perf_counter() - t
@@ -254,6 +257,8 @@ def main() -> None:
     ap.add_argument("--minutes", type=float, default=15.0, help="training wall-clock budget per trained field")
     ap.add_argument("--encoding", choices=ENCODINGS, default="hashgrid")
     ap.add_argument("--sdf", action="store_true", help="VolSDF geometry instead of density")
+    ap.add_argument("--beta-final", type=float, default=None,
+                    help="SDF fields: anneal VolSDF's beta bound to this many metres over the budget")
     ap.add_argument("--chamfer", action="store_true", help="train density and SDF; Chamfer distance to the scan")
     ap.add_argument("--chamfer-main-only", action="store_true",
                     help="with --chamfer: only the main geometry (--sdf or density), not both")
@@ -265,6 +270,8 @@ def main() -> None:
     ap.add_argument("--max-steps", type=int, default=100_000, help="cap on training steps")
     ap.add_argument("--rays-per-batch", type=int, default=2048)
     ap.add_argument("--occupancy-resolution", type=int, default=96)
+    ap.add_argument("--step-size", type=float, default=None,
+                    help="marching step in metres (default: box diagonal / 512)")
     ap.add_argument("--mc-resolution", type=int, default=256)
     ap.add_argument("--chamfer-points", type=int, default=200_000)
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")

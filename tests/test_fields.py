@@ -317,3 +317,26 @@ def test_fields_accept_zero_points(encoding):
     field = RadianceField(FieldConfig(encoding=encoding))
     out = field.query(torch.zeros(0, 3), torch.zeros(0, 3))
     assert out.density.shape == (0, 1) and out.rgb.shape == (0, 3)
+
+
+def test_volsdf_beta_annealing_caps_beta_and_old_state_dicts_load():
+    from headforge.stages.field_train import FieldTrainConfig, beta_cap
+
+    cfg = FieldTrainConfig(field=FieldConfig(encoding="triplane", sdf=True), steps=100, beta_final=1e-3)
+    b0 = cfg.field.sdf_net.volsdf.beta_init
+    assert beta_cap(cfg, 0) == pytest.approx(b0) and beta_cap(cfg, 100) == pytest.approx(1e-3)
+    assert beta_cap(cfg, 50) == pytest.approx(math.sqrt(b0 * 1e-3)) and beta_cap(cfg, 500) == pytest.approx(1e-3)
+    assert beta_cap(FieldTrainConfig(steps=100), 50) == math.inf
+    with pytest.raises(ValueError, match="SDF field"):
+        FieldTrainConfig(beta_final=1e-3)  # density fields have no beta
+    field = RadianceField(FieldConfig(encoding="triplane", sdf=True))
+    field.volsdf.beta_max.fill_(2e-3)
+    assert float(field.volsdf.beta) == pytest.approx(2e-3)  # the learnt beta (1e-2) is capped
+    state = field.state_dict()
+    reloaded = RadianceField(field.cfg)
+    reloaded.load_state_dict(state)
+    assert float(reloaded.volsdf.beta) == pytest.approx(2e-3)  # the cap is saved with the field
+    old = {k: v for k, v in state.items() if not k.endswith("beta_max")}  # saved before annealing existed
+    fresh = RadianceField(field.cfg)
+    fresh.load_state_dict(old)
+    assert float(fresh.volsdf.beta) == pytest.approx(b0)

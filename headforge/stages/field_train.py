@@ -48,6 +48,8 @@ class FieldTrainConfig:
     mask_weight: float = 0.05  # BCE between rendered opacity and the mask (captures with masks)
     eikonal_weight: float = 0.1  # SDF fields
     eikonal_points: int = 4096  # SDF fields: points per step for the eikonal loss (half near the surface)
+    beta_final: float | None = None  # SDF fields: anneal an upper bound on VolSDF's beta from beta_init to this
+    beta_anneal_steps: int | None = None  # ... geometrically over this many steps (None: all steps), then hold it
     early_stop_eps: float = 1e-4  # drop samples behind transmittance below this (0: keep all)
     alpha_thre: float = 0.0  # drop samples with alpha below this (0: keep all)
     background: Background = Background.RANDOM
@@ -60,6 +62,10 @@ class FieldTrainConfig:
         if self.steps < 0 or self.rays_per_batch < 1 or self.eikonal_points < 2 or self.eval_chunk < 1:
             raise ValueError("FieldTrainConfig: steps >= 0, rays_per_batch >= 1, eikonal_points >= 2 and "
                              f"eval_chunk >= 1 are needed, got {self}")
+        if self.beta_final is not None and not (self.field.sdf and self.beta_final > 0):
+            raise ValueError(f"FieldTrainConfig.beta_final needs an SDF field and a positive value, got {self}")
+        if self.beta_anneal_steps is not None and self.beta_anneal_steps < 1:
+            raise ValueError(f"FieldTrainConfig.beta_anneal_steps must be >= 1, got {self.beta_anneal_steps}")
         if not (0 <= self.early_stop_eps < 1 and 0 <= self.alpha_thre < 1):
             raise ValueError(f"FieldTrainConfig: early_stop_eps and alpha_thre must be in [0, 1), got {self}")
 
@@ -100,6 +106,15 @@ def eikonal_points(samples: Tensor, bounds: tuple[Tensor, Tensor], n: int, gener
     u = torch.rand(n - n_near, 3, generator=generator).to(lo)
     parts = [lo + (hi - lo) * u] + ([samples[pick]] if pick is not None else [])
     return torch.cat(parts)
+
+
+def beta_cap(cfg: FieldTrainConfig, step: int) -> float:
+    """Upper bound on VolSDF's beta at ``step``: geometric from beta_init to beta_final (inf without annealing)."""
+    if cfg.beta_final is None:
+        return math.inf
+    b0 = cfg.field.sdf_net.volsdf.beta_init
+    n = cfg.beta_anneal_steps or max(cfg.steps, 1)
+    return b0 * (cfg.beta_final / b0) ** min(step / n, 1.0)
 
 
 def field_bounds(lo: Tensor, hi: Tensor, margin: float = 1.05) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -190,6 +205,8 @@ def train_field(train: ViewBatch, bounds: tuple[Tensor, Tensor], cfg: FieldTrain
     bar = tqdm(range(start + 1, cfg.steps + 1), desc=f"train {cfg.field.encoding}", unit="step",
                disable=not progress, initial=start, total=cfg.steps)
     for step in bar:
+        if cfg.field.sdf:
+            model.volsdf.beta_max.fill_(beta_cap(cfg, step))
         grid.update_every_n_steps(step, lambda x: model.density(x), gen)
         idx = torch.randint(bank.origins.shape[0], (cfg.rays_per_batch,), generator=gen)
         if cfg.background == Background.RANDOM:

@@ -1,8 +1,11 @@
 """Signed-distance geometry for neural fields: VolSDF density, eikonal loss, sphere initialisation.
 
 - **VolSDF** (Yariv et al. 2021): ``sigma = alpha * Psi_beta(-sdf)`` with Psi_beta the CDF of a zero-mean Laplace
-  distribution of scale beta and ``alpha = 1 / beta``; beta is learnable (``beta = beta_min + exp(log_beta)``).
-  SDF and beta are in metres (head frame), so sigma is per metre.
+  distribution of scale beta and ``alpha = 1 / beta``; beta is learnable
+  (``beta = min(beta_min + exp(log_beta), beta_max)``). SDF and beta are in metres (head frame), so sigma is per metre.
+  Training may anneal an upper bound ``beta_max`` (``FieldTrainConfig.beta_final``): VolSDF's density is biased
+  (rays grazing the surface gather opacity ~beta outside it, so silhouettes dilate and the zero level set shrinks
+  inward by a few beta to compensate), and the learnt beta only falls as fast as the photometric loss asks.
 - **Eikonal loss**: ``mean((|grad sdf| - 1)^2)``.
 - **SDF network** (:class:`SDFNetwork`): input = normalised coordinates u in [-1, 1]^3 (the field's box) concatenated
   with encoding features; Softplus(beta=100) hidden layers; output = (sdf, geometry features). The SDF is
@@ -60,13 +63,20 @@ class VolSDFDensity(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.log_beta = nn.Parameter(torch.tensor(math.log(cfg.beta_init - cfg.beta_min)))
+        # an upper bound set by training's beta annealing (inf: none); a buffer so checkpoints keep it
+        self.register_buffer("beta_max", torch.tensor(math.inf))
 
     @property
     def beta(self) -> Tensor:
-        return self.cfg.beta_min + self.log_beta.exp()
+        return torch.minimum(self.cfg.beta_min + self.log_beta.exp(), self.beta_max)
 
     def forward(self, sdf: Tensor) -> Tensor:
         return volsdf_density(sdf, self.beta)
+
+    def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
+        # fields saved before beta annealing existed have no beta_max: they had no bound
+        state_dict.setdefault(prefix + "beta_max", torch.tensor(math.inf))
+        super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
 
 def geometric_init_(linears: list[nn.Linear], n_coords: int, radius: float) -> None:
