@@ -2,7 +2,7 @@
 // into the table. Same arithmetic and layout as headforge/representations/fields/hash_grid.py (tiny-cuda-nn's):
 // pos = x * scale_l + 0.5, corner c = 4 cz + 2 cy + cx, dense levels index (i + j res + k res^2) mod size_l,
 // hashed levels (i * 1 ^ j * 2654435761 ^ k * 805459861) mod T, both plus the level's offset.
-// Forward runs in parallel over points; backward in parallel over levels (each level owns a disjoint slice of
+// Forward runs in parallel over blocks of points; backward in parallel over levels (each level owns a disjoint slice of
 // the table, so no atomics are needed and the result is deterministic).
 #include <torch/extension.h>
 #include <ATen/Parallel.h>
@@ -75,11 +75,13 @@ torch::Tensor encode_forward(torch::Tensor x, torch::Tensor table, torch::Tensor
   const float* px = x.data_ptr<float>();
   const float* tb = table.data_ptr<float>();
   float* po = out.data_ptr<float>();
-  at::parallel_for(0, N, 1024, [&](int64_t begin, int64_t end) {
+  // level-major inside each block of points: one level's slice of the table (<= 2^log2_table_size rows) stays
+  // in cache while the block's points gather from it; point-major order would touch the whole table per point
+  at::parallel_for(0, N, 4096, [&](int64_t begin, int64_t end) {
     int64_t idx[8];
     float w[8];
-    for (int64_t n = begin; n < end; ++n) {
-      for (int64_t l = 0; l < L; ++l) {
+    for (int64_t l = 0; l < L; ++l) {
+      for (int64_t n = begin; n < end; ++n) {
         corners(px + 3 * n, lv[l], mask, idx, w);
         float* o = po + n * L * F + l * F;
         for (int64_t f = 0; f < F; ++f) o[f] = 0.0f;
