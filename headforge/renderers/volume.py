@@ -223,20 +223,17 @@ def prune_invisible(samples: PackedSamples, origins: Tensor, directions: Tensor,
     tau_stop = -math.log(early_stop_eps) if early_stop_eps > 0 else math.inf
     with torch.no_grad():
         for start in range(0, int(rank.max()) + 1, window):
-            idx = ((rank >= start) & (rank < start + window) & (tau[ri] <= tau_stop)).nonzero()[:, 0]
+            alive = tau <= tau_stop
+            if not bool(alive.any()):
+                break
+            idx = ((rank >= start) & (rank < start + window) & alive[ri]).nonzero()[:, 0]
             if len(idx) == 0:
-                if not bool((tau <= tau_stop).any()):
-                    break
                 continue
             sub = PackedSamples(ri[idx], samples.t_starts[idx], samples.t_ends[idx], n_rays)
-            od = (sigma_fn(sub.positions(origins, directions))[:, 0] * (sub.t_ends - sub.t_starts)).double()
-            new_ray = torch.ones_like(sub.ray_indices, dtype=torch.bool)
-            new_ray[1:] = sub.ray_indices[1:] != sub.ray_indices[:-1]
-            excl = torch.cumsum(od, 0) - od
-            excl = excl - excl[new_ray.nonzero()[:, 0]][torch.cumsum(new_ray.long(), 0) - 1]  # restart per ray
-            trans = torch.exp(-(tau[sub.ray_indices] + excl))
-            keep[idx] = ((1 - torch.exp(-od)) >= alpha_thre) & (trans >= early_stop_eps)
-            tau.index_add_(0, sub.ray_indices, od)
+            sig = sigma_fn(sub.positions(origins, directions))[:, 0]
+            _, trans, alphas = render_weights_packed(sig, sub.t_starts, sub.t_ends, sub.ray_indices, n_rays)
+            keep[idx] = (alphas >= alpha_thre) & (trans * torch.exp(-tau[sub.ray_indices]) >= early_stop_eps)
+            tau.index_add_(0, sub.ray_indices, (sig * (sub.t_ends - sub.t_starts)).double())
     return samples.select(keep)
 
 
