@@ -91,7 +91,7 @@ def test_depth_maps_lie_on_the_mesh(tiny_capture_dir, sample_head):
     capture = read_capture(tiny_capture_dir)
     tree = cKDTree(sample_head.mesh.vertices.numpy())
     rays = generate_rays(capture.native_cameras[[2]])
-    depth = read_image(capture.views[2].depth_path)[..., 0] * 65535 * capture.depth_unit
+    depth = capture.load_depth(2).numpy()
     alpha = capture.load(2).alpha.numpy()
     full = (alpha > 0.999) & (depth > 0)  # interior pixels (edges average depths)
     t = torch.from_numpy(depth)[None] / rays.z_scale

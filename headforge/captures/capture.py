@@ -164,6 +164,24 @@ class Capture:
                          None if alpha is None else torch.from_numpy(np.ascontiguousarray(alpha)).float(),
                          index)
 
+    def load_depth(self, index: int) -> Tensor:
+        """View ``index``'s depth map [H, W] in metres (camera-space z; 0 = no surface) at the native resolution.
+
+        Depth is not resampled to the working resolution: averaging depths across an edge invents surfaces."""
+        path = self.views[index].depth_path
+        if path is None:
+            raise CaptureError(f"view {index} ({self.native_cameras.name(index)}) has no depth map",
+                               path=self.source_path, fix="use a capture rendered with depth (headforge render)")
+        d = read_image(path)
+        if d.ndim == 3:
+            d = d[..., 0]
+        cam = self.native_cameras[index]
+        if d.shape != (int(cam.height), int(cam.width)):
+            raise CaptureError(f"depth map is {d.shape[1]}x{d.shape[0]} but its camera says "
+                               f"{int(cam.width)}x{int(cam.height)}", path=path,
+                               fix="depth maps must have the size of their images")
+        return torch.from_numpy(np.ascontiguousarray(d)).double() * 65535 * self.depth_unit
+
     def check_files(self) -> Capture:
         """Fail early, naming the file, if any image or mask listed by the capture is missing."""
         if self.images is not None:

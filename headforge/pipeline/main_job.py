@@ -21,7 +21,6 @@ import numpy as np
 
 from headforge import __version__
 from headforge.atomic import write_text
-from headforge.captures.images import read_image
 from headforge.captures.inspect import plot_frusta, summarize
 from headforge.errors import InputError
 from headforge.geometry.head_frame import HeadFrameSpec
@@ -73,7 +72,7 @@ def capture_contact_sheet(capture, columns: int = 8) -> np.ndarray:
         a = view.alpha.numpy() if view.alpha is not None else np.ones(view.rgb.shape[:2], np.float32)
         row = [np.concatenate([view.rgb.numpy(), a[..., None]], -1), a]
         if capture.views[i].depth_path is not None:
-            d = read_image(capture.views[i].depth_path)[..., 0] * 65535 * capture.depth_unit
+            d = capture.load_depth(int(i)).numpy()
             row.append(colorize(d, valid=d > 0))
         rows.append(row)
     return contact_sheet(rows, column_titles=["RGB", "mask", "depth"], row_labels=[f"view {i}" for i in picks],
