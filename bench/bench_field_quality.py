@@ -25,9 +25,11 @@ count: the learning-rate schedule is a single exponential decay re-planned as th
   is rendered at the real 15.5 cm scale, so the extracted mesh is scaled by 0.25 / 0.155 about the head-frame origin:
   the head-frame transform is ``p' = s R (p - centre)`` with the centre and rotation measured on the unscaled scan and
   only ``s`` depending on the target width, so scaling the 15.5 cm frame by the ratio gives exactly the 25 cm frame
-  (checked against the scan brought directly into the 25 cm frame). Both point sets are cropped to the field's box
-  shrunk by two marching-cubes cells: the scan may extend past the box (shoulders) and the extracted mesh is capped
-  where the box cuts it; neither is reconstruction error. Scan -> recon is reported over the whole (cropped) scan and
+  (checked against the scan brought directly into the 25 cm frame). Both point sets are cropped twice (rows of the
+  table): to the field's box shrunk by two marching-cubes cells (the extracted mesh is capped where the box cuts the
+  shoulders), and to the capture's scene bounds, which the field box pads by 5%: the scan goes on past the box and
+  the images see it, so the field paints that surface onto its box walls and the padding band is not head geometry.
+  Scan -> recon is reported over the whole (cropped) scan and
   over its *observed* surface, the samples some camera of the capture sees (``depth_map_visibility``: within 2 mm
   behind a view's depth map), as the DTU benchmark's observation masks do: the LPS scan holds a closed mouth cavity
   behind the lips (about a tenth of its area) that no camera outside the head can see.
@@ -236,30 +238,42 @@ def depth_bias_mm(model: RadianceField, grid, capture, indices: tuple[int, ...],
     return float(torch.cat(diffs).median()) * 1000 * k
 
 
-def chamfer_to_scan(model: RadianceField, scan, capture, mc_resolution: int, n_points: int) -> ChamferScores:
-    """Chamfer distance (mm, 25 cm frame) between the field's marching-cubes mesh and the scan, both cropped to the
-    field box less two cells. Scan -> recon is given over the whole scan and over its observed part: the samples
-    that at least one of the capture's cameras sees (depth-map test, OBSERVED_TOLERANCE), as DTU's observation
-    masks do. The LPS scan has a closed mouth cavity behind the lips that no camera can see."""
+def chamfer_to_scan(model: RadianceField, scan, capture, scene_bounds, mc_resolution: int,
+                    n_points: int) -> dict[str, ChamferScores]:
+    """Chamfer distance (mm, 25 cm frame) between the field's marching-cubes mesh and the scan, for two crops:
+
+    - ``field box``: the field's box less two marching-cubes cells (the extracted mesh is capped where the box cuts
+      the shoulders, and that cap is not reconstruction error);
+    - ``scene bounds``: the capture's own bounds (``summarize``), which the field box pads by 5% on each side. The
+      scan goes on past the box (shoulders), and the images see that part: a field cannot hold surface outside its
+      box, so it puts what those pixels show on the box's walls, and the padding band next to them is corrupted.
+
+    Scan -> recon is given over the whole cropped scan and over its observed part: the samples that at least one of
+    the capture's cameras sees (depth-map test within OBSERVED_TOLERANCE), as DTU's observation masks do (the LPS scan
+    has a closed mouth cavity behind the lips that no camera can see)."""
     k = CHAMFER_HEAD_WIDTH / CAPTURE_HEAD_WIDTH
     lo, hi = (b.detach().cpu() for b in model.bounds)
     mesh = extract_mesh(model.sdf if model.cfg.sdf else model.density, lo, hi,
                         MeshExtractConfig(resolution=mc_resolution, target_faces=None, progress=False),
                         is_sdf=model.cfg.sdf)
-    margin = 2 * float((hi - lo).max()) / mc_resolution  # two marching-cubes cells (metres, capture scale)
-    lo_k, hi_k = k * (lo + margin), k * (hi - margin)  # the shrunken box in the 25 cm frame
-
-    def crop(p: torch.Tensor) -> torch.Tensor:  # [N, 3] -> [M, 3]
-        return p[((p >= lo_k) & (p <= hi_k)).all(-1)]
-
-    recon = crop(k * sample_surface(mesh, n_points, seed=0))
-    target = crop(sample_surface(scan, n_points, seed=1))
+    recon_all = k * sample_surface(mesh, n_points, seed=0)
+    scan_all = sample_surface(scan, n_points, seed=1)
     depths = [capture.load_depth(i) for i in range(len(capture))]
-    observed = depth_map_visibility(target.double() / k, capture.native_cameras, depths, OBSERVED_TOLERANCE) > 0
-    d_scan = cKDTree(recon.double().numpy()).query(target.double().numpy(), workers=-1)[0]
-    _, d_recon = chamfer_distance(target, recon)
-    return ChamferScores(1000 * float(d_scan.mean()), 1000 * float(d_scan[observed.numpy()].mean()), 1000 * d_recon,
-                         float(observed.double().mean()), len(mesh.faces), len(target), len(recon))
+    observed_all = depth_map_visibility(scan_all.double() / k, capture.native_cameras, depths, OBSERVED_TOLERANCE) > 0
+    margin = 2 * float((hi - lo).max()) / mc_resolution  # two marching-cubes cells (metres, capture scale)
+    crops = {"field box": (lo + margin, hi - margin), "scene bounds": scene_bounds}
+    out = {}
+    for name, (c_lo, c_hi) in crops.items():
+        def inside(p: torch.Tensor, a: torch.Tensor = k * c_lo, b: torch.Tensor = k * c_hi) -> torch.Tensor:
+            return ((p >= a) & (p <= b)).all(-1)  # [N, 3] (25 cm frame) -> [N] bool
+
+        recon, keep = recon_all[inside(recon_all)], inside(scan_all)
+        target, observed = scan_all[keep], observed_all[keep].numpy()
+        d_scan = cKDTree(recon.double().numpy()).query(target.double().numpy(), workers=-1)[0]
+        _, d_recon = chamfer_distance(target, recon)
+        out[name] = ChamferScores(1000 * float(d_scan.mean()), 1000 * float(d_scan[observed].mean()),
+                                  1000 * d_recon, float(observed.mean()), len(mesh.faces), len(target), len(recon))
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- main
@@ -337,21 +351,22 @@ def main() -> None:
 
     if args.chamfer:
         scan = scan_in_chamfer_frame()
-        table = Table(title="Chamfer distance to the LPS scan (head 25 cm wide; mm; points cropped to the field box; "
-                            "'observed': the scan surface some camera sees); depth bias: median rendered - true "
-                            "depth on held-out views (mm, > 0: behind)")
-        for col in ("field", "scan -> recon (all)", "scan -> recon (observed)", "recon -> scan", "mean (all)",
+        table = Table(title="Chamfer distance to the LPS scan (head 25 cm wide; mm; 'observed': the scan surface some "
+                            "camera sees; crops: see chamfer_to_scan); depth bias: median rendered - true depth on "
+                            "held-out views (mm, > 0: behind)")
+        for col in ("field", "crop", "scan -> recon (all)", "scan -> recon (observed)", "recon -> scan", "mean (all)",
                     "mean (observed)", "observed", "faces", "points scan / recon", "depth bias"):
             table.add_column(col)
         for name, (run, _) in runs.items():
-            c = chamfer_to_scan(run.result.field, scan, capture, args.mc_resolution, args.chamfer_points)
+            scores = chamfer_to_scan(run.result.field, scan, capture, bounds, args.mc_resolution, args.chamfer_points)
             bias = depth_bias_mm(run.result.field, run.result.grid, capture, test.indices)
-            table.add_row(name, fmt(c.scan_to_recon_mm), fmt(c.scan_to_recon_observed_mm), fmt(c.recon_to_scan_mm),
-                          fmt((c.scan_to_recon_mm + c.recon_to_scan_mm) / 2),
-                          fmt((c.scan_to_recon_observed_mm + c.recon_to_scan_mm) / 2),
-                          f"{100 * c.observed_fraction:.1f}%", f"{c.faces:,}",
-                          f"{c.scan_points:,} / {c.recon_points:,}", fmt(bias))
-            record[name]["chamfer"] = dataclasses.asdict(c)
+            for crop, c in scores.items():
+                table.add_row(name, crop, fmt(c.scan_to_recon_mm), fmt(c.scan_to_recon_observed_mm),
+                              fmt(c.recon_to_scan_mm), fmt((c.scan_to_recon_mm + c.recon_to_scan_mm) / 2),
+                              fmt((c.scan_to_recon_observed_mm + c.recon_to_scan_mm) / 2),
+                              f"{100 * c.observed_fraction:.1f}%", f"{c.faces:,}",
+                              f"{c.scan_points:,} / {c.recon_points:,}", fmt(bias))
+            record[name]["chamfer"] = {crop: dataclasses.asdict(c) for crop, c in scores.items()}
             record[name]["depth_bias_mm"] = bias
         console.print(table)
 
