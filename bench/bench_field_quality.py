@@ -59,6 +59,7 @@ from scipy.spatial import cKDTree
 
 from headforge.captures.formats import read_capture
 from headforge.captures.inspect import summarize
+from headforge.config_io import from_dict
 from headforge.geometry.head_frame import HeadFrameSpec, to_head_frame
 from headforge.geometry.rays import Rays, generate_rays
 from headforge.geometry.rigs import RigConfig, RigKind
@@ -68,11 +69,13 @@ from headforge.renderers.volume import VolumeRendererConfig, render_rays
 from headforge.representations.fields.field import FieldConfig, RadianceField
 from headforge.representations.fields.hash_grid import HashGridConfig
 from headforge.representations.fields.planes import PlaneConfig
+from headforge.representations.fields.sdf import volsdf_silhouette_offset
 from headforge.representations.mesh import TexturedMesh
 from headforge.representations.mesh_io import load_mesh
 from headforge.stages.distill import DistillConfig, distill_field
 from headforge.stages.evaluate import Evaluation, evaluate
 from headforge.stages.field_train import FieldTrainConfig, FieldTrainResult, field_render_fn, train_field
+from headforge.stages.gaussian_train import latest_checkpoint
 from headforge.stages.mesh_cleanup import chamfer_distance, sample_surface
 from headforge.stages.mesh_extract import MeshExtractConfig, extract_mesh
 from headforge.stages.render_capture import RenderCaptureConfig, render_capture
@@ -81,6 +84,7 @@ from headforge.stages.views import ViewBatch, load_views
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "lps_head"
 CAPTURE_HEAD_WIDTH = 0.155  # metres: the capture is rendered at a real head's size
 CHAMFER_HEAD_WIDTH = 0.25  # metres: the Chamfer convention scales the head to 25 cm wide
+SILHOUETTE_RADIUS = 0.05  # metres (capture scale): a head's typical curvature radius, for volsdf_silhouette_offset
 OBSERVED_TOLERANCE = 0.002  # metres (capture scale): a scan point within this behind a view's depth map is seen
 ENCODINGS = ("hashgrid", "triplane", "trigrid")
 MIN_CHUNK = 25  # steps
@@ -157,6 +161,18 @@ def train_for_budget(train: ViewBatch, bounds, cfg: FieldTrainConfig, budget_s: 
     if result is None:
         raise RuntimeError("no training step was run (is --max-steps 0?)")
     return BudgetRun(result, chunk_cfg, step, spent, chunks)
+
+
+def load_budget_run(train: ViewBatch, bounds, ckpt_dir: Path) -> BudgetRun:
+    """The field a previous run left in ``ckpt_dir`` (its last checkpoint, with its own config), untrained further.
+    Its training seconds are unknown (NaN)."""
+    ckpt = latest_checkpoint(ckpt_dir)
+    if ckpt is None:
+        raise SystemExit(f"--score-only: no checkpoint in {ckpt_dir}; run the benchmark with this --out first")
+    payload = torch.load(ckpt, map_location="cpu", weights_only=False)
+    cfg = from_dict(FieldTrainConfig, payload["config"], ckpt)
+    result = train_field(train, bounds, cfg, checkpoint_dir=ckpt_dir, resume=True, progress=False)  # 0 steps
+    return BudgetRun(result, cfg, payload["step"], math.nan, 0)
 
 
 # ---------------------------------------------------------------------------------------------- scoring
@@ -238,9 +254,10 @@ def depth_bias_mm(model: RadianceField, grid, capture, indices: tuple[int, ...],
     return float(torch.cat(diffs).median()) * 1000 * k
 
 
-def chamfer_to_scan(model: RadianceField, scan, capture, scene_bounds, mc_resolution: int,
-                    n_points: int) -> dict[str, ChamferScores]:
-    """Chamfer distance (mm, 25 cm frame) between the field's marching-cubes mesh and the scan, for two crops:
+def chamfer_to_scan(model: RadianceField, scan, capture, scene_bounds, mc_resolution: int, n_points: int,
+                    level: float | None = None) -> dict[str, ChamferScores]:
+    """Chamfer distance (mm, 25 cm frame) between the field's marching-cubes mesh at iso ``level`` (None: the
+    default, 0 for SDF fields) and the scan, for two crops:
 
     - ``field box``: the field's box less two marching-cubes cells (the extracted mesh is capped where the box cuts
       the shoulders, and that cap is not reconstruction error);
@@ -254,7 +271,7 @@ def chamfer_to_scan(model: RadianceField, scan, capture, scene_bounds, mc_resolu
     k = CHAMFER_HEAD_WIDTH / CAPTURE_HEAD_WIDTH
     lo, hi = (b.detach().cpu() for b in model.bounds)
     mesh = extract_mesh(model.sdf if model.cfg.sdf else model.density, lo, hi,
-                        MeshExtractConfig(resolution=mc_resolution, target_faces=None, progress=False),
+                        MeshExtractConfig(resolution=mc_resolution, target_faces=None, progress=False, level=level),
                         is_sdf=model.cfg.sdf)
     recon_all = k * sample_surface(mesh, n_points, seed=0)
     scan_all = sample_surface(scan, n_points, seed=1)
@@ -303,9 +320,13 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     ap.add_argument("--out", type=Path, default=None, help="keep the capture and checkpoints here (else a temp dir)")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
+    ap.add_argument("--score-only", action="store_true",
+                    help="train nothing: score the last checkpoints a previous run left in --out (main fields only)")
     args = ap.parse_args()
     if not (DATA / "head.obj").is_file():
         raise SystemExit(f"LPS head not found at {DATA}")
+    if args.score_only and (args.equal_memory or args.distill):
+        raise SystemExit("--score-only scores the main fields only; drop --equal-memory / --distill")
     if args.plane_resolution % 2:
         raise SystemExit("--plane-resolution must be even (the equal-memory tri-grid uses R/2)")
     if args.threads is not None:
@@ -335,8 +356,12 @@ def main() -> None:
     runs: dict[str, tuple[BudgetRun, Scores]] = {}
     for sdf in geometries:
         name = f"{args.encoding}{' sdf' if sdf else ''}"
-        run = train_for_budget(train, bounds, train_config(field_config(args.encoding, sdf), args), budget,
-                               root / "ckpt" / name.replace(" ", "_"), progress)
+        ckpt_dir = root / "ckpt" / name.replace(" ", "_")
+        if args.score_only:
+            run = load_budget_run(train, bounds, ckpt_dir)
+        else:
+            run = train_for_budget(train, bounds, train_config(field_config(args.encoding, sdf), args), budget,
+                                   ckpt_dir, progress)
         s, _ = score(run.result.field, run.result.grid, run.cfg, test, run.result.background, back)
         runs[name] = (run, s)
     table = Table(title=f"Held-out quality, LPS head, {args.resolution} px, {args.minutes:g} min budget")
@@ -351,22 +376,30 @@ def main() -> None:
 
     if args.chamfer:
         scan = scan_in_chamfer_frame()
+        k = CHAMFER_HEAD_WIDTH / CAPTURE_HEAD_WIDTH
         table = Table(title="Chamfer distance to the LPS scan (head 25 cm wide; mm; 'observed': the scan surface some "
                             "camera sees; crops: see chamfer_to_scan); depth bias: median rendered - true depth on "
                             "held-out views (mm, > 0: behind)")
-        for col in ("field", "crop", "scan -> recon (all)", "scan -> recon (observed)", "recon -> scan", "mean (all)",
-                    "mean (observed)", "observed", "faces", "points scan / recon", "depth bias"):
+        for col in ("field", "level", "crop", "scan -> recon (all)", "scan -> recon (observed)", "recon -> scan",
+                    "mean (all)", "mean (observed)", "observed", "faces", "points scan / recon", "depth bias"):
             table.add_column(col)
         for name, (run, _) in runs.items():
-            scores = chamfer_to_scan(run.result.field, scan, capture, bounds, args.mc_resolution, args.chamfer_points)
-            bias = depth_bias_mm(run.result.field, run.result.grid, capture, test.indices)
-            for crop, c in scores.items():
-                table.add_row(name, crop, fmt(c.scan_to_recon_mm), fmt(c.scan_to_recon_observed_mm),
-                              fmt(c.recon_to_scan_mm), fmt((c.scan_to_recon_mm + c.recon_to_scan_mm) / 2),
-                              fmt((c.scan_to_recon_observed_mm + c.recon_to_scan_mm) / 2),
-                              f"{100 * c.observed_fraction:.1f}%", f"{c.faces:,}",
-                              f"{c.scan_points:,} / {c.recon_points:,}", fmt(bias))
-            record[name]["chamfer"] = {crop: dataclasses.asdict(c) for crop, c in scores.items()}
+            field = run.result.field
+            bias = depth_bias_mm(field, run.result.grid, capture, test.indices)
+            levels = {"default": None}
+            if field.cfg.sdf:  # also the level where VolSDF's renders put the silhouette (see its docstring)
+                h = volsdf_silhouette_offset(float(field.volsdf.beta.detach()), SILHOUETTE_RADIUS)
+                levels = {"0": 0.0, f"h = {1000 * k * h:.2f} mm": h}
+            record[name]["chamfer"] = {}
+            for level_name, level in levels.items():
+                scores = chamfer_to_scan(field, scan, capture, bounds, args.mc_resolution, args.chamfer_points, level)
+                for crop, c in scores.items():
+                    table.add_row(name, level_name, crop, fmt(c.scan_to_recon_mm), fmt(c.scan_to_recon_observed_mm),
+                                  fmt(c.recon_to_scan_mm), fmt((c.scan_to_recon_mm + c.recon_to_scan_mm) / 2),
+                                  fmt((c.scan_to_recon_observed_mm + c.recon_to_scan_mm) / 2),
+                                  f"{100 * c.observed_fraction:.1f}%", f"{c.faces:,}",
+                                  f"{c.scan_points:,} / {c.recon_points:,}", fmt(bias))
+                    record[name]["chamfer"][f"{level_name} / {crop}"] = dataclasses.asdict(c)
             record[name]["depth_bias_mm"] = bias
         console.print(table)
 

@@ -54,14 +54,22 @@ def from_dict(cls: type[T], data: dict, path: Path, prefix: str = "") -> T:
         raise InputError(f"unknown option(s) {', '.join(prefix + k for k in unknown)} for {cls.__name__}",
                          path=path, fix=f"valid options: {', '.join(sorted(fields))}")
     kwargs = {k: _convert(v, hints[k], f"{prefix}{k}", path) for k, v in data.items()}
-    return cls(**kwargs)
+    try:
+        return cls(**kwargs)
+    except ValueError as e:  # the dataclass's own validation: name the file
+        raise InputError(str(e), path=path, fix=f"fix the value{' under ' + prefix.rstrip('.') if prefix else ''}") \
+            from None
+
+
+def config_path(path: str | Path) -> Path:
+    """A preset's file: a path as given, or a bare name like ``fields_fast`` looked up in configs/."""
+    path = Path(path)
+    return CONFIG_DIR / f"{path}.toml" if not path.suffix and not path.exists() else path
 
 
 def load_config(cls: type[T], path: str | Path) -> T:
     """Read a TOML preset into ``cls``; a bare name like ``fast`` is looked up in configs/."""
-    path = Path(path)
-    if not path.suffix and not path.exists():
-        path = CONFIG_DIR / f"{path}.toml"
+    path = config_path(path)
     if not path.is_file():
         raise InputError("config file not found", path=path, fix=f"presets live in {CONFIG_DIR}")
     try:

@@ -99,3 +99,20 @@ def test_field_preset_is_typed(tmp_path, tiny_capture_dir):
     with pytest.raises(InputError, match="stepz"):
         run_reconstruct(ReconstructConfig(tiny_capture_dir, tmp_path / "c", method=Method.HASHGRID, preset=str(bad)))
     assert json.loads(json.dumps(FieldTrainConfig().steps)) == 3000
+    negative = tmp_path / "negative.toml"
+    negative.write_text("[train]\nsteps = -3\n")
+    with pytest.raises(InputError, match="steps >= 0") as err:
+        run_reconstruct(ReconstructConfig(tiny_capture_dir, tmp_path / "d", method=Method.HASHGRID,
+                                          preset=str(negative)))
+    assert "negative.toml" in str(err.value)
+
+
+def test_sdf_preset_goes_with_sdf():
+    from headforge.pipeline.methods import load_preset
+
+    preset = load_preset(Method.TRIGRID, "sdf", resolution=None, steps=None, sdf=True)
+    assert preset.train.field.sdf and preset.train.beta_final == 2e-4 and preset.train.occupancy.step_size == 5e-4
+    assert preset.train.field.encoding == "trigrid"
+    with pytest.raises(InputError, match=r"needs an SDF field \(--sdf\)") as err:
+        load_preset(Method.HASHGRID, "sdf", resolution=None, steps=None, sdf=False)
+    assert "fields_sdf.toml" in str(err.value)

@@ -28,7 +28,12 @@ from headforge.representations.fields.planes import (
     TriPlaneEncoding,
     sample_trigrid,
 )
-from headforge.representations.fields.sdf import SDFConfig, eikonal_loss, volsdf_density
+from headforge.representations.fields.sdf import (
+    SDFConfig,
+    eikonal_loss,
+    volsdf_density,
+    volsdf_silhouette_offset,
+)
 
 SMALL_KW = dict(n_levels=3, log2_table_size=6, n_features=2, base_resolution=3, max_resolution=17)
 SMALL = HashGridConfig(**SMALL_KW)
@@ -197,6 +202,28 @@ def test_volsdf_density_is_monotone_and_bounded():
     assert bool((sigma[1:] <= sigma[:-1]).all())  # increasing in -sdf
     assert abs(float(volsdf_density(torch.zeros(1, 1, dtype=torch.float64), beta)) - 0.5 / 0.01) < 1e-9
     assert float(sigma[0]) <= 1 / 0.01 + 1e-9 and float(sigma[-1]) < 1e-2
+
+
+@pytest.mark.parametrize("radius, beta", [(0.03, 2e-4), (0.08, 1e-3), (0.01, 1e-4)])
+def test_volsdf_silhouette_offset_matches_a_grazing_ray_through_a_sphere(radius, beta):
+    """The closed form against numerical quadrature: the impact parameter at which a ray past a VolSDF sphere
+    gathers opacity 1/2 lies radius + h from the centre (within 2% of h)."""
+    t = torch.linspace(-radius, radius, 100_001, dtype=torch.float64)  # 0.2-1.6 um steps; the tail is tiny
+
+    def opacity(h: float) -> float:
+        d = torch.sqrt(t ** 2 + (radius + h) ** 2) - radius  # distance to the sphere along the ray
+        tau = torch.trapezoid(volsdf_density(d[:, None], torch.tensor(beta, dtype=torch.float64))[:, 0], t)
+        return 1 - math.exp(-float(tau))
+
+    lo, hi = 0.0, 20 * beta
+    for _ in range(40):  # opacity falls with h
+        mid = (lo + hi) / 2
+        lo, hi = (mid, hi) if opacity(mid) > 0.5 else (lo, mid)
+    h = volsdf_silhouette_offset(beta, radius)
+    assert 2.5 * beta < h < 4 * beta
+    assert abs(lo - h) < 0.02 * h, f"quadrature {lo * 1e3:.4f} mm vs closed form {h * 1e3:.4f} mm"
+    with pytest.raises(ValueError):
+        volsdf_silhouette_offset(0.0, radius)
 
 
 def test_geometric_init_is_a_sphere_with_unit_gradient():

@@ -17,7 +17,8 @@ import torch
 from torch import Tensor
 
 from headforge.atomic import atomic_path
-from headforge.config_io import from_dict, load_config
+from headforge.config_io import config_path, from_dict, load_config
+from headforge.errors import InputError
 from headforge.stages.evaluate import RenderFn
 from headforge.stages.field_train import FieldTrainConfig, field_render_fn, train_field
 from headforge.stages.gaussian_train import GaussianTrainConfig, render_splats, train_gaussians
@@ -58,13 +59,19 @@ def load_preset(method: Method, name: str, *, resolution: int | None, steps: int
                 sdf: bool = False) -> GaussianPreset | FieldPreset:
     """``configs/<family>_<name>.toml`` (or a TOML path) with command-line overrides applied."""
     family, cls = ("gaussians", GaussianPreset) if method == Method.GAUSSIANS else ("fields", FieldPreset)
-    preset = load_config(cls, name if name.endswith(".toml") else f"{family}_{name}")
+    source = name if name.endswith(".toml") else f"{family}_{name}"
+    preset = load_config(cls, source)
     train = preset.train
-    if steps is not None:
-        train = replace(train, steps=steps)
-    if method != Method.GAUSSIANS:
-        train = replace(train, field=replace(train.field, encoding=method.value, sdf=sdf))
-    return replace(preset, resolution=resolution or preset.resolution, train=train)
+    try:
+        if steps is not None:
+            train = replace(train, steps=steps)
+        if method != Method.GAUSSIANS:
+            train = replace(train, field=replace(train.field, encoding=method.value, sdf=sdf))
+        return replace(preset, resolution=resolution or preset.resolution, train=train)
+    except ValueError as e:
+        raise InputError(f"the preset does not fit the command line: {e}", path=config_path(source),
+                         fix="pick options that match the preset (e.g. --sdf for an SDF preset) or another preset") \
+            from None
 
 
 def train_gaussian_method(train: ViewBatch, bounds, cfg: GaussianTrainConfig, *, checkpoint_dir: Path,
@@ -103,7 +110,6 @@ def save_field(path: Path, model, grid, cfg: FieldTrainConfig) -> None:
 
 def load_field(path: Path, device: str = "cpu"):
     """(RadianceField, OccupancyGrid, FieldTrainConfig) from a run's ``field.pt``."""
-    from headforge.errors import InputError
     from headforge.renderers.occupancy import OccupancyGrid
     from headforge.stages.field_train import make_field
 

@@ -62,8 +62,11 @@ class FieldTrainConfig:
         if self.steps < 0 or self.rays_per_batch < 1 or self.eikonal_points < 2 or self.eval_chunk < 1:
             raise ValueError("FieldTrainConfig: steps >= 0, rays_per_batch >= 1, eikonal_points >= 2 and "
                              f"eval_chunk >= 1 are needed, got {self}")
-        if self.beta_final is not None and not (self.field.sdf and self.beta_final > 0):
-            raise ValueError(f"FieldTrainConfig.beta_final needs an SDF field and a positive value, got {self}")
+        if self.beta_final is not None and not self.field.sdf:
+            raise ValueError("FieldTrainConfig.beta_final anneals VolSDF's beta: it needs an SDF field (--sdf), "
+                             "or drop beta_final")
+        if self.beta_final is not None and not self.beta_final > 0:
+            raise ValueError(f"FieldTrainConfig.beta_final must be > 0 metres, got {self.beta_final}")
         if self.beta_anneal_steps is not None and self.beta_anneal_steps < 1:
             raise ValueError(f"FieldTrainConfig.beta_anneal_steps must be >= 1, got {self.beta_anneal_steps}")
         if not (0 <= self.early_stop_eps < 1 and 0 <= self.alpha_thre < 1):
