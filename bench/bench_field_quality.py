@@ -52,6 +52,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from rich.console import Console
 from rich.table import Table
@@ -254,8 +255,36 @@ def depth_bias_mm(model: RadianceField, grid, capture, indices: tuple[int, ...],
     return float(torch.cat(diffs).median()) * 1000 * k
 
 
+def error_figure(path: Path, points, dist_mm, observed, title: str) -> None:
+    """Scan samples [N, 3] (25 cm frame) coloured by their distance to the reconstruction (mm, clipped at 5), seen
+    from four sides (painter's order, nearest drawn last); samples no camera sees are grey."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    # (title, horizontal axis, its sign, depth axis, sign toward the viewer): +x is the subject's left, +z the face
+    views = (("front", 0, 1, 2, 1), ("back", 0, -1, 2, -1), ("subject's left", 2, -1, 0, 1),
+             ("subject's right", 2, 1, 0, -1))
+    fig, axes = plt.subplots(1, 4, figsize=(20, 6.5), layout="constrained")
+    for ax, (name, h, hs, dp, ds) in zip(axes, views, strict=True):
+        order = np.argsort(ds * points[:, dp])
+        p, d, o = points[order], dist_mm[order], observed[order]
+        colours = plt.get_cmap("viridis")(np.clip(d / 5.0, 0, 1))
+        colours[~o] = (0.8, 0.8, 0.8, 1.0)
+        ax.scatter(hs * p[:, h], p[:, 1], c=colours, s=0.4, linewidths=0)
+        ax.set_title(name)
+        ax.set_aspect("equal")
+        ax.axis("off")
+    fig.colorbar(plt.cm.ScalarMappable(matplotlib.colors.Normalize(0, 5), "viridis"), ax=axes, shrink=0.8,
+                 label="distance to the reconstruction (mm, 25 cm head); grey: no camera sees it")
+    fig.suptitle(title)
+    fig.savefig(path, dpi=80)
+    plt.close(fig)
+
+
 def chamfer_to_scan(model: RadianceField, scan, capture, scene_bounds, mc_resolution: int, n_points: int,
-                    level: float | None = None) -> dict[str, ChamferScores]:
+                    level: float | None = None, figure: Path | None = None) -> dict[str, ChamferScores]:
     """Chamfer distance (mm, 25 cm frame) between the field's marching-cubes mesh at iso ``level`` (None: the
     default, 0 for SDF fields) and the scan, for two crops:
 
@@ -290,6 +319,10 @@ def chamfer_to_scan(model: RadianceField, scan, capture, scene_bounds, mc_resolu
         _, d_recon = chamfer_distance(target, recon)
         out[name] = ChamferScores(1000 * float(d_scan.mean()), 1000 * float(d_scan[observed].mean()),
                                   1000 * d_recon, float(observed.mean()), len(mesh.faces), len(target), len(recon))
+        if figure is not None and name == "field box":
+            error_figure(figure, target.numpy(), 1000 * d_scan, observed,
+                         f"scan -> reconstruction, {figure.stem}: {out[name].scan_to_recon_observed_mm:.2f} mm mean "
+                         f"on the observed surface")
     return out
 
 
@@ -392,7 +425,9 @@ def main() -> None:
                 levels = {"0": 0.0, f"h = {1000 * k * h:.2f} mm": h}
             record[name]["chamfer"] = {}
             for level_name, level in levels.items():
-                scores = chamfer_to_scan(field, scan, capture, bounds, args.mc_resolution, args.chamfer_points, level)
+                figure = root / f"chamfer_{name.replace(' ', '_')}_level_{level_name.split()[0]}.png"
+                scores = chamfer_to_scan(field, scan, capture, bounds, args.mc_resolution, args.chamfer_points, level,
+                                         figure)
                 for crop, c in scores.items():
                     table.add_row(name, level_name, crop, fmt(c.scan_to_recon_mm), fmt(c.scan_to_recon_observed_mm),
                                   fmt(c.recon_to_scan_mm), fmt((c.scan_to_recon_mm + c.recon_to_scan_mm) / 2),
@@ -444,7 +479,7 @@ def main() -> None:
                                                          "params": n_params(d.student), **dataclasses.asdict(s)}
         console.print(table)
     print(json.dumps(record))
-    print(f"outputs: {root}")
+    print(f"outputs (captures, checkpoints, Chamfer error figures): {root}")
 
 
 if __name__ == "__main__":

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from headforge.geometry.rays import Rays
-from headforge.renderers.occupancy import OccupancyConfig, OccupancyGrid
+from headforge.renderers.occupancy import OccupancyConfig, OccupancyGrid, point_cells, sdf_occupancy_density
 from headforge.renderers.proposal import ProposalConfig, ProposalSampler, interlevel_loss, proposal_sample
 from headforge.renderers.volume import (
     VolumeRendererConfig,
@@ -177,6 +177,48 @@ def test_occupancy_grid_marks_sphere_and_skips_empty_space():
     torch.testing.assert_close(skip.rgb, full.rgb, rtol=0, atol=1e-6)
     torch.testing.assert_close(skip.alpha, full.alpha, rtol=0, atol=1e-6)
     assert float(full.alpha.max()) > 0.99 and float(full.alpha.min()) < 0.01  # renders the cube and misses
+
+
+def test_sdf_distance_occupancy_keeps_every_surface_cell_at_any_sharpness():
+    """A sphere SDF with a very sharp VolSDF density: scoring cells by distance keeps every cell the surface passes
+    through (and the inside); scoring by the density loses surface cells, which is what sdf_occupancy_density is
+    for."""
+    from headforge.representations.fields.sdf import volsdf_density
+
+    res, r = 24, 0.1
+    lo, hi = torch.full((3,), -0.2), torch.full((3,), 0.2)
+
+    def sdf(x):
+        return x.norm(dim=-1, keepdim=True) - r
+
+    # cells the sphere's surface passes through: nearest point of the cell within r, farthest beyond r
+    edges = torch.linspace(-0.2, 0.2, res + 1)
+    a, b = edges[:-1], edges[1:]
+    near = torch.where(a > 0, a, torch.where(b < 0, -b, torch.zeros_like(a))) ** 2  # per axis
+    far = torch.maximum(a.abs(), b.abs()) ** 2
+    n3 = near[:, None, None] + near[None, :, None] + near[None, None, :]
+    f3 = far[:, None, None] + far[None, :, None] + far[None, None, :]
+    surface = (n3 <= r * r) & (f3 >= r * r)
+    beta = torch.tensor(1e-5)
+    for mode in ("distance", "density"):
+        grid = OccupancyGrid(OccupancyConfig(resolution=res, warmup_steps=10, step_size=5e-4), lo, hi)
+        diag, step = grid.cell_diagonal, grid.step_size
+        if mode == "distance":
+            def fn(x, diag=diag, step=step):
+                return sdf_occupancy_density(sdf(x), diag, step)
+        else:
+            def fn(x):
+                return volsdf_density(sdf(x), beta)
+        grid.update(0, fn, torch.Generator().manual_seed(0))
+        kept = grid.binaries[surface].float().mean()
+        if mode == "distance":
+            assert float(kept) == 1.0
+            inside = point_cells(torch.zeros(1, 3), res, lo, hi)[0]
+            assert bool(grid.binaries.flatten()[inside])
+            assert grid.occupied_fraction() < 0.2  # the sphere and a one-cell shell: the rest is skipped
+        else:
+            assert float(kept) < 0.6  # one random point per cell: a sharp density misses most surface cells
+    assert grid.cell_diagonal == pytest.approx(math.sqrt(3) * 0.4 / res)
 
 
 def test_occupancy_update_decays_and_resamples():

@@ -58,6 +58,18 @@ def ema_update(occs: Tensor, indices: Tensor, scores: Tensor, decay: float) -> T
     return out
 
 
+def sdf_occupancy_density(sdf: Tensor, cell_diagonal: float, step_size: float) -> Tensor:  # [N, 1] -> [N, 1]
+    """A stand-in density that scores an SDF field's cells by distance alone: ``1 / step_size`` (a cell score of 1)
+    where ``sdf < cell_diagonal``, else 0.
+
+    With |grad sdf| ~ 1 (the eikonal loss), any point of a cell that holds surface is within one cell diagonal of
+    it, so no cell the surface passes through is skipped however sharp the density gets; cells inside stay occupied
+    (early stopping drops their samples). Scoring with VolSDF's density instead marks the cells just outside the
+    surface empty once beta is small (opacity per step below ``occ_thre`` a few beta out), and the surface then
+    cannot grow into them."""
+    return (sdf < cell_diagonal).to(sdf.dtype) / step_size
+
+
 def binarize(occs: Tensor, occ_thre: float) -> Tensor:  # [C] -> [C] bool
     positive = occs[occs > 0]
     thre = min(occ_thre, float(positive.mean())) if len(positive) else occ_thre
@@ -81,6 +93,10 @@ class OccupancyGrid(nn.Module):
     @property
     def n_cells(self) -> int:
         return self.cfg.resolution ** 3
+
+    @property
+    def cell_diagonal(self) -> float:  # metres
+        return float(((self.hi - self.lo) / self.cfg.resolution).norm())
 
     def occupied_fraction(self) -> float:
         return float(self.binaries.float().mean())

@@ -3,7 +3,9 @@
 Random batches of training rays; samples from an occupancy grid that skips empty space (updated from the
 field's density every few steps, as nerfacc's OccGridEstimator); colour loss against the ground truth
 composited over a random background (masks then teach transparency), an opacity-vs-mask loss, and the
-eikonal loss for SDF fields. As nerfacc's estimators do, a no-grad density pass first drops the samples behind
+eikonal loss for SDF fields. SDF fields score the occupancy grid's cells by distance (``sdf < cell diagonal``,
+:func:`~headforge.renderers.occupancy.sdf_occupancy_density`), not by density, so that a sharp VolSDF density never
+hides the cells just outside the surface from the sampler. As nerfacc's estimators do, a no-grad density pass first drops the samples behind
 the surface (transmittance below ``early_stop_eps``) so that the gradient pass only sees the visible ones. The
 eikonal loss is taken on ``eikonal_points`` points per step (half drawn from the rendered samples, which sit near
 the surface, half uniform in the box), not on every sample: the double backward through the encoding is the most
@@ -18,6 +20,7 @@ import math
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
@@ -28,7 +31,7 @@ from headforge.atomic import atomic_path
 from headforge.geometry.cameras import Cameras
 from headforge.geometry.rays import Rays, generate_rays
 from headforge.metrics import mse_to_psnr
-from headforge.renderers.occupancy import OccupancyConfig, OccupancyGrid
+from headforge.renderers.occupancy import OccupancyConfig, OccupancyGrid, sdf_occupancy_density
 from headforge.renderers.volume import VolumeRendererConfig, render_rays
 from headforge.representations.fields.field import FieldConfig, RadianceField
 from headforge.representations.fields.sdf import eikonal_loss
@@ -50,6 +53,9 @@ class FieldTrainConfig:
     eikonal_points: int = 4096  # SDF fields: points per step for the eikonal loss (half near the surface)
     beta_final: float | None = None  # SDF fields: anneal an upper bound on VolSDF's beta from beta_init to this
     beta_anneal_steps: int | None = None  # ... geometrically over this many steps (None: all steps), then hold it
+    # SDF fields: score occupancy cells by distance (sdf < cell diagonal: sdf_occupancy_density) or, as density
+    # fields do, by the VolSDF density (which stops sampling just outside the surface once beta is small)
+    sdf_skip: Literal["distance", "density"] = "distance"
     early_stop_eps: float = 1e-4  # drop samples behind transmittance below this (0: keep all)
     alpha_thre: float = 0.0  # drop samples with alpha below this (0: keep all)
     background: Background = Background.RANDOM
@@ -67,6 +73,8 @@ class FieldTrainConfig:
                              "or drop beta_final")
         if self.beta_final is not None and not self.beta_final > 0:
             raise ValueError(f"FieldTrainConfig.beta_final must be > 0 metres, got {self.beta_final}")
+        if self.sdf_skip not in ("distance", "density"):
+            raise ValueError(f"FieldTrainConfig.sdf_skip must be 'distance' or 'density', got {self.sdf_skip!r}")
         if self.beta_anneal_steps is not None and self.beta_anneal_steps < 1:
             raise ValueError(f"FieldTrainConfig.beta_anneal_steps must be >= 1, got {self.beta_anneal_steps}")
         if not (0 <= self.early_stop_eps < 1 and 0 <= self.alpha_thre < 1):
@@ -198,6 +206,12 @@ def train_field(train: ViewBatch, bounds: tuple[Tensor, Tensor], cfg: FieldTrain
         gen.set_state(payload["generator"])
         torch.set_rng_state(payload["torch_rng"])
         start = payload["step"]
+    if cfg.field.sdf and cfg.sdf_skip == "distance":
+        def occupancy_fn(x: Tensor) -> Tensor:
+            return sdf_occupancy_density(model.sdf(x), grid.cell_diagonal, grid.step_size)
+    else:
+        def occupancy_fn(x: Tensor) -> Tensor:
+            return model.density(x)
     bank = RayBank.from_views(train)
     rcfg = VolumeRendererConfig(stratified=True, normals=False, early_stop_eps=cfg.early_stop_eps,
                                 alpha_thre=cfg.alpha_thre)
@@ -210,7 +224,7 @@ def train_field(train: ViewBatch, bounds: tuple[Tensor, Tensor], cfg: FieldTrain
     for step in bar:
         if cfg.field.sdf:
             model.volsdf.beta_max.fill_(beta_cap(cfg, step))
-        grid.update_every_n_steps(step, lambda x: model.density(x), gen)
+        grid.update_every_n_steps(step, occupancy_fn, gen)
         idx = torch.randint(bank.origins.shape[0], (cfg.rays_per_batch,), generator=gen)
         if cfg.background == Background.RANDOM:
             bg = torch.rand(3, generator=gen)
