@@ -70,7 +70,7 @@ from headforge.renderers.volume import VolumeRendererConfig, render_rays
 from headforge.representations.fields.field import FieldConfig, RadianceField
 from headforge.representations.fields.hash_grid import HashGridConfig
 from headforge.representations.fields.planes import PlaneConfig
-from headforge.representations.fields.sdf import volsdf_silhouette_offset
+from headforge.representations.fields.sdf import HEAD_CURVATURE_RADIUS, volsdf_silhouette_offset
 from headforge.representations.mesh import TexturedMesh
 from headforge.representations.mesh_io import load_mesh
 from headforge.stages.distill import DistillConfig, distill_field
@@ -85,7 +85,6 @@ from headforge.stages.views import ViewBatch, load_views
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "lps_head"
 CAPTURE_HEAD_WIDTH = 0.155  # metres: the capture is rendered at a real head's size
 CHAMFER_HEAD_WIDTH = 0.25  # metres: the Chamfer convention scales the head to 25 cm wide
-SILHOUETTE_RADIUS = 0.05  # metres (capture scale): a head's typical curvature radius, for volsdf_silhouette_offset
 OBSERVED_TOLERANCE = 0.002  # metres (capture scale): a scan point within this behind a view's depth map is seen
 ENCODINGS = ("hashgrid", "triplane", "trigrid")
 MIN_CHUNK = 25  # steps
@@ -272,7 +271,7 @@ def error_figure(path: Path, points, dist_mm, observed, title: str) -> None:
         p, d, o = points[order], dist_mm[order], observed[order]
         colours = plt.get_cmap("viridis")(np.clip(d / 5.0, 0, 1))
         colours[~o] = (0.8, 0.8, 0.8, 1.0)
-        ax.scatter(hs * p[:, h], p[:, 1], c=colours, s=0.4, linewidths=0)
+        ax.scatter(hs * p[:, h], p[:, 1], c=colours, s=1.0, linewidths=0)
         ax.set_title(name)
         ax.set_aspect("equal")
         ax.axis("off")
@@ -421,7 +420,7 @@ def main() -> None:
             bias = depth_bias_mm(field, run.result.grid, capture, test.indices)
             levels = {"default": None}
             if field.cfg.sdf:  # also the level where VolSDF's renders put the silhouette (see its docstring)
-                h = volsdf_silhouette_offset(float(field.volsdf.beta.detach()), SILHOUETTE_RADIUS)
+                h = volsdf_silhouette_offset(float(field.volsdf.beta.detach()), HEAD_CURVATURE_RADIUS)
                 levels = {"0": 0.0, f"h = {1000 * k * h:.2f} mm": h}
             record[name]["chamfer"] = {}
             for level_name, level in levels.items():

@@ -142,13 +142,15 @@ def reconstruct(capture: Annotated[Path, tyro.conf.Positional], out: Path,
 
 
 def extract_mesh(run_dir: Annotated[Path, tyro.conf.Positional], resolution: int = 256, level: float | None = None,
-                 target_faces: int | None = 100_000, texture_size: int = 1024) -> None:
+                 silhouette_level: bool = False, target_faces: int | None = 100_000, texture_size: int = 1024) -> None:
     """Extract a textured mesh from a finished neural-field run: RUN_DIR/mesh.obj (+ .mtl, .png), mesh.ply, mesh.glb.
 
     Args:
         run_dir: Output directory of `headforge reconstruct --method hashgrid|triplane|trigrid`.
         resolution: Marching-cubes cells along the longest side of the field's bounds.
         level: Iso level (default: 0 for SDF fields, a density of ln 2 per cm otherwise).
+        silhouette_level: VolSDF fields: extract where the renders put the silhouette, about 3 beta outside the zero
+            level set (volsdf_silhouette_offset; closer to the true surface, see bench/RESULTS.md).
         target_faces: Decimate to this many triangles.
         texture_size: Baked texture size in pixels.
     """
@@ -156,6 +158,17 @@ def extract_mesh(run_dir: Annotated[Path, tyro.conf.Positional], resolution: int
     from headforge.stages.mesh_extract import MeshExtractConfig, export_mesh, field_to_mesh
 
     model, _, _ = load_field(Path(run_dir) / "field.pt")
+    if silhouette_level:
+        from headforge.errors import InputError
+        from headforge.representations.fields.sdf import HEAD_CURVATURE_RADIUS, volsdf_silhouette_offset
+
+        if level is not None:
+            raise InputError("--level and --silhouette-level exclude each other", path=run_dir, fix="give one")
+        if not model.cfg.sdf:
+            raise InputError("--silhouette-level needs a VolSDF field; this run learnt a density",
+                             path=Path(run_dir) / "field.pt", fix="reconstruct with --sdf, or drop --silhouette-level")
+        level = volsdf_silhouette_offset(float(model.volsdf.beta.detach()), HEAD_CURVATURE_RADIUS)
+        print(f"silhouette level: sdf = {1000 * level:.3f} mm")
     mesh = field_to_mesh(model, MeshExtractConfig(resolution=resolution, level=level, target_faces=target_faces,
                                                   texture_size=texture_size))
     written = export_mesh(mesh, run_dir)

@@ -78,6 +78,13 @@ def test_extract_mesh_from_a_finished_run(tiny_capture_dir, tmp_path, tiny_prese
     scene = trimesh.load(tmp_path / "run" / "mesh.glb")
     geom = list(scene.geometry.values())[0]
     assert len(geom.faces) > 100 and geom.visual.material.baseColorTexture is not None
+    # at VolSDF's silhouette level the mesh is the zero level set grown outward by h (a few beta)
+    zero = trimesh.load(tmp_path / "run" / "mesh.ply")
+    assert main(["extract-mesh", str(tmp_path / "run"), "--resolution", "48", "--target-faces", "4000",
+                 "--texture-size", "128", "--silhouette-level"]) == 0
+    grown = trimesh.load(tmp_path / "run" / "mesh.ply")
+    assert float(grown.extents.max()) > float(zero.extents.max())
+    assert main(["extract-mesh", str(tmp_path / "run"), "--silhouette-level", "--level", "0.001"]) == 2
 
 
 def test_extract_mesh_needs_a_field_run(tmp_path):

@@ -3,9 +3,10 @@
 Random batches of training rays; samples from an occupancy grid that skips empty space (updated from the
 field's density every few steps, as nerfacc's OccGridEstimator); colour loss against the ground truth
 composited over a random background (masks then teach transparency), an opacity-vs-mask loss, and the
-eikonal loss for SDF fields. SDF fields score the occupancy grid's cells by distance (``sdf < cell diagonal``,
-:func:`~headforge.renderers.occupancy.sdf_occupancy_density`), not by density, so that a sharp VolSDF density never
-hides the cells just outside the surface from the sampler. As nerfacc's estimators do, a no-grad density pass first drops the samples behind
+eikonal loss for SDF fields. SDF fields score the occupancy grid's cells by distance
+(``sdf < cell diagonal``, :func:`~headforge.renderers.occupancy.sdf_occupancy_density`), not by density, so that a
+sharp VolSDF density never hides the cells just outside the surface from the sampler. As nerfacc's estimators do,
+a no-grad density pass first drops the samples behind
 the surface (transmittance below ``early_stop_eps``) so that the gradient pass only sees the visible ones. The
 eikonal loss is taken on ``eikonal_points`` points per step (half drawn from the rendered samples, which sit near
 the surface, half uniform in the box), not on every sample: the double backward through the encoding is the most

@@ -54,6 +54,9 @@ def volsdf_density(sdf: Tensor, beta: Tensor) -> Tensor:  # [..., 1], scalar bet
     return laplace_cdf(-sdf, beta) / beta
 
 
+HEAD_CURVATURE_RADIUS = 0.05  # metres: a typical radius of curvature of a head, for volsdf_silhouette_offset
+
+
 def volsdf_silhouette_offset(beta: float, radius: float) -> float:
     """How far outside a VolSDF zero level set the rendered silhouette lies (metres): the distance h from the
     surface at which a ray grazing a surface of curvature radius ``radius`` gathers opacity 1/2.
