@@ -56,7 +56,6 @@ import numpy as np
 import torch
 from rich.console import Console
 from rich.table import Table
-from scipy.spatial import cKDTree
 
 from headforge.captures.formats import read_capture
 from headforge.captures.inspect import summarize
@@ -77,7 +76,7 @@ from headforge.stages.distill import DistillConfig, distill_field
 from headforge.stages.evaluate import Evaluation, evaluate
 from headforge.stages.field_train import FieldTrainConfig, FieldTrainResult, field_render_fn, train_field
 from headforge.stages.gaussian_train import latest_checkpoint
-from headforge.stages.mesh_cleanup import chamfer_distance, sample_surface
+from headforge.stages.mesh_cleanup import nearest_distances, sample_surface
 from headforge.stages.mesh_extract import MeshExtractConfig, extract_mesh
 from headforge.stages.render_capture import RenderCaptureConfig, render_capture
 from headforge.stages.views import ViewBatch, load_views
@@ -282,8 +281,18 @@ def error_figure(path: Path, points, dist_mm, observed, title: str) -> None:
     plt.close(fig)
 
 
-def chamfer_to_scan(model: RadianceField, scan, capture, scene_bounds, mc_resolution: int, n_points: int,
-                    level: float | None = None, figure: Path | None = None) -> dict[str, ChamferScores]:
+def observed_scan_samples(scan: TexturedMesh, capture, n_points: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``n_points`` samples [n, 3] of the scan (25 cm frame) and whether some camera of the capture sees each [n]
+    (depth-map test within OBSERVED_TOLERANCE, at the capture's scale)."""
+    k = CHAMFER_HEAD_WIDTH / CAPTURE_HEAD_WIDTH
+    points = sample_surface(scan, n_points, seed=1)
+    depths = [capture.load_depth(i) for i in range(len(capture))]
+    return points, depth_map_visibility(points.double() / k, capture.native_cameras, depths, OBSERVED_TOLERANCE) > 0
+
+
+def chamfer_to_scan(model: RadianceField, scan_all: torch.Tensor, observed_all: torch.Tensor, scene_bounds,
+                    mc_resolution: int, n_points: int, level: float | None = None,
+                    figure: Path | None = None) -> dict[str, ChamferScores]:
     """Chamfer distance (mm, 25 cm frame) between the field's marching-cubes mesh at iso ``level`` (None: the
     default, 0 for SDF fields) and the scan, for two crops:
 
@@ -293,18 +302,15 @@ def chamfer_to_scan(model: RadianceField, scan, capture, scene_bounds, mc_resolu
       scan goes on past the box (shoulders), and the images see that part: a field cannot hold surface outside its
       box, so it puts what those pixels show on the box's walls, and the padding band next to them is corrupted.
 
-    Scan -> recon is given over the whole cropped scan and over its observed part: the samples that at least one of
-    the capture's cameras sees (depth-map test within OBSERVED_TOLERANCE), as DTU's observation masks do (the LPS scan
-    has a closed mouth cavity behind the lips that no camera can see)."""
+    Scan -> recon is given over the whole cropped scan (``scan_all`` [n, 3], 25 cm frame) and over its observed
+    part (``observed_all`` [n], from :func:`observed_scan_samples`), as DTU's observation masks do (the LPS scan has a
+    closed mouth cavity behind the lips that no camera can see)."""
     k = CHAMFER_HEAD_WIDTH / CAPTURE_HEAD_WIDTH
     lo, hi = (b.detach().cpu() for b in model.bounds)
     mesh = extract_mesh(model.sdf if model.cfg.sdf else model.density, lo, hi,
                         MeshExtractConfig(resolution=mc_resolution, target_faces=None, progress=False, level=level),
                         is_sdf=model.cfg.sdf)
     recon_all = k * sample_surface(mesh, n_points, seed=0)
-    scan_all = sample_surface(scan, n_points, seed=1)
-    depths = [capture.load_depth(i) for i in range(len(capture))]
-    observed_all = depth_map_visibility(scan_all.double() / k, capture.native_cameras, depths, OBSERVED_TOLERANCE) > 0
     margin = 2 * float((hi - lo).max()) / mc_resolution  # two marching-cubes cells (metres, capture scale)
     crops = {"field box": (lo + margin, hi - margin), "scene bounds": scene_bounds}
     out = {}
@@ -314,10 +320,10 @@ def chamfer_to_scan(model: RadianceField, scan, capture, scene_bounds, mc_resolu
 
         recon, keep = recon_all[inside(recon_all)], inside(scan_all)
         target, observed = scan_all[keep], observed_all[keep].numpy()
-        d_scan = cKDTree(recon.double().numpy()).query(target.double().numpy(), workers=-1)[0]
-        _, d_recon = chamfer_distance(target, recon)
+        d_scan, d_recon = nearest_distances(target, recon), nearest_distances(recon, target)
         out[name] = ChamferScores(1000 * float(d_scan.mean()), 1000 * float(d_scan[observed].mean()),
-                                  1000 * d_recon, float(observed.mean()), len(mesh.faces), len(target), len(recon))
+                                  1000 * float(d_recon.mean()), float(observed.mean()), len(mesh.faces), len(target),
+                                  len(recon))
         if figure is not None and name == "field box":
             error_figure(figure, target.numpy(), 1000 * d_scan, observed,
                          f"scan -> reconstruction, {figure.stem}: {out[name].scan_to_recon_observed_mm:.2f} mm mean "
@@ -407,7 +413,7 @@ def main() -> None:
     console.print(table)
 
     if args.chamfer:
-        scan = scan_in_chamfer_frame()
+        scan_points, observed = observed_scan_samples(scan_in_chamfer_frame(), capture, args.chamfer_points)
         k = CHAMFER_HEAD_WIDTH / CAPTURE_HEAD_WIDTH
         table = Table(title="Chamfer distance to the LPS scan (head 25 cm wide; mm; 'observed': the scan surface some "
                             "camera sees; crops: see chamfer_to_scan); depth bias: median rendered - true depth on "
@@ -425,8 +431,8 @@ def main() -> None:
             record[name]["chamfer"] = {}
             for level_name, level in levels.items():
                 figure = root / f"chamfer_{name.replace(' ', '_')}_level_{level_name.split()[0]}.png"
-                scores = chamfer_to_scan(field, scan, capture, bounds, args.mc_resolution, args.chamfer_points, level,
-                                         figure)
+                scores = chamfer_to_scan(field, scan_points, observed, bounds, args.mc_resolution,
+                                         args.chamfer_points, level, figure)
                 for crop, c in scores.items():
                     table.add_row(name, level_name, crop, fmt(c.scan_to_recon_mm), fmt(c.scan_to_recon_observed_mm),
                                   fmt(c.recon_to_scan_mm), fmt((c.scan_to_recon_mm + c.recon_to_scan_mm) / 2),

@@ -159,7 +159,6 @@ def extract_mesh(run_dir: Annotated[Path, tyro.conf.Positional], resolution: int
 
     model, _, _ = load_field(Path(run_dir) / "field.pt")
     if silhouette_level:
-        from headforge.errors import InputError
         from headforge.representations.fields.sdf import HEAD_CURVATURE_RADIUS, volsdf_silhouette_offset
 
         if level is not None:

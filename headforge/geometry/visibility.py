@@ -39,7 +39,7 @@ def depth_map_visibility(points: Tensor, cameras: Cameras, depths: Sequence[Tens
         if (h, w) != (int(cameras.height[i]), int(cameras.width[i])):
             raise ValueError(f"depth map {i} is {w}x{h} but {cameras.name(i)} is "
                              f"{int(cameras.width[i])}x{int(cameras.height[i])}")
-        cam = cameras[i]
+        cam, depth = cameras[i], depth.double()
         for s in range(0, len(points), chunk):
             p = points[s:s + chunk].to(cameras.fx.dtype)
             uv, z = project_points(cam, p)  # [1, p, 2], [1, p]
@@ -47,6 +47,6 @@ def depth_map_visibility(points: Tensor, cameras: Cameras, depths: Sequence[Tens
             col, row = uv[:, 0].floor().long(), uv[:, 1].floor().long()
             inside = (z > 0) & (col >= 0) & (col < w) & (row >= 0) & (row < h)
             d = torch.zeros_like(z)
-            d[inside] = depth.double()[row[inside], col[inside]]
+            d[inside] = depth[row[inside], col[inside]]
             counts[s:s + chunk] += (inside & (d > 0) & (z - d <= tolerance)).long()
     return counts

@@ -192,13 +192,16 @@ def sample_surface(mesh: TexturedMesh, n: int, *, seed: int = 0) -> Tensor:
     return p.float()
 
 
-def chamfer_distance(a_points: Tensor | np.ndarray, b_points: Tensor | np.ndarray) -> tuple[float, float]:
-    """[N, 3], [M, 3] -> (mean over a of the distance to the nearest b, mean over b of the distance to a)."""
+def nearest_distances(a_points: Tensor | np.ndarray, b_points: Tensor | np.ndarray) -> np.ndarray:
+    """[N, 3], [M, 3] -> [N] distance from each point of a to the nearest point of b (float64)."""
     a = np.asarray(a_points, dtype=np.float64).reshape(-1, 3)
     b = np.asarray(b_points, dtype=np.float64).reshape(-1, 3)
     if len(a) == 0 or len(b) == 0:
-        raise ValueError("chamfer_distance needs non-empty point sets")
-    d_ab, _ = cKDTree(b).query(a, workers=-1)
-    d_ba, _ = cKDTree(a).query(b, workers=-1)
-    return float(d_ab.mean()), float(d_ba.mean())
+        raise ValueError("nearest_distances / chamfer_distance need non-empty point sets")
+    return cKDTree(b).query(a, workers=-1)[0]
+
+
+def chamfer_distance(a_points: Tensor | np.ndarray, b_points: Tensor | np.ndarray) -> tuple[float, float]:
+    """[N, 3], [M, 3] -> (mean over a of the distance to the nearest b, mean over b of the distance to a)."""
+    return float(nearest_distances(a_points, b_points).mean()), float(nearest_distances(b_points, a_points).mean())
 
