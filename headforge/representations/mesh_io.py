@@ -21,7 +21,8 @@ Reading
 Writing (every file goes through :func:`headforge.atomic.atomic_path`; the OBJ/GLB/PLY itself is
 renamed into place last, so a failed save never leaves a complete-looking mesh):
 - :func:`save_obj`: ``name.obj`` + ``name.mtl`` + ``name.png``; per-corner UVs written as ``vt``.
-- :func:`save_glb`: binary glTF with a PBR ``baseColorTexture`` (seam vertices split, v flipped by trimesh).
+- :func:`save_glb`: binary glTF built by :mod:`headforge.io.gltf`, with a PBR ``baseColorTexture``
+  (seam vertices split, v flipped to glTF's convention).
 - :func:`save_ply`: binary PLY with vertex colours (sampled from the texture when there are none).
 """
 
@@ -37,6 +38,8 @@ from PIL import Image
 
 from headforge.atomic import atomic_path
 from headforge.errors import InputError, MeshError
+from headforge.io.gltf import GltfBuilder
+from headforge.io.gltf_types import AccessorType, BufferTarget, Material, Node, Primitive
 from headforge.representations.mesh import TexturedMesh, uv_to_texel
 
 MESH_SUFFIXES = (".obj", ".ply", ".glb", ".gltf")
@@ -377,25 +380,38 @@ def save_obj(mesh: TexturedMesh, path: str | Path) -> Path:
 
 
 def save_glb(mesh: TexturedMesh, path: str | Path) -> Path:
-    """Binary glTF; a textured mesh gets a PBR material with ``baseColorTexture``."""
-    import trimesh
+    """Binary glTF through :class:`headforge.io.gltf.GltfBuilder`: one node, one triangle primitive.
 
+    A textured mesh gets a PBR material (metallic 0, roughness 1) with the texture as an embedded PNG
+    ``baseColorTexture``; vertices are split at UV seams (one glTF vertex per distinct (vertex, uv)
+    corner pair, ordered by vertex so that welding restores the order) and v is flipped to glTF's
+    top-left origin. Vertex colours go to COLOR_0 as normalized uint8 RGBA, stored as given.
+    """
     path = Path(path)
-    v, f = mesh.vertices.numpy().astype(np.float64), mesh.faces.numpy()
+    v, f = mesh.vertices.numpy().astype(np.float32), mesh.faces.numpy()
+    builder = GltfBuilder()
+    vertex = BufferTarget.ARRAY_BUFFER
+    material = None
     if mesh.has_texture:
-        # one glTF vertex per distinct (vertex, uv) corner pair, ordered by vertex so welding restores order
         pairs = np.stack([f.reshape(-1), mesh.faces_uv.numpy().reshape(-1)], 1)
         uniq, inv = np.unique(pairs, axis=0, return_inverse=True)
-        img = Image.fromarray(_to_uint8(mesh.texture))
-        material = trimesh.visual.material.PBRMaterial(baseColorTexture=img, metallicFactor=0.0,
-                                                       roughnessFactor=1.0)
-        visual = trimesh.visual.TextureVisuals(uv=mesh.uvs.numpy()[uniq[:, 1]], material=material)
-        tm = trimesh.Trimesh(v[uniq[:, 0]], inv.reshape(-1, 3), visual=visual, process=False)
-    else:
-        colors = None if mesh.vertex_colors is None else _to_uint8(mesh.vertex_colors)
-        tm = trimesh.Trimesh(v, f, vertex_colors=colors, process=False)
+        uv = mesh.uvs.numpy().astype(np.float32)[uniq[:, 1]]
+        uv = np.stack([uv[:, 0], 1.0 - uv[:, 1]], 1).astype(np.float32)  # OBJ v-up -> glTF v-down
+        v, f = v[uniq[:, 0]], inv.reshape(-1, 3)
+        texture = builder.add_texture(builder.add_image_png(_to_uint8(mesh.texture)))
+        material = builder.add_material(Material(base_color_texture=texture, metallic_factor=0.0,
+                                                 roughness_factor=1.0))
+    attributes = {"POSITION": builder.add_accessor(v, AccessorType.VEC3, target=vertex, min_max=True)}
+    if mesh.has_texture:
+        attributes["TEXCOORD_0"] = builder.add_accessor(uv, AccessorType.VEC2, target=vertex)
+    elif mesh.vertex_colors is not None:
+        rgba = np.concatenate([_to_uint8(mesh.vertex_colors), np.full((len(v), 1), 255, np.uint8)], 1)
+        attributes["COLOR_0"] = builder.add_accessor(rgba, AccessorType.VEC4, target=vertex, normalized=True)
+    prim = Primitive(attributes, indices=builder.add_indices(f), material=material)
+    node = builder.add_node(Node(name="mesh", mesh=builder.add_mesh([prim], name="mesh")))
+    builder.add_scene([node])
     with atomic_path(path) as tmp:
-        tmp.write_bytes(tm.export(file_type="glb"))
+        tmp.write_bytes(builder.to_glb())
     return path
 
 

@@ -12,16 +12,16 @@ COLMAP's y-down world (some 3DGS viewers) show the head upside down until flippe
 - .splat: 32 bytes per splat: position float32 x3, scale float32 x3 (linear), RGBA uint8 (colour
   = 0.5 + SH_C0 * DC, alpha = opacity), rotation uint8 x4 (wxyz, q * 128 + 128), sorted by
   decreasing scale volume x opacity. Lossy: no higher SH bands, 8-bit colour and rotation.
-- GLB (KHR_gaussian_splatting, release candidate): POINTS primitive with POSITION,
-  ``KHR_gaussian_splatting:ROTATION`` (xyzw, unit), ``:SCALE`` (linear), ``:OPACITY`` (after the
-  sigmoid), ``:SH_DEGREE_l_COEF_n`` (raw SH coefficients, m from -l to l); COLOR_0 carries the DC colour
-  and opacity so viewers without the extension show a coloured point cloud.
+- GLB (KHR_gaussian_splatting, release candidate), built by :mod:`headforge.io.gltf`: POINTS
+  primitive with POSITION, ``KHR_gaussian_splatting:ROTATION`` (xyzw, unit), ``:SCALE`` (linear),
+  ``:OPACITY`` (after the sigmoid), ``:SH_DEGREE_l_COEF_n`` (raw SH coefficients, m from -l to l);
+  COLOR_0 carries the DC colour (decoded to linear, as glTF's COLOR_0 is linear) and the opacity, so
+  viewers without the extension show a coloured point cloud. The reader also takes the spec's
+  normalized-integer ROTATION / SCALE / OPACITY accessors.
 """
 
 from __future__ import annotations
 
-import json
-import struct
 from pathlib import Path
 
 import numpy as np
@@ -29,10 +29,19 @@ import torch
 
 from headforge.atomic import atomic_path
 from headforge.errors import InputError
+from headforge.io.gaussian_splatting import (
+    KHR_GAUSSIAN_SPLATTING,
+    OPACITY,
+    ROTATION,
+    SCALE,
+    add_gaussian_splats,
+    sh_attribute_names,
+)
+from headforge.io.glb import load_glb
+from headforge.io.gltf import GltfBuilder
+from headforge.io.gltf_types import Node, SplatColorSpace
 from headforge.renderers.sh import SH_C0, num_sh_bases, rgb_to_sh0, sh0_to_rgb
 from headforge.representations.gaussians import Splats
-
-_KHR = "KHR_gaussian_splatting"
 
 
 def _ply_fields(k: int) -> list[str]:
@@ -149,87 +158,50 @@ def load_splats_dot_splat(path: str | Path, max_sh_degree: int = 0) -> Splats:
                   torch.from_numpy(rec["scale"].copy()), rgba[:, 3], sh).validate(path)
 
 
-def _glb_attribute_names(k: int) -> list[str]:
-    names = []
-    for degree in range(int(k ** 0.5)):
-        names += [f"{_KHR}:SH_DEGREE_{degree}_COEF_{n}" for n in range(2 * degree + 1)]
-    return names
-
-
-def save_splats_glb(splats: Splats, path: str | Path, color_space: str = "srgb_rec709_display") -> Path:
+def save_splats_glb(splats: Splats, path: str | Path,
+                    color_space: SplatColorSpace = SplatColorSpace.SRGB_REC709_DISPLAY) -> Path:
+    """One node, one ``KHR_gaussian_splatting`` POINTS primitive (float accessors), via the glTF builder."""
     s = splats.detach()
-    n, k = len(s), s.sh.shape[1]
     q = s.quats / s.quats.norm(dim=-1, keepdim=True)
-    color = torch.cat([sh0_to_rgb(s.sh[:, 0]).clamp(0, 1), s.opacities[:, None]], 1)
-    arrays = [("POSITION", s.means, "VEC3"), ("COLOR_0", color, "VEC4"),
-              (f"{_KHR}:ROTATION", q[:, [1, 2, 3, 0]], "VEC4"), (f"{_KHR}:SCALE", s.scales, "VEC3"),
-              (f"{_KHR}:OPACITY", s.opacities[:, None], "SCALAR")]
-    arrays += [(name, s.sh[:, i], "VEC3") for i, name in enumerate(_glb_attribute_names(k))]
-    blob, views, accessors, attributes = bytearray(), [], [], {}
-    for i, (name, tensor, kind) in enumerate(arrays):
-        data = np.ascontiguousarray(tensor.float().cpu().numpy().astype("<f4"))
-        views.append({"buffer": 0, "byteOffset": len(blob), "byteLength": data.nbytes})
-        acc = {"bufferView": i, "componentType": 5126, "count": n, "type": kind}
-        if name == "POSITION":
-            acc["min"], acc["max"] = data.min(0).tolist(), data.max(0).tolist()
-        accessors.append(acc)
-        attributes[name] = i
-        blob += data.tobytes()
-    doc = {"asset": {"version": "2.0", "generator": "headforge"}, "extensionsUsed": [_KHR],
-           "scene": 0, "scenes": [{"nodes": [0]}], "nodes": [{"mesh": 0, "name": "splats"}],
-           "meshes": [{"primitives": [{"attributes": attributes, "mode": 0,
-                                       "extensions": {_KHR: {"kernel": "ellipse", "colorSpace": color_space}}}]}],
-           "buffers": [{"byteLength": len(blob)}], "bufferViews": views, "accessors": accessors}
-    body = json.dumps(doc, separators=(",", ":")).encode()
-    body += b" " * (-len(body) % 4)
-    blob += b"\0" * (-len(blob) % 4)
-    total = 12 + 8 + len(body) + 8 + len(blob)
-    out = struct.pack("<4sII", b"glTF", 2, total) + struct.pack("<I4s", len(body), b"JSON") + body
-    out += struct.pack("<I4s", len(blob), b"BIN\0") + bytes(blob)
+    f32 = lambda t: np.ascontiguousarray(t.float().cpu().numpy(), dtype=np.float32)  # noqa: E731
+    builder = GltfBuilder()
+    prim = add_gaussian_splats(builder, f32(s.means), f32(q[:, [1, 2, 3, 0]]), f32(s.scales), f32(s.opacities),
+                               f32(s.sh), color_space=SplatColorSpace(color_space))
+    node = builder.add_node(Node(name="splats", mesh=builder.add_mesh([prim], name="splats")))
+    builder.add_scene([node])
     with atomic_path(path) as tmp:
-        tmp.write_bytes(out)
+        tmp.write_bytes(builder.to_glb())
     return Path(path)
 
 
 def load_splats_glb(path: str | Path) -> Splats:
-    """Read a GLB written with KHR_gaussian_splatting (float accessors)."""
+    """Read the first ``KHR_gaussian_splatting`` primitive of a GLB (float or normalized accessors)."""
+    glb = load_glb(path)
     path = Path(path)
-    if not path.is_file():
-        raise InputError("GLB not found", path=path, fix="check the path")
-    raw = path.read_bytes()
-    try:
-        magic, _, _ = struct.unpack_from("<4sII", raw, 0)
-        jlen, jtype = struct.unpack_from("<I4s", raw, 12)
-        doc = json.loads(raw[20:20 + jlen])
-        blen, _ = struct.unpack_from("<I4s", raw, 20 + jlen)
-        blob = raw[28 + jlen:28 + jlen + blen]
-        prim = doc["meshes"][0]["primitives"][0]
-        attrs = prim["attributes"]
-    except (struct.error, ValueError, KeyError, IndexError) as e:
-        raise InputError(f"not a readable GLB ({e})", path=path, fix="re-export the splats as GLB") from None
-    if magic != b"glTF" or _KHR not in prim.get("extensions", {}):
-        raise InputError(f"GLB has no {_KHR} primitive", path=path,
+    prims = [p for m in glb.document.get("meshes", []) for p in m.get("primitives", [])
+             if KHR_GAUSSIAN_SPLATTING in p.get("extensions", {})]
+    if not prims:
+        raise InputError(f"GLB has no {KHR_GAUSSIAN_SPLATTING} primitive", path=path,
                          fix="export with the KHR_gaussian_splatting extension")
+    attrs = prims[0].get("attributes", {})
 
     def get(name: str) -> torch.Tensor:
         if name not in attrs:
             raise InputError(f"GLB splat primitive lacks attribute {name}", path=path, fix="re-export the file")
-        acc = doc["accessors"][attrs[name]]
-        view = doc["bufferViews"][acc["bufferView"]]
-        width = {"SCALAR": 1, "VEC3": 3, "VEC4": 4}[acc["type"]]
-        if acc["componentType"] != 5126:
-            raise InputError(f"{name} is not stored as float", path=path, fix="only float accessors are read")
-        start = view.get("byteOffset", 0) + acc.get("byteOffset", 0)
-        data = np.frombuffer(blob, dtype="<f4", count=acc["count"] * width, offset=start)
-        return torch.from_numpy(data.reshape(acc["count"], width).copy())
+        try:
+            data = glb.accessor(attrs[name])
+        except (KeyError, TypeError, ValueError) as e:
+            raise InputError(f"GLB accessor for {name} is malformed ({e})", path=path,
+                             fix="re-export the file") from None
+        return torch.from_numpy(np.asarray(data, dtype=np.float32).reshape(len(data), -1).copy())
 
-    sh_names = [nm for nm in _glb_attribute_names(16) if nm in attrs]
-    k = len(sh_names)
-    if k not in (1, 4, 9, 16) or sh_names != _glb_attribute_names(k):
+    all_sh = sh_attribute_names(16)
+    sh_names = [nm for nm in all_sh if nm in attrs]
+    if len(sh_names) not in (1, 4, 9, 16) or sh_names != all_sh[:len(sh_names)]:
         raise InputError("GLB spherical harmonics bands are incomplete", path=path, fix="re-export the file")
-    q = get(f"{_KHR}:ROTATION")[:, [3, 0, 1, 2]]
-    return Splats(get("POSITION"), q / q.norm(dim=-1, keepdim=True).clamp_min(1e-12), get(f"{_KHR}:SCALE"),
-                  get(f"{_KHR}:OPACITY")[:, 0], torch.stack([get(nm) for nm in sh_names], 1)).validate(path)
+    q = get(ROTATION)[:, [3, 0, 1, 2]]
+    return Splats(get("POSITION"), q / q.norm(dim=-1, keepdim=True).clamp_min(1e-12), get(SCALE),
+                  get(OPACITY)[:, 0], torch.stack([get(nm) for nm in sh_names], 1)).validate(path)
 
 
 __all__ = ["SH_C0", "save_splats_ply", "load_splats_ply", "save_splats_dot_splat", "load_splats_dot_splat",
