@@ -162,3 +162,24 @@ def test_failed_save_leaves_nothing(tmp_path):
     with pytest.raises((TypeError, ValueError)):
         save_obj(bad, tmp_path / "x.obj")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_glb_reads_the_same_through_trimesh_and_the_glb_reader(tmp_path):
+    """Two readers of save_glb's output agree: trimesh (load_mesh) and headforge.io.glb."""
+    import numpy as np
+
+    from headforge.io.glb import load_glb
+
+    m = _cube()
+    save_glb(m, tmp_path / "cube.glb")
+    glb = load_glb(tmp_path / "cube.glb")
+    prim = glb.document["meshes"][0]["primitives"][0]
+    pos = glb.accessor(prim["attributes"]["POSITION"])
+    uv = glb.accessor(prim["attributes"]["TEXCOORD_0"])
+    faces = glb.accessor(prim["indices"]).reshape(-1, 3)
+    trim = load_mesh(tmp_path / "cube.glb", weld=False)
+    np.testing.assert_array_equal(trim.vertices.numpy(), pos)
+    np.testing.assert_array_equal(trim.faces.numpy(), faces)
+    np.testing.assert_allclose(trim.uvs.numpy(), np.stack([uv[:, 0], 1 - uv[:, 1]], 1), atol=1e-7)  # v flipped
+    np.testing.assert_allclose(m.uvs[m.faces_uv].reshape(-1, 2).numpy(), trim.uvs[trim.faces_uv].reshape(-1, 2).numpy(),
+                               atol=1e-6)

@@ -138,3 +138,34 @@ def test_model_round_trip_through_raw_parameters():
     torch.testing.assert_close(back.scales, s.scales)
     torch.testing.assert_close(back.opacities, s.opacities)
     assert model.max_sh_degree == 2 and back.sh.shape == (20, 9, 3)
+
+
+def test_glb_fallback_colour_is_linear_and_quantized_accessors_are_read(tmp_path):
+    import numpy as np
+
+    from headforge.io.gaussian_splatting import OPACITY, ROTATION, SH_C0, add_gaussian_splats, srgb_to_linear
+    from headforge.io.glb import load_glb
+    from headforge.io.gltf import GltfBuilder
+    from headforge.io.gltf_types import AccessorType, Node
+
+    s = random_splats(30, degree=1)
+    path = save_splats_glb(s, tmp_path / "s.glb")
+    glb = load_glb(path)
+    attrs = glb.document["meshes"][0]["primitives"][0]["attributes"]
+    rgb = np.clip(0.5 + SH_C0 * s.sh[:, 0].numpy(), 0, 1)
+    np.testing.assert_allclose(glb.accessor(attrs["COLOR_0"])[:, :3], srgb_to_linear(rgb), atol=1e-6)
+    np.testing.assert_allclose(glb.accessor(attrs["COLOR_0"])[:, 3], s.opacities.numpy(), atol=1e-7)
+    # the spec allows normalized int16 rotations and uint8 opacities: the reader dequantizes them
+    b = GltfBuilder()
+    q = s.quats[:, [1, 2, 3, 0]].numpy()
+    prim = add_gaussian_splats(b, s.means.numpy(), q, s.scales.numpy(), s.opacities.numpy(), s.sh.numpy())
+    prim.attributes[ROTATION] = b.add_accessor(np.round(q * 32767).astype(np.int16), AccessorType.VEC4,
+                                               normalized=True)
+    prim.attributes[OPACITY] = b.add_accessor(np.round(s.opacities.numpy() * 255).astype(np.uint8),
+                                              AccessorType.SCALAR, normalized=True)
+    b.add_scene([b.add_node(Node(mesh=b.add_mesh([prim])))])
+    (tmp_path / "q.glb").write_bytes(b.to_glb())
+    back = load_splats_glb(tmp_path / "q.glb")
+    assert float((back.quats * s.quats).sum(-1).abs().min()) > 0.9999
+    torch.testing.assert_close(back.opacities, s.opacities, atol=0.5 / 255 + 1e-6, rtol=0)
+    torch.testing.assert_close(back.scales, s.scales)

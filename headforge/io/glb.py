@@ -114,9 +114,12 @@ def read_glb(data: bytes, path: str | Path | None = None) -> GlbFile:
         raise InputError(f"only {len(data)} bytes, too short for a GLB header", path=path, fix=_FIX) from None
     if magic != GLB_MAGIC or version != 2:
         raise InputError(f"not a GLB 2.0 file (magic {magic!r}, version {version})", path=path, fix=_FIX)
-    if total > len(data) or jtype != CHUNK_JSON or 20 + jlen > total:
-        raise InputError(f"GLB header or JSON chunk is inconsistent (length {total}, file {len(data)} bytes)",
-                         path=path, fix=_FIX)
+    if total > len(data):
+        raise InputError(f"GLB is truncated: its header says {total} bytes, the file has {len(data)}", path=path,
+                         fix=_FIX)
+    if jtype != CHUNK_JSON or 20 + jlen > total:
+        raise InputError(f"GLB JSON chunk is missing or runs past the file ({jtype!r}, {jlen} bytes)", path=path,
+                         fix=_FIX)
     try:
         document = json.loads(data[20:20 + jlen])
     except (UnicodeDecodeError, ValueError) as e:
