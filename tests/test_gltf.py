@@ -285,3 +285,14 @@ def test_missing_validator_skips_locally_and_fails_under_ci(monkeypatch, tmp_pat
     monkeypatch.setenv("CI", "true")
     with pytest.raises(pytest.fail.Exception, match="CI=true"):
         gltf_validator.require_validator()
+
+
+def test_extension_lists_and_primitive_extensions():
+    b = GltfBuilder()
+    pos = b.add_accessor(np.eye(3, dtype=np.float32), AccessorType.VEC3, target=VERTEX, min_max=True)
+    b.add_mesh([Primitive({"POSITION": pos}, extensions={"EXT_example": {"a": 1}})])
+    b.use_extension("EXT_needed", required=True)
+    doc = read_glb(b.to_glb()).document
+    assert doc["extensionsUsed"] == ["EXT_example", "EXT_needed"] and doc["extensionsRequired"] == ["EXT_needed"]
+    assert doc["meshes"][0]["primitives"][0]["extensions"] == {"EXT_example": {"a": 1}}
+    assert "extensionsRequired" not in GltfBuilder().document()
