@@ -150,3 +150,27 @@ def test_output_options_are_checked_before_any_work(tiny_capture_dir, tmp_path):
     with pytest.raises(InputError, match="give one of them"):
         run_reconstruct(ReconstructConfig(tiny_capture_dir, tmp_path / "old", resume=True, overwrite=True))
     assert a_file.read_text() == "x" and list((tmp_path / "old").iterdir()) == []
+
+
+def test_a_crashed_fresh_run_resumes_in_place(tiny_capture_dir, tiny_preset, tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    real = methods.train_gaussians
+
+    def crash_after_ten_steps(train, bounds, cfg, **kwargs):
+        real(train, bounds, replace(cfg, steps=10), **kwargs)  # leaves the step-10 checkpoint
+        raise RuntimeError("killed at step 10")
+
+    monkeypatch.setattr(methods, "train_gaussians", crash_after_ten_steps)
+    out = tmp_path / "run"
+    cfg = ReconstructConfig(tiny_capture_dir, out, preset=tiny_preset, test_every=5, progress=False)
+    with pytest.raises(RuntimeError, match="killed"):
+        run_reconstruct(cfg)
+    assert [p.name for p in out.iterdir()] == ["checkpoints"]  # nothing final-looking, the checkpoint kept
+    monkeypatch.undo()
+    with pytest.raises(InputError, match="already exists"):
+        run_reconstruct(cfg)
+    rec = run_reconstruct(replace(cfg, resume=True))
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert rec.steps == metrics["steps"] == 20 and rec.out_dir == out
+    assert not [p for p in out.iterdir() if ".partial-" in p.name]
