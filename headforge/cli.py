@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import tyro
 
@@ -18,6 +18,9 @@ from headforge.errors import HeadforgeError, InputError
 from headforge.geometry.head_frame import Axis, HeadFrameSpec, Units
 from headforge.geometry.rigs import RigConfig, RigKind
 from headforge.pipeline.methods import Device, Method
+
+if TYPE_CHECKING:
+    from headforge.pipeline.reconstruct import Reconstruction
 
 
 def run(out: Path = Path("outputs/sample_head"), mesh: Path | None = None, rig: RigKind = RigKind.SPHERE32,
@@ -44,7 +47,7 @@ def run(out: Path = Path("outputs/sample_head"), mesh: Path | None = None, rig: 
           f"  pictures:       {', '.join(rec.pictures)} (contact sheet: ground truth | render | error)")
 
 
-def scores_line(rec) -> str:
+def scores_line(rec: Reconstruction) -> str:
     """The held-out scores of a :class:`Reconstruction`, or why there are none."""
     ev = rec.evaluation
     if ev is None:
