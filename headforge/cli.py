@@ -1,7 +1,8 @@
-"""Command line: ``headforge run | render-capture | inspect``.
+"""Command line: ``headforge run | reconstruct | extract-mesh | render-capture | inspect``.
 
 User errors (:class:`HeadforgeError`) print one clear message and exit with status 2; nothing that
-looks complete is left behind (every writer stages its output and renames it at the end).
+looks complete is left behind (every writer stages its output and renames it at the end). Closed sets
+(rig, method, device) are StrEnums; the command line spells them by value (``--rig sphere32``).
 """
 
 from __future__ import annotations
@@ -9,18 +10,20 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Literal
+from typing import TYPE_CHECKING, Annotated
 
 import tyro
 
 from headforge.errors import HeadforgeError, InputError
 from headforge.geometry.head_frame import Axis, HeadFrameSpec, Units
 from headforge.geometry.rigs import RigConfig, RigKind
+from headforge.pipeline.methods import Device, Method
 
-RigName = Literal["sphere32", "nersemble16", "ring", "sphere"]
+if TYPE_CHECKING:
+    from headforge.pipeline.reconstruct import Reconstruction
 
 
-def run(out: Path = Path("outputs/sample_head"), mesh: Path | None = None, rig: RigName = "sphere32",
+def run(out: Path = Path("outputs/sample_head"), mesh: Path | None = None, rig: RigKind = RigKind.SPHERE32,
         resolution: int = 256, preset: str = "fast", steps: int | None = None, overwrite: bool = False) -> None:
     """Main job: render the built-in sample head (or --mesh) into a capture and reconstruct it as Gaussians.
 
@@ -31,26 +34,36 @@ def run(out: Path = Path("outputs/sample_head"), mesh: Path | None = None, rig: 
         resolution: Image height in pixels (rendering, training and evaluation).
         preset: Reconstruction preset (fast, default, quality).
         steps: Training steps (overrides the preset).
-        overwrite: Replace an existing output directory.
+        overwrite: Replace an existing output directory (once the new one is complete).
     """
     from headforge.pipeline.main_job import MainJobConfig, run_main_job
 
-    result = run_main_job(MainJobConfig(out=out, mesh=mesh, rig=RigConfig(kind=RigKind(rig), resolution=resolution),
+    result = run_main_job(MainJobConfig(out=out, mesh=mesh, rig=RigConfig(kind=rig, resolution=resolution),
                                         preset=preset, steps=steps, overwrite=overwrite))
-    m = result.metrics
+    rec = result.reconstruction
     print(f"wrote {result.out_dir} in {result.seconds:.0f} s\n"
           f"  capture:        {result.capture_dir} (+ capture_sheet.png, cameras.png)\n"
-          f"  reconstruction: {result.reconstruction_dir}: held-out PSNR {m['psnr']:.2f} dB "
-          f"(masked {m['psnr_masked']:.2f} dB), SSIM {m['ssim']:.4f}, {m['num_gaussians']} Gaussians\n"
-          f"  pictures:       contact_sheet.png (ground truth | render | error), turntable.gif")
+          f"  reconstruction: {result.reconstruction_dir}: {scores_line(rec)}, {rec.summary.describe()}\n"
+          f"  pictures:       {', '.join(rec.pictures)} (contact sheet: ground truth | render | error)")
 
 
-def render_capture(mesh: Annotated[Path, tyro.conf.Positional], out: Path, rig: RigName = "sphere32",
+def scores_line(rec: Reconstruction) -> str:
+    """The held-out scores of a :class:`Reconstruction`, or why there are none."""
+    ev = rec.evaluation
+    if ev is None:
+        return "not scored (no held-out views)"
+    masked = "n/a" if ev.psnr_masked is None else f"{ev.psnr_masked:.2f} dB"
+    views = ", ".join(f"{v.view} ({v.azimuth_deg:.0f} deg)" for v in rec.test_views)
+    return f"held-out PSNR {ev.psnr:.2f} dB (masked {masked}), SSIM {ev.ssim:.4f} on views {views}"
+
+
+def render_capture(mesh: Annotated[Path, tyro.conf.Positional], out: Path, rig: RigKind = RigKind.SPHERE32,
                    resolution: int = 512, num_views: int = 32, fov_deg: float = 30.0,
                    units: Units | None = None, head_width: float | None = None, up: Axis = "+y",
-                   forward: Axis = "+z", supersample: int = 2,
-                   test_every: int = 8, overwrite: bool = False) -> None:
+                   forward: Axis = "+z", supersample: int = 2, overwrite: bool = False) -> None:
     """Render a textured mesh into a multi-view capture (RGBA, masks, depth, transforms.json, opencv_cameras.json).
+
+    The capture holds no train/test split: `reconstruct` and `inspect` choose one (--test-every).
 
     Args:
         mesh: Textured mesh file (OBJ with MTL and texture, PLY, GLB).
@@ -65,8 +78,7 @@ def render_capture(mesh: Annotated[Path, tyro.conf.Positional], out: Path, rig: 
         up: The mesh's up axis.
         forward: The axis the mesh's face looks along.
         supersample: Render at this multiple of the resolution and filter down.
-        test_every: Every n-th view is a held-out test view.
-        overwrite: Replace an existing output directory.
+        overwrite: Replace an existing output directory (once the new one is complete).
     """
     from headforge.representations.mesh_io import load_mesh
     from headforge.stages.render_capture import RenderCaptureConfig
@@ -76,8 +88,8 @@ def render_capture(mesh: Annotated[Path, tyro.conf.Positional], out: Path, rig: 
         raise InputError("give either --units or --head-width, not both", fix="drop one of them")
     spec = HeadFrameSpec(up=up, forward=forward, units=units,
                          head_width_m=None if units is not None else (head_width or 0.155))
-    rig_cfg = RigConfig(kind=RigKind(rig), resolution=resolution, num_views=num_views, fov_deg=fov_deg)
-    cfg = RenderCaptureConfig(rig=rig_cfg, head_frame=spec, supersample=supersample, test_every=test_every)
+    rig_cfg = RigConfig(kind=rig, resolution=resolution, num_views=num_views, fov_deg=fov_deg)
+    cfg = RenderCaptureConfig(rig=rig_cfg, head_frame=spec, supersample=supersample)
     result = render(load_mesh(mesh), cfg, out, overwrite=overwrite)
     print(f"wrote {len(result.capture)} views to {result.out_dir}")
 
@@ -91,7 +103,8 @@ def inspect(capture: Annotated[Path, tyro.conf.Positional],
         capture: Capture directory or camera file.
         json_output: Print the summary as JSON.
         plot: Where to write the camera-frusta PNG (default: cameras.png in the current directory).
-        test_every: Every n-th view is a held-out test view.
+        test_every: Hold out ceil(views / test_every) views spread over azimuth (front, sides, back), as
+            reconstruct does; 0 holds out none.
     """
     from headforge.captures.formats import read_capture
     from headforge.captures.inspect import format_summary, plot_frusta, summarize
@@ -107,9 +120,9 @@ def inspect(capture: Annotated[Path, tyro.conf.Positional],
 
 
 def reconstruct(capture: Annotated[Path, tyro.conf.Positional], out: Path,
-                method: Literal["gaussians", "hashgrid", "triplane", "trigrid"] = "gaussians", sdf: bool = False,
+                method: Method = Method.GAUSSIANS, sdf: bool = False,
                 preset: str = "default", resolution: int | None = None, steps: int | None = None,
-                test_every: int = 8, device: Literal["auto", "cpu", "cuda"] = "auto", init_ply: Path | None = None,
+                test_every: int = 8, device: Device = Device.AUTO, init_ply: Path | None = None,
                 resume: bool = False, overwrite: bool = False) -> None:
     """Reconstruct a head from a multi-view capture: metrics.json, contact sheet, turntable and exports.
 
@@ -122,23 +135,20 @@ def reconstruct(capture: Annotated[Path, tyro.conf.Positional], out: Path,
         preset: fast, default, quality (configs/<gaussians|fields>_<preset>.toml), or a path to a TOML preset.
         resolution: Longest image side to train and evaluate at (overrides the preset).
         steps: Training steps (overrides the preset).
-        test_every: Every n-th view is held out for evaluation.
+        test_every: Hold out ceil(views / test_every) views spread over azimuth (front, sides, back) for
+            evaluation; 0 holds out none (the run is not scored).
         device: auto picks CUDA when torch sees a GPU.
         init_ply: Gaussians: start from a 3DGS PLY (e.g. an earlier export) instead of initialising.
         resume: Continue from the last checkpoint in OUT/checkpoints.
-        overwrite: Replace an existing output directory.
+        overwrite: Replace an existing output directory, once the new run has finished (a failed run keeps it).
     """
-    from headforge.pipeline.reconstruct import Method, ReconstructConfig, run_reconstruct
+    from headforge.pipeline.reconstruct import ReconstructConfig, run_reconstruct
 
-    result = run_reconstruct(ReconstructConfig(capture=capture, out=out, method=Method(method), sdf=sdf,
+    result = run_reconstruct(ReconstructConfig(capture=capture, out=out, method=method, sdf=sdf,
                                                preset=preset, resolution=resolution, steps=steps,
                                                test_every=test_every, device=device, init_ply=init_ply,
                                                resume=resume, overwrite=overwrite))
-    m = result.metrics
-    masked = "n/a" if m["psnr_masked"] is None else f"{m['psnr_masked']:.2f} dB"
-    size = f"{m['num_gaussians']} Gaussians" if "num_gaussians" in m else f"{m['num_parameters']} parameters"
-    print(f"wrote {result.out_dir} in {result.seconds:.0f} s: held-out PSNR {m['psnr']:.2f} dB, "
-          f"masked {masked}, SSIM {m['ssim']:.4f}, {size}")
+    print(f"wrote {result.out_dir} in {result.seconds:.0f} s: {scores_line(result)}, {result.summary.describe()}")
 
 
 def extract_mesh(run_dir: Annotated[Path, tyro.conf.Positional], resolution: int = 256, level: float | None = None,
@@ -181,7 +191,8 @@ COMMANDS = {"run": run, "reconstruct": reconstruct, "extract-mesh": extract_mesh
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        tyro.extras.subcommand_cli_from_dict(COMMANDS, args=argv, prog="headforge")
+        tyro.extras.subcommand_cli_from_dict(COMMANDS, args=argv, prog="headforge",
+                                             config=(tyro.conf.EnumChoicesFromValues,))
     except HeadforgeError as error:
         print(f"headforge: error: {error}", file=sys.stderr)
         return 2

@@ -64,7 +64,7 @@ def check_capture_against_mesh(capture, vertices, tmp_path, min_fraction=0.999):
 def test_sample_head_capture_projects_into_masks(tiny_capture_dir, sample_head, tmp_path):
     capture = read_capture(tiny_capture_dir, test_every=5)
     assert capture.source_format == "nerfstudio" and len(capture) == 20
-    assert capture.split == Split.every(20, 5)
+    assert capture.split == Split.spread(capture.native_cameras, 5) and len(capture.split.test) == 4
     check_capture_against_mesh(capture, sample_head.mesh.vertices, tmp_path)
 
 
@@ -107,6 +107,8 @@ def test_lps_head_capture_round_trips_every_format(lps_head_dir, tmp_path):
                               head_frame=HeadFrameSpec(head_width_m=0.155), supersample=1)
     result = render_capture(mesh, cfg, tmp_path / "lps", progress=False)
     assert len(result.capture) == 32
+    # the returned capture carries the split a reader of the files chooses for the same --test-every
+    assert result.capture.split == read_capture(tmp_path / "lps", test_every=cfg.test_every).split
     # the vertices, brought into the head frame the same way, project inside the masks in every format
     check_capture_against_mesh(result.capture, result.mesh.vertices, tmp_path / "formats")
 

@@ -34,6 +34,17 @@ class View:
     frame: int = 0  # timestep index for dynamic sequences
 
 
+def viewing_angles(cameras: Cameras) -> Tensor:  # -> [N, 2] (azimuth, elevation) in degrees
+    """Where each camera looks from, in the head frame (+y up, the face toward +z): the direction
+    opposite its optical axis as azimuth (0 = in front of the face, 90 = the subject's left, +x) and
+    elevation (90 = straight above). The same convention as ``geometry.rigs.spherical_directions``."""
+    d = -cameras.forward_axes().double()  # [N, 3] from the subject toward the camera
+    d = d / d.norm(dim=-1, keepdim=True).clamp_min(1e-12)
+    azimuth = torch.rad2deg(torch.atan2(d[:, 0], d[:, 2]))
+    elevation = torch.rad2deg(torch.asin(d[:, 1].clamp(-1, 1)))
+    return torch.stack([azimuth, elevation], -1)
+
+
 @dataclass(frozen=True)
 class Split:
     train: tuple[int, ...]
@@ -41,13 +52,47 @@ class Split:
 
     @staticmethod
     def every(num_views: int, test_every: int = 8) -> Split:
-        """Every ``test_every``-th view (0, N, 2N, ...) is held out; ``test_every <= 0`` holds none."""
+        """By index: views 0, N, 2N, ... are held out; ``test_every <= 0`` holds none.
+
+        Blind to where the cameras are (on the 32-view sphere it holds out the left and top only);
+        readers use :meth:`spread`."""
         if num_views == 0:
             raise CaptureError("the capture has no views", fix="check the camera file lists frames")
         if test_every <= 0 or num_views < 2:
             return Split(tuple(range(num_views)), ())
         test = tuple(i for i in range(num_views) if i % test_every == 0)
         return Split(tuple(i for i in range(num_views) if i % test_every != 0), test)
+
+    @staticmethod
+    def spread(cameras: Cameras, test_every: int = 8) -> Split:
+        """Hold out ``ceil(N / test_every)`` views spread evenly over azimuth around the head (front,
+        sides, back); ``test_every <= 0`` (or a single view) holds none.
+
+        Targets: azimuths ``360 k / m`` (k = 0..m-1, so the first is the face) at the cameras' median
+        elevation. Each target in turn takes the not yet chosen view whose viewing direction
+        (:func:`viewing_angles`) is closest to it (lowest index on ties): deterministic, and top or
+        bottom views are only chosen when nothing nearer the target's height exists."""
+        n = len(cameras)
+        if n == 0:
+            raise CaptureError("the capture has no views", fix="check the camera file lists frames")
+        if test_every <= 0 or n < 2:
+            return Split(tuple(range(n)), ())
+        m = -(-n // test_every)
+        if m >= n:
+            raise CaptureError(f"holding out every {test_every}. view leaves none of the {n} views to train on",
+                               fix="use --test-every 2 or more (0 holds out none)")
+        angles = viewing_angles(cameras)  # [N, 2]
+        from_subject = _unit_directions(angles[:, 0], angles[:, 1])  # [N, 3]
+        target_az = torch.arange(m, dtype=torch.float64) * (360.0 / m)
+        targets = _unit_directions(target_az, torch.full_like(target_az, float(angles[:, 1].median())))  # [m, 3]
+        free = torch.ones(n, dtype=torch.bool)
+        chosen = []
+        for t in targets:
+            cos = torch.where(free, from_subject @ t, torch.tensor(-2.0, dtype=torch.float64))
+            best = int(torch.argmax(cos))  # first maximum: the lowest index on ties
+            chosen.append(best)
+            free[best] = False
+        return Split.from_test_list(n, chosen)
 
     @staticmethod
     def from_test_list(num_views: int, test: Sequence[int]) -> Split:
@@ -60,6 +105,11 @@ class Split:
             raise CaptureError("every view is a test view; nothing is left to train on",
                                fix="hold out fewer views")
         return Split(tuple(i for i in range(num_views) if i not in test_set), tuple(sorted(test_set)))
+
+
+def _unit_directions(azimuth_deg: Tensor, elevation_deg: Tensor) -> Tensor:  # [N], [N] -> [N, 3] float64
+    az, el = torch.deg2rad(azimuth_deg.double()), torch.deg2rad(elevation_deg.double())
+    return torch.stack([torch.cos(el) * torch.sin(az), torch.sin(el), torch.cos(el) * torch.cos(az)], -1)
 
 
 @dataclass(frozen=True)

@@ -308,17 +308,17 @@ def image_size(path: Path, camera_file: Path) -> tuple[int, int]:
         return im.size
 
 
-def make_split(num_views: int, test_every: int, test_views: Sequence[int] | None) -> Split:
+def make_split(cameras: Cameras, test_every: int, test_views: Sequence[int] | None) -> Split:
     if test_views is not None:
-        return Split.from_test_list(num_views, list(test_views))
-    return Split.every(num_views, test_every)
+        return Split.from_test_list(len(cameras), list(test_views))
+    return Split.spread(cameras, test_every)
 
 
 def finish_capture(cameras: Cameras, views: Sequence[View], fmt: CaptureFormat, source: Path, *,
                    test_every: int, test_views: Sequence[int] | None, **fields: Any) -> Capture:
     """Validate, split and check files: the common tail of every reader."""
     cameras.validate(source=source)
-    capture = Capture(cameras, tuple(views), make_split(len(views), test_every, test_views),
+    capture = Capture(cameras, tuple(views), make_split(cameras, test_every, test_views),
                       source_format=str(fmt), source_path=source, **fields)
     return capture.check_files()
 

@@ -8,24 +8,28 @@ contact sheets, turntable. Layout of ``out/``::
     cameras.png         camera frusta of the capture
     reconstruction/     metrics.json, splats.ply/.splat/.glb, contact_sheet.png, turntable.gif, ...
     run.json            what ran, how long, the headline numbers (written last)
+
+The whole directory is built in a staging directory beside ``out`` and moved in at the end
+(``atomic_directory``): ``--overwrite`` replaces an earlier output only once the new one is complete.
+The rendered capture goes to the reconstruction in memory (``reconstruct``'s core), with the split
+the capture was read back with (held-out views spread over azimuth).
 """
 
 from __future__ import annotations
 
 import json
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from headforge import __version__
-from headforge.atomic import write_text
+from headforge.atomic import atomic_directory, write_text
 from headforge.captures.inspect import plot_frusta, summarize
-from headforge.errors import InputError
 from headforge.geometry.head_frame import HeadFrameSpec
 from headforge.geometry.rigs import RigConfig, RigKind
-from headforge.pipeline.reconstruct import ReconstructConfig, run_reconstruct
+from headforge.pipeline.reconstruct import Reconstruction, ReconstructOptions, prepare, run_prepared
 from headforge.representations.mesh import TexturedMesh
 from headforge.stages.render_capture import RenderCaptureConfig, render_capture
 from headforge.viz.sheets import colorize, contact_sheet, save_sheet
@@ -48,7 +52,7 @@ class MainJobResult:
     out_dir: Path
     capture_dir: Path
     reconstruction_dir: Path
-    metrics: dict
+    reconstruction: Reconstruction
     seconds: float
 
 
@@ -82,27 +86,27 @@ def capture_contact_sheet(capture, columns: int = 8) -> np.ndarray:
 def run_main_job(cfg: MainJobConfig) -> MainJobResult:
     start = time.perf_counter()
     out = Path(cfg.out)
-    if out.exists():
-        if not cfg.overwrite:
-            raise InputError("output directory already exists", path=out, fix="pass --overwrite or another --out")
-        import shutil
-
-        shutil.rmtree(out)
-    mesh, spec = load_subject(cfg.mesh, cfg.head_frame)
-    rendered = render_capture(mesh, RenderCaptureConfig(rig=cfg.rig, head_frame=spec), out / "capture",
-                              progress=cfg.progress)
-    save_sheet(out / "capture_sheet.png", capture_contact_sheet(rendered.capture))
-    plot_frusta(rendered.capture, out / "cameras.png")
-    recon = run_reconstruct(ReconstructConfig(capture=out / "capture", out=out / "reconstruction", preset=cfg.preset,
-                                              resolution=cfg.rig.resolution, steps=cfg.steps,
-                                              progress=cfg.progress))
-    seconds = time.perf_counter() - start
-    m = recon.metrics
-    headline = {k: m[k] for k in ("psnr", "psnr_masked", "ssim", "num_gaussians", "steps", "train_seconds", "device")}
-    record = {"headforge": __version__, "job": "sample-head: render capture + reconstruct gaussians",
-              "seconds": round(seconds, 2), "input": str(cfg.mesh) if cfg.mesh else "built-in sample head",
-              "rig": json.loads(json.dumps(asdict(cfg.rig), default=str)), "preset": cfg.preset,
-              "capture": summarize(rendered.capture).to_json(), "reconstruction": headline,
-              "outputs": ["capture/", "capture_sheet.png", "cameras.png", "reconstruction/"]}
-    write_text(out / "run.json", json.dumps(record, indent=2))
-    return MainJobResult(out, out / "capture", out / "reconstruction", m, seconds)
+    with atomic_directory(out, overwrite=cfg.overwrite) as stage:
+        mesh, spec = load_subject(cfg.mesh, cfg.head_frame)
+        rendered = render_capture(mesh, RenderCaptureConfig(rig=cfg.rig, head_frame=spec), stage / "capture",
+                                  progress=cfg.progress)
+        save_sheet(stage / "capture_sheet.png", capture_contact_sheet(rendered.capture))
+        plot_frusta(rendered.capture, stage / "cameras.png")
+        options = ReconstructOptions(preset=cfg.preset, resolution=cfg.rig.resolution, steps=cfg.steps,
+                                     progress=cfg.progress)
+        job = prepare(rendered.capture, options, source=str(out / "capture"))  # as run_reconstruct would say
+        recon = run_prepared(job, stage / "reconstruction")
+        seconds = time.perf_counter() - start
+        m = recon.to_json()
+        headline = {k: m[k] for k in ("psnr", "psnr_masked", "ssim", "num_gaussians", "steps", "train_seconds",
+                                      "device")}
+        final_source = out / rendered.capture.source_path.relative_to(stage)  # where it will be, not the stage
+        capture_record = replace(summarize(rendered.capture), source_path=str(final_source)).to_json()
+        record = {"headforge": __version__, "job": "sample-head: render capture + reconstruct gaussians",
+                  "seconds": round(seconds, 2), "input": str(cfg.mesh) if cfg.mesh else "built-in sample head",
+                  "rig": json.loads(json.dumps(asdict(cfg.rig), default=str)), "preset": cfg.preset,
+                  "capture": capture_record, "reconstruction": headline,
+                  "outputs": ["capture/", "capture_sheet.png", "cameras.png", "reconstruction/"]}
+        write_text(stage / "run.json", json.dumps(record, indent=2))
+    recon = replace(recon, out_dir=out / "reconstruction")
+    return MainJobResult(out, out / "capture", out / "reconstruction", recon, seconds)

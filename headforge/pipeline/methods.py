@@ -1,7 +1,8 @@
 """The reconstruction methods behind ``headforge reconstruct``: train one, get a renderer and its exports.
 
 Each method returns a :class:`Trained`: a render function for evaluation and pictures, the evaluation
-background, numbers for ``metrics.json`` and a function that writes the method's own files into the
+background, a typed summary of what was learnt (:class:`GaussianSummary` or :class:`FieldSummary`, the
+method-specific part of ``metrics.json``) and a function that writes the method's own files into the
 staged output directory (splats for Gaussians; ``field.pt`` for neural fields, which
 ``headforge extract-mesh`` reads).
 """
@@ -32,6 +33,50 @@ class Method(StrEnum):
     TRIGRID = "trigrid"
 
 
+class Device(StrEnum):
+    AUTO = "auto"  # CUDA when torch sees a GPU, else the CPU
+    CPU = "cpu"
+    CUDA = "cuda"
+
+
+def resolve_device(device: Device | str) -> Device:
+    """``auto`` -> CUDA or CPU; ``cuda`` without a visible GPU is a user error."""
+    device = Device(device)
+    if device is Device.AUTO:
+        return Device.CUDA if torch.cuda.is_available() else Device.CPU
+    if device is Device.CUDA and not torch.cuda.is_available():
+        raise InputError("--device cuda asked for, but torch sees no CUDA device",
+                         fix="use --device cpu (or auto), or install a CUDA build of torch")
+    return device
+
+
+@dataclass(frozen=True)
+class GaussianSummary:
+    num_gaussians: int
+    sh_degree: int
+
+    def describe(self) -> str:
+        return f"{self.num_gaussians} Gaussians"
+
+    def to_json(self) -> dict:
+        return {"num_gaussians": self.num_gaussians, "sh_degree": self.sh_degree}
+
+
+@dataclass(frozen=True)
+class FieldSummary:
+    encoding: str  # hashgrid | triplane | trigrid
+    sdf: bool
+    num_parameters: int
+    occupied_fraction: float  # of the occupancy grid's cells
+
+    def describe(self) -> str:
+        return f"{self.num_parameters} parameters"
+
+    def to_json(self) -> dict:
+        return {"encoding": self.encoding, "sdf": self.sdf, "num_parameters": self.num_parameters,
+                "occupied_fraction": round(self.occupied_fraction, 4)}
+
+
 @dataclass(frozen=True)
 class GaussianPreset:
     resolution: int = 512  # longest image side used for training and evaluation
@@ -50,8 +95,8 @@ class Trained:
     background: Tensor  # [3]
     steps: int
     train_seconds: float
-    metrics: dict  # method-specific numbers for metrics.json
-    history: tuple
+    summary: GaussianSummary | FieldSummary
+    history: tuple[tuple[int | float, ...], ...]  # (step, loss, psnr[, gaussians]) at the logged steps
     write_exports: Callable[[Path], list[str]]  # staged directory -> names written
 
 
@@ -75,14 +120,14 @@ def load_preset(method: Method, name: str, *, resolution: int | None, steps: int
 
 
 def train_gaussian_method(train: ViewBatch, bounds, cfg: GaussianTrainConfig, *, checkpoint_dir: Path,
-                          resume: bool, init_ply: Path | None, device: str, progress: bool) -> Trained:
+                          resume: bool, init_ply: Path | None, device: Device, progress: bool) -> Trained:
     init = None
     if init_ply is not None:
         from headforge.representations.splat_io import load_splats_ply
 
         init = load_splats_ply(init_ply)
     result = train_gaussians(train, bounds, cfg, checkpoint_dir=checkpoint_dir, resume=resume, init=init,
-                             device=device, progress=progress)
+                             device=str(device), progress=progress)
     splats, degree = result.splats.detach(), result.sh_degree
 
     def render_fn(cams, background):
@@ -98,7 +143,7 @@ def train_gaussian_method(train: ViewBatch, bounds, cfg: GaussianTrainConfig, *,
         return ["splats.ply", "splats.splat", "splats.glb"]
 
     return Trained(render_fn, result.background, result.steps, result.seconds,
-                   {"num_gaussians": len(splats), "sh_degree": degree}, result.history, write_exports)
+                   GaussianSummary(len(splats), degree), result.history, write_exports)
 
 
 def save_field(path: Path, model, grid, cfg: FieldTrainConfig) -> None:
@@ -130,8 +175,8 @@ def load_field(path: Path, device: str = "cpu"):
 
 
 def train_field_method(train: ViewBatch, bounds, cfg: FieldTrainConfig, *, checkpoint_dir: Path, resume: bool,
-                       device: str, progress: bool) -> Trained:
-    result = train_field(train, bounds, cfg, checkpoint_dir=checkpoint_dir, resume=resume, device=device,
+                       device: Device, progress: bool) -> Trained:
+    result = train_field(train, bounds, cfg, checkpoint_dir=checkpoint_dir, resume=resume, device=str(device),
                          progress=progress)
 
     def write_exports(stage: Path) -> list[str]:
@@ -139,7 +184,6 @@ def train_field_method(train: ViewBatch, bounds, cfg: FieldTrainConfig, *, check
         return ["field.pt"]
 
     n_params = sum(p.numel() for p in result.field.parameters())
-    extra = {"encoding": cfg.field.encoding, "sdf": cfg.field.sdf, "num_parameters": n_params,
-             "occupied_fraction": round(result.grid.occupied_fraction(), 4)}
+    summary = FieldSummary(str(cfg.field.encoding), cfg.field.sdf, n_params, result.grid.occupied_fraction())
     return Trained(field_render_fn(result.field, result.grid, cfg), result.background, result.steps,
-                   result.seconds, extra, result.history, write_exports)
+                   result.seconds, summary, result.history, write_exports)

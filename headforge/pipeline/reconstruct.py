@@ -1,133 +1,238 @@
 """Job: capture -> reconstruction (Gaussians or a neural field) -> held-out metrics, pictures, exports.
 
-``out/`` receives ``checkpoints/`` while training (each written atomically, so a crash leaves the last
-one usable) and, only once everything succeeded, the final outputs: the method's files (``splats.ply``,
-``splats.splat``, ``splats.glb`` or ``field.pt``), ``renders/``, ``contact_sheet.png``,
-``turntable.gif`` and ``metrics.json`` (last). They are staged in ``out/final.partial-<pid>/`` and moved
-in together.
+Two layers:
+
+* the core, :func:`reconstruct` (= :func:`prepare` + :func:`run_prepared`): an in-memory
+  :class:`Capture`, whose own split says which views are held out, and :class:`ReconstructOptions`
+  -> a typed :class:`Reconstruction`. It writes into the directory it is given the method's files
+  (``splats.ply``, ``splats.splat``, ``splats.glb`` or ``field.pt``), ``renders/``,
+  ``contact_sheet.png``, ``turntable.gif`` and, last, ``metrics.json`` (``Reconstruction.to_json``,
+  serialised once), and checkpoints into ``checkpoint_dir``. :func:`prepare` checks everything a user
+  can get wrong (options, preset, images) before anything is written. A capture without held-out
+  views (generated views) is trained and not scored: null scores with a note in ``metrics.json``,
+  no ``renders/`` or contact sheet, a turntable as usual.
+* the file wrapper, :func:`run_reconstruct`: reads the capture (``--test-every``) and chooses where
+  the core writes (``headforge/atomic.py``). A fresh run or ``--resume`` trains in place
+  (``out/checkpoints/``, so a crash can be resumed) and stages the final files in
+  ``out/final.partial-*/``, merged in at the end with ``metrics.json`` last. ``--overwrite`` of an
+  existing ``out`` trains in a staging directory beside it that replaces ``out`` only when
+  everything succeeded: a failed run leaves the previous output as it was.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
-from typing import Literal
 
 import torch
 
 from headforge import __version__
+from headforge.atomic import atomic_directory, atomic_merge, check_output_path, write_text
+from headforge.captures.capture import Capture, viewing_angles
 from headforge.captures.formats import read_capture
 from headforge.captures.images import write_image
-from headforge.captures.inspect import summarize
+from headforge.captures.inspect import CaptureSummary, summarize
 from headforge.errors import InputError
-from headforge.pipeline.methods import Method, load_preset, train_field_method, train_gaussian_method
-from headforge.stages.evaluate import evaluate, orbit_cameras, write_contact_sheet, write_metrics, write_turntable
-from headforge.stages.views import load_views
+from headforge.pipeline.methods import (
+    Device,
+    FieldPreset,
+    FieldSummary,
+    GaussianPreset,
+    GaussianSummary,
+    Method,
+    load_preset,
+    resolve_device,
+    train_field_method,
+    train_gaussian_method,
+)
+from headforge.stages.evaluate import (
+    Evaluation,
+    evaluate,
+    evaluation_record,
+    orbit_cameras,
+    write_contact_sheet,
+    write_turntable,
+)
+from headforge.stages.views import ViewBatch, load_views
+
+__all__ = ["Device", "HeldOutView", "Method", "PreparedJob", "ReconstructConfig", "ReconstructOptions",
+           "Reconstruction", "prepare", "reconstruct", "run_prepared", "run_reconstruct"]
 
 
-@dataclass(frozen=True)
-class ReconstructConfig:
-    capture: Path
-    out: Path
+@dataclass(frozen=True, kw_only=True)
+class ReconstructOptions:
+    """What to train and how; the capture and the output directory come separately."""
+
     method: Method = Method.GAUSSIANS
     sdf: bool = False  # neural fields: VolSDF geometry instead of density
     preset: str = "default"  # configs/<gaussians|fields>_<preset>.toml, or a path to a TOML file
     resolution: int | None = None  # overrides the preset
     steps: int | None = None  # overrides the preset
-    test_every: int = 8
-    device: Literal["auto", "cpu", "cuda"] = "auto"
+    device: Device = Device.AUTO
     init_ply: Path | None = None  # Gaussians: continue from exported splats instead of initialising
-    resume: bool = False  # continue from the last checkpoint in out/checkpoints
-    overwrite: bool = False
     turntable_frames: int = 36
     progress: bool = True
 
 
 @dataclass(frozen=True)
-class ReconstructResult:
+class ReconstructConfig(ReconstructOptions):
+    """The file job: the options plus the capture on disk, the output directory and how to treat it."""
+
+    capture: Path
+    out: Path
+    test_every: int = 8  # hold out ceil(N / test_every) views spread over azimuth (Split.spread)
+    resume: bool = False  # continue from the last checkpoint in out/checkpoints
+    overwrite: bool = False  # replace out, at the end of a successful run
+
+    def options(self) -> ReconstructOptions:
+        return ReconstructOptions(**{f.name: getattr(self, f.name) for f in fields(ReconstructOptions)})
+
+
+@dataclass(frozen=True)
+class HeldOutView:
+    view: int  # index in the capture
+    azimuth_deg: float  # where the camera looks from (capture.viewing_angles): 0 = the face, 90 = the left
+    elevation_deg: float
+
+
+@dataclass(frozen=True)
+class Reconstruction:
+    method: Method
+    preset: str
+    summary: GaussianSummary | FieldSummary
+    evaluation: Evaluation | None  # None: the capture holds out no views (nothing scored)
+    test_views: tuple[HeldOutView, ...]
+    steps: int
+    train_seconds: float
+    seconds: float  # the whole job
+    device: Device  # the one it ran on (never AUTO)
+    resolution: tuple[int, int]  # working (width, height)
+    capture: str  # where the capture came from
+    num_train_views: int
+    history: tuple[tuple[int | float, ...], ...]
     out_dir: Path
-    metrics: dict
-    seconds: float
+    exports: tuple[str, ...]  # the method's files, relative to out_dir
+    pictures: tuple[str, ...]  # renders/, contact_sheet.png, turntable.gif (those written)
+
+    def to_json(self) -> dict:
+        """The ``metrics.json`` record (its keys are read by benches and scripts: keep them)."""
+        return {**evaluation_record(self.evaluation), "method": self.method.value, "preset": self.preset,
+                "steps": self.steps, "train_seconds": round(self.train_seconds, 2),
+                "seconds": round(self.seconds, 2), "device": self.device.value, **self.summary.to_json(),
+                "resolution": list(self.resolution), "capture": self.capture,
+                "num_train_views": self.num_train_views, "outputs": list(self.exports), "headforge": __version__,
+                "test_views": [{"view": v.view, "azimuth_deg": round(v.azimuth_deg, 1),
+                                "elevation_deg": round(v.elevation_deg, 1)} for v in self.test_views],
+                "history": [list(h) for h in self.history]}
+
+    @property
+    def metrics(self) -> dict:
+        """The ``metrics.json`` record as a dict (what was written; for scripts and benches)."""
+        return self.to_json()
 
 
-def resolve_device(device: str) -> str:
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device == "cuda" and not torch.cuda.is_available():
-        raise InputError("--device cuda asked for, but torch sees no CUDA device",
-                         fix="use --device cpu (or auto), or install a CUDA build of torch")
-    return device
+@dataclass(frozen=True)
+class PreparedJob:
+    """Checked inputs, ready to train: nothing has been written yet."""
+
+    capture: Capture  # at the working resolution
+    options: ReconstructOptions
+    device: Device
+    preset: GaussianPreset | FieldPreset
+    summary: CaptureSummary
+    train: ViewBatch
+    test: ViewBatch | None  # None: no held-out views
+    source: str
+    started: float  # time.perf_counter() when the job began
 
 
-def prepare_out_dir(cfg: ReconstructConfig) -> Path:
-    out = Path(cfg.out)
-    if out.exists() and not cfg.resume:
-        if not cfg.overwrite:
-            raise InputError("output directory already exists", path=out,
-                             fix="pass --overwrite to replace it, --resume to continue its training, or another --out")
-        shutil.rmtree(out)
-    (out / "checkpoints").mkdir(parents=True, exist_ok=True)
-    return out
-
-
-def check_options(cfg: ReconstructConfig) -> None:
-    gaussians = cfg.method == Method.GAUSSIANS
-    if gaussians and cfg.sdf:
+def check_options(opts: ReconstructOptions) -> None:
+    gaussians = opts.method == Method.GAUSSIANS
+    if gaussians and opts.sdf:
         raise InputError("--sdf applies to the neural-field methods only", fix="use --method hashgrid|triplane|trigrid")
-    if not gaussians and cfg.init_ply is not None:
-        raise InputError("--init-ply applies to --method gaussians only", path=cfg.init_ply, fix="drop --init-ply")
+    if not gaussians and opts.init_ply is not None:
+        raise InputError("--init-ply applies to --method gaussians only", path=opts.init_ply, fix="drop --init-ply")
 
 
-def run_reconstruct(cfg: ReconstructConfig) -> ReconstructResult:
-    start = time.perf_counter()
-    check_options(cfg)
-    device = resolve_device(cfg.device)
-    preset = load_preset(cfg.method, cfg.preset, resolution=cfg.resolution, steps=cfg.steps, sdf=cfg.sdf)
-    capture = read_capture(cfg.capture, test_every=cfg.test_every).at_resolution(preset.resolution)
-    if not capture.split.test:
-        raise InputError("the capture has no held-out views to evaluate on", path=cfg.capture,
-                         fix="use --test-every N with N <= the number of views")
+def prepare(capture: Capture, opts: ReconstructOptions, *, source: str | None = None) -> PreparedJob:
+    """Check the options, load the preset and the views (train and held out, as ``capture.split`` says)."""
+    started = time.perf_counter()
+    check_options(opts)
+    device = resolve_device(opts.device)
+    preset = load_preset(opts.method, opts.preset, resolution=opts.resolution, steps=opts.steps, sdf=opts.sdf)
+    capture = capture.at_resolution(preset.resolution)
     summary = summarize(capture)
-    train = load_views(capture, capture.split.train, progress=cfg.progress)
-    test = load_views(capture, capture.split.test)
-    out = prepare_out_dir(cfg)
+    train = load_views(capture, capture.split.train, progress=opts.progress)
+    test = load_views(capture, capture.split.test) if capture.split.test else None
+    if source is None:
+        source = str(capture.source_path) if capture.source_path is not None else "in-memory capture"
+    return PreparedJob(capture, opts, device, preset, summary, train, test, source, started)
+
+
+def run_prepared(job: PreparedJob, out_dir: Path, *, checkpoint_dir: Path | None = None,
+                 resume: bool = False) -> Reconstruction:
+    """Train, score the held-out views, write exports, pictures and ``metrics.json`` into ``out_dir``."""
+    out_dir = Path(out_dir)
+    checkpoint_dir = out_dir / "checkpoints" if checkpoint_dir is None else Path(checkpoint_dir)
+    checkpoint_dir.mkdir(parents=True, exist_ok=True)
+    opts, summary = job.options, job.summary
     bounds = tuple(torch.tensor(b, dtype=torch.float32) for b in (summary.bounds_min, summary.bounds_max))
-    common = dict(checkpoint_dir=out / "checkpoints", resume=cfg.resume, device=device, progress=cfg.progress)
-    if cfg.method == Method.GAUSSIANS:
-        trained = train_gaussian_method(train, bounds, preset.train, init_ply=cfg.init_ply, **common)
+    common = dict(checkpoint_dir=checkpoint_dir, resume=resume, device=job.device, progress=opts.progress)
+    if opts.method == Method.GAUSSIANS:
+        trained = train_gaussian_method(job.train, bounds, job.preset.train, init_ply=opts.init_ply, **common)
     else:
-        trained = train_field_method(train, bounds, preset.train, **common)
-    ev = evaluate(trained.render_fn, test, trained.background)
-    stage = out / f"final.partial-{os.getpid()}"
-    if stage.exists():
-        shutil.rmtree(stage)
-    stage.mkdir()
-    try:
-        files = trained.write_exports(stage)
-        (stage / "renders").mkdir()
+        trained = train_field_method(job.train, bounds, job.preset.train, **common)
+    ev = evaluate(trained.render_fn, job.test, trained.background) if job.test is not None else None
+    exports = tuple(trained.write_exports(out_dir))
+    pictures = []
+    if ev is not None:
+        (out_dir / "renders").mkdir(exist_ok=True)
         for k, v in enumerate(ev.per_view):
-            write_image(stage / "renders" / f"test_{v.view:04d}.png", ev.renders[k].numpy())
-        write_contact_sheet(stage / "contact_sheet.png", ev)
-        centre = torch.tensor(summary.centre, dtype=torch.float32)
-        write_turntable(stage / "turntable.gif", trained.render_fn,
-                        orbit_cameras(test.cameras, centre, summary.distance_median, cfg.turntable_frames),
-                        trained.background)
-        metrics = {"method": cfg.method.value, "preset": cfg.preset, "steps": trained.steps,
-                   "train_seconds": round(trained.train_seconds, 2),
-                   "seconds": round(time.perf_counter() - start, 2), "device": device, **trained.metrics,
-                   "resolution": [summary.width, summary.height], "capture": str(cfg.capture),
-                   "num_train_views": len(train), "outputs": files, "headforge": __version__,
-                   "history": [list(h) for h in trained.history]}
-        write_metrics(stage / "metrics.json", ev, metrics)
-        for item in sorted(stage.iterdir(), key=lambda p: p.name == "metrics.json"):
-            target = out / item.name
-            if target.is_dir():
-                shutil.rmtree(target)
-            os.replace(item, target)
-    finally:
-        shutil.rmtree(stage, ignore_errors=True)
-    return ReconstructResult(out, json.loads((out / "metrics.json").read_text()), time.perf_counter() - start)
+            write_image(out_dir / "renders" / f"test_{v.view:04d}.png", ev.renders[k].numpy())
+        write_contact_sheet(out_dir / "contact_sheet.png", ev)
+        pictures += ["renders/", "contact_sheet.png"]
+    reference = (job.test if job.test is not None else job.train).cameras  # intrinsics of the turntable
+    centre = torch.tensor(summary.centre, dtype=torch.float32)
+    write_turntable(out_dir / "turntable.gif", trained.render_fn,
+                    orbit_cameras(reference, centre, summary.distance_median, opts.turntable_frames),
+                    trained.background)
+    pictures.append("turntable.gif")
+    angles = viewing_angles(job.capture.native_cameras)
+    held_out = tuple(HeldOutView(i, float(angles[i, 0]), float(angles[i, 1])) for i in job.capture.split.test)
+    rec = Reconstruction(opts.method, opts.preset, trained.summary, ev, held_out, trained.steps,
+                         trained.train_seconds, time.perf_counter() - job.started, job.device,
+                         (summary.width, summary.height), job.source, len(job.train), trained.history, out_dir,
+                         exports, tuple(pictures))
+    write_text(out_dir / "metrics.json", json.dumps(rec.to_json(), indent=2))
+    return rec
+
+
+def reconstruct(capture: Capture, opts: ReconstructOptions, out_dir: Path, *, checkpoint_dir: Path | None = None,
+                resume: bool = False, source: str | None = None) -> Reconstruction:
+    """The in-memory job: ``capture`` (with its own split) -> :class:`Reconstruction`, files in ``out_dir``.
+
+    ``out_dir`` is written as is (the caller stages it, see :func:`run_reconstruct`)."""
+    return run_prepared(prepare(capture, opts, source=source), out_dir, checkpoint_dir=checkpoint_dir, resume=resume)
+
+
+def run_reconstruct(cfg: ReconstructConfig) -> Reconstruction:
+    """The file job behind ``headforge reconstruct`` (output policy in the module docstring)."""
+    out = check_output_path(cfg.out, directory=True)
+    if cfg.resume and cfg.overwrite:
+        raise InputError("--resume continues the run in the output directory and --overwrite replaces it",
+                         path=out, fix="give one of them")
+    if out.exists() and not (cfg.resume or cfg.overwrite):
+        raise InputError("output directory already exists", path=out,
+                         fix="pass --overwrite to replace it (when the new run has finished), --resume to "
+                             "continue its training, or another --out")
+    capture = read_capture(cfg.capture, test_every=cfg.test_every)
+    job = prepare(capture, cfg.options(), source=str(cfg.capture))
+    if cfg.overwrite and out.exists():
+        with atomic_directory(out, overwrite=True) as stage:
+            rec = run_prepared(job, stage)
+    else:
+        with atomic_merge(out, last="metrics.json") as stage:
+            rec = run_prepared(job, stage, checkpoint_dir=out / "checkpoints", resume=cfg.resume)
+    return replace(rec, out_dir=out)

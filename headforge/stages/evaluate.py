@@ -8,7 +8,6 @@ inside the mask (``psnr_masked``) where masks exist. LPIPS only when its weights
 
 from __future__ import annotations
 
-import json
 import math
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -19,7 +18,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from headforge.atomic import atomic_path, write_text
+from headforge.atomic import atomic_path
 from headforge.geometry.cameras import Cameras
 from headforge.geometry.rigs import spherical_directions
 from headforge.geometry.rotations import look_at
@@ -69,12 +68,17 @@ def evaluate(render_fn: RenderFn, views: ViewBatch, background: Tensor, *, chunk
                       status.reason, scores, pred, target)
 
 
-def write_metrics(path: Path, ev: Evaluation, extra: dict) -> Path:
-    record = {"psnr": ev.psnr, "ssim": ev.ssim, "psnr_masked": ev.psnr_masked, "lpips": ev.lpips,
-              "lpips_note": ev.lpips_note, "num_test_views": len(ev.per_view),
-              "per_view": [asdict(v) for v in ev.per_view], **extra}
-    write_text(path, json.dumps(record, indent=2))
-    return path
+NOT_EVALUATED = "no held-out views: nothing was scored (the capture's split holds out no view)"
+
+
+def evaluation_record(ev: Evaluation | None) -> dict:
+    """The scores' part of ``metrics.json``; without held-out views every score is null and a note says why."""
+    if ev is None:
+        return {"psnr": None, "ssim": None, "psnr_masked": None, "lpips": None, "lpips_note": NOT_EVALUATED,
+                "num_test_views": 0, "per_view": [], "evaluation_note": NOT_EVALUATED}
+    return {"psnr": ev.psnr, "ssim": ev.ssim, "psnr_masked": ev.psnr_masked, "lpips": ev.lpips,
+            "lpips_note": ev.lpips_note, "num_test_views": len(ev.per_view),
+            "per_view": [asdict(v) for v in ev.per_view]}
 
 
 def write_contact_sheet(path: Path, ev: Evaluation, max_rows: int = 8) -> Path:

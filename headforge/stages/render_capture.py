@@ -37,7 +37,9 @@ class RenderCaptureConfig:
     head_frame: HeadFrameSpec | None = field(default_factory=lambda: HeadFrameSpec(head_width_m=0.155))
     supersample: int = 2  # render at k x resolution and box-filter (clean anti-aliased edges)
     shading: bool = False  # unlit albedo by default (what reconstruction is scored against)
-    test_every: int = 8  # split written into the capture metadata (every 8th view held out)
+    # Split of the returned capture (Split.spread: ceil(N / test_every) views spread over azimuth). Not written
+    # into the files: whoever reads them chooses a split (reconstruct / inspect --test-every).
+    test_every: int = 8
     depth_unit: float = 1e-4  # metres per 16-bit depth unit (0.1 mm; up to 6.5 m)
     batch: int = 4  # views rendered together (memory vs speed)
 
@@ -78,7 +80,7 @@ def render_capture(mesh: TexturedMesh, cfg: RenderCaptureConfig, out_dir: str | 
                 write_image(stage / "depth" / f"{names[i]}.png", depth[..., None] / 65535.0, bits=16)
                 views.append(View(stage / "images" / f"{names[i]}.png", stage / "masks" / f"{names[i]}.png",
                                   stage / "depth" / f"{names[i]}.png"))
-        capture = Capture(cameras, tuple(views), Split.every(len(views), cfg.test_every),
+        capture = Capture(cameras, tuple(views), Split.spread(cameras, cfg.test_every),
                           source_format="render", source_path=stage, depth_unit=cfg.depth_unit)
         for fmt in (CaptureFormat.NERFSTUDIO, CaptureFormat.OPENCV_JSON):
             write_camera_file(capture, stage, fmt)
