@@ -10,8 +10,9 @@ a no-grad density pass first drops the samples behind
 the surface (transmittance below ``early_stop_eps``) so that the gradient pass only sees the visible ones. The
 eikonal loss is taken on ``eikonal_points`` points per step (half drawn from the rendered samples, which sit near
 the surface, half uniform in the box), not on every sample: the double backward through the encoding is the most
-expensive part of an SDF step. Adam with an exponentially decaying learning rate; atomic checkpoints with
-exact resume; seeded.
+expensive part of an SDF step. Adam with an exponentially decaying learning rate. The occupancy update and the
+beta cap are hooks of the shared loop (:mod:`headforge.training`: seeding, backgrounds, checkpoints with exact
+resume, the divergence check, the ``max_seconds`` budget).
 """
 
 from __future__ import annotations

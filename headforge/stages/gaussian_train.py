@@ -3,7 +3,9 @@
 Adam per parameter group with the usual learning rates (positions scaled by the scene size and
 decayed exponentially), L1 + D-SSIM, mask supervision over a random (or fixed, or learned)
 background, SH degree raised every ``sh_degree_interval`` steps, adaptive density control
-(densify.py), visual-hull or random initialisation, atomic checkpoints with exact resume, seeded.
+(densify.py, a hook of the shared loop), visual-hull or random initialisation. Seeding, backgrounds,
+checkpoints (exact resume, refused when the config differs), the divergence check and the
+``max_seconds`` budget come from :mod:`headforge.training`.
 """
 
 from __future__ import annotations
