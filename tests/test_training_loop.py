@@ -203,3 +203,16 @@ def test_background_choice():
     assert learned.param_group()["params"] == [learned.learned]
     assert torch.equal(learned.sample(gen_a, "cpu"), torch.tensor([0.2, 1.0, 0.0]))
     assert torch.equal(learned.for_evaluation(), torch.tensor([0.2, 1.0, 0.0]))
+
+
+def test_loop_options_are_checked_in_the_trainer_configs():
+    from headforge.stages.field_train import FieldTrainConfig
+    from headforge.stages.gaussian_train import GaussianTrainConfig
+
+    with pytest.raises(ValueError, match=r"GaussianTrainConfig.max_seconds must be > 0"):
+        GaussianTrainConfig(max_seconds=0)
+    with pytest.raises(ValueError, match=r"FieldTrainConfig.checkpoint_minutes must be > 0"):
+        FieldTrainConfig(checkpoint_minutes=-1.0)
+    with pytest.raises(ValueError, match="checkpoint_every >= 1"):
+        GaussianTrainConfig(checkpoint_every=0)
+    assert GaussianTrainConfig(max_seconds=None, checkpoint_minutes=None).max_seconds is None

@@ -133,7 +133,8 @@ class GaussianModel(nn.Module):
 
     @staticmethod
     def from_tensors(tensors: dict[str, Tensor]) -> GaussianModel:
-        """Inverse of :meth:`per_gaussian` (a checkpoint's tensors)."""
+        """Inverse of :meth:`per_gaussian` for this class (a checkpoint's tensors): the six parameters, every
+        other tensor as an untrained side tensor. Subclasses with more trained tensors provide their own."""
         core = ("means", "quats", "log_scales", "logit_opacities", "sh0", "shN")
         return GaussianModel(*(tensors[n] for n in core), side={n: t for n, t in tensors.items() if n not in core})
 

@@ -37,7 +37,7 @@ from headforge.representations.fields.sdf import eikonal_loss
 from headforge.stages.views import ViewBatch
 from headforge.training.background import Background, TrainingBackground
 from headforge.training.checkpoint import CheckpointKind, load_for_resume, restore_rng
-from headforge.training.loop import Checkpointing, Hook, LoopOptions, run_loop, seed_everything
+from headforge.training.loop import Checkpointing, Hook, LoopOptions, check_loop_options, run_loop, seed_everything
 
 
 class SdfSkip(StrEnum):
@@ -73,6 +73,7 @@ class FieldTrainConfig:
     seed: int = 0
 
     def __post_init__(self):
+        check_loop_options(self)
         if self.steps < 0 or self.rays_per_batch < 1 or self.eikonal_points < 2 or self.eval_chunk < 1:
             raise ValueError("FieldTrainConfig: steps >= 0, rays_per_batch >= 1, eikonal_points >= 2 and "
                              f"eval_chunk >= 1 are needed, got {self}")

@@ -26,7 +26,7 @@ from headforge.stages.gaussian_init import hull_surface_points, point_colors, ra
 from headforge.stages.views import ViewBatch, composite
 from headforge.training.background import Background, TrainingBackground
 from headforge.training.checkpoint import CheckpointKind, latest_checkpoint, load_for_resume, restore_rng
-from headforge.training.loop import Checkpointing, LoopOptions, run_loop, seed_everything
+from headforge.training.loop import Checkpointing, LoopOptions, check_loop_options, run_loop, seed_everything
 
 __all__ = ["Background", "GaussianTrainConfig", "GaussianTrainResult", "InitKind", "initial_splats",
            "latest_checkpoint", "make_optimizer", "render_splats", "scene_scale", "train_gaussians"]
@@ -62,10 +62,13 @@ class GaussianTrainConfig:
     max_seconds: float | None = None  # wall-clock budget of one run: stop (with a checkpoint) once it is spent
     seed: int = 0
 
+    def __post_init__(self):
+        check_loop_options(self)
+
 
 @dataclass(frozen=True)
 class GaussianTrainResult:
-    splats: Splats  # activated, detached, full SH degree reached
+    splats: Splats  # activated, detached, at the SH degree of the last step reached
     sh_degree: int
     steps: int  # the last step reached (cfg.steps unless max_seconds ran out first)
     seconds: float  # training time of this run (excluding resumed steps)

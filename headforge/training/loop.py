@@ -38,6 +38,19 @@ def seed_everything(seed: int) -> torch.Generator:
     return torch.Generator().manual_seed(seed)
 
 
+def check_loop_options(cfg) -> None:
+    """Validate a trainer config's loop keys (``steps``, ``checkpoint_every``, ``checkpoint_minutes``,
+    ``max_seconds``); raises ValueError naming the config class."""
+    name = type(cfg).__name__
+    if cfg.steps < 0 or cfg.checkpoint_every < 1:
+        raise ValueError(f"{name}: steps >= 0 and checkpoint_every >= 1 are needed, got {cfg.steps} and "
+                         f"{cfg.checkpoint_every}")
+    for key in ("checkpoint_minutes", "max_seconds"):
+        value = getattr(cfg, key)
+        if value is not None and not value > 0:
+            raise ValueError(f"{name}.{key} must be > 0 or None (none), got {value}")
+
+
 class StepOutput(Protocol):
     loss: Tensor  # [] the scalar to minimise
 
