@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pytest
 import torch
 import trimesh
@@ -105,13 +103,32 @@ def test_field_preset_is_typed(tmp_path, tiny_capture_dir):
     bad.write_text("[train]\nstepz = 3\n")
     with pytest.raises(InputError, match="stepz"):
         run_reconstruct(ReconstructConfig(tiny_capture_dir, tmp_path / "c", method=Method.HASHGRID, preset=str(bad)))
-    assert json.loads(json.dumps(FieldTrainConfig().steps)) == 3000
     negative = tmp_path / "negative.toml"
     negative.write_text("[train]\nsteps = -3\n")
     with pytest.raises(InputError, match="steps >= 0") as err:
         run_reconstruct(ReconstructConfig(tiny_capture_dir, tmp_path / "d", method=Method.HASHGRID,
                                           preset=str(negative)))
     assert "negative.toml" in str(err.value)
+
+
+def test_sdf_skip_is_read_from_toml_as_its_enum(tmp_path):
+    from headforge.config_io import load_config
+    from headforge.pipeline.methods import FieldPreset
+    from headforge.stages.field_train import OccupancyHook, SdfSkip
+
+    good = tmp_path / "good.toml"
+    good.write_text('[train]\nsdf_skip = "density"\n[train.field]\nsdf = true\nprefer_tcnn = false\n')
+    cfg = load_config(FieldPreset, good).train
+    assert cfg.sdf_skip is SdfSkip.DENSITY
+    model = make_field(cfg, torch.full((3,), -0.2), torch.full((3,), 0.2))
+    grid = OccupancyGrid(OccupancyConfig(resolution=8), *model.bounds)
+    assert OccupancyHook(model, grid, cfg, torch.Generator()).occupancy_fn == model.density  # scored by density
+    bad = tmp_path / "bad.toml"
+    bad.write_text('[train]\nsdf_skip = "distanse"\n')
+    with pytest.raises(InputError, match="sdf_skip = 'distanse' is not one of: distance, density"):
+        load_config(FieldPreset, bad)
+    with pytest.raises(ValueError, match="sdf_skip must be one of distance, density"):
+        FieldTrainConfig(sdf_skip="distanse")
 
 
 def test_sdf_preset_goes_with_sdf():

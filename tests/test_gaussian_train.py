@@ -84,6 +84,27 @@ def test_resume_continues_exactly(views, tmp_path, monkeypatch):
     torch.testing.assert_close(resumed.splats.means, full.splats.means, atol=1e-6, rtol=0)
     torch.testing.assert_close(resumed.splats.sh, full.splats.sh, atol=1e-6, rtol=0)
 
+    # a wall-clock budget stops the run after the step it ran out in, with a checkpoint there (a fake clock
+    # ticks one second per reading: the 46th step ends 46 s after the start); resuming without it finishes
+    # the same run, bit for bit
+    import headforge.training.loop as loop
+
+    class Clock:
+        now = 0.0
+
+        def perf_counter(self):
+            self.now += 1.0
+            return self.now
+
+    monkeypatch.setattr(loop, "time", Clock())
+    budget = train_gaussians(train, bounds(), replace(cfg, max_seconds=45.5), checkpoint_dir=tmp_path / "c",
+                             progress=False)
+    monkeypatch.undo()
+    assert budget.steps == 46 and sorted(p.name for p in (tmp_path / "c").iterdir()) == ["step_000046.pt"]
+    finished = train_gaussians(train, bounds(), cfg, checkpoint_dir=tmp_path / "c", resume=True, progress=False)
+    assert finished.steps == 120 and torch.equal(finished.splats.means, full.splats.means)
+    assert torch.equal(finished.splats.sh, full.splats.sh) and torch.equal(finished.background, full.background)
+
 
 def test_crash_keeps_last_checkpoint_and_writes_no_final_output(tiny_capture_dir, tmp_path, monkeypatch):
     import headforge.stages.gaussian_train as gt
@@ -148,8 +169,19 @@ def test_fully_transparent_view_is_rejected(views):
         load_views(mem, range(3))
 
 
-def test_background_enum_values():
-    assert {b.value for b in Background} == {"random", "white", "black", "learned"}
+def test_resume_refuses_a_changed_recipe(views, tmp_path):
+    """A checkpoint records its config: resuming with another learning rate is refused, naming the key."""
+    from headforge.errors import InputError
+
+    _, train, _ = views
+    cfg = replace(FAST, steps=20, checkpoint_every=20, densify=replace(FAST.densify, refine_stop=0))
+    train_gaussians(train, bounds(), cfg, checkpoint_dir=tmp_path, progress=False)
+    with pytest.raises(InputError, match=r"densify.prune_opa: 0.005 -> 0.01.*sh0_lr: 0.0025 -> 0.001"):
+        train_gaussians(train, bounds(), replace(cfg, sh0_lr=1e-3, densify=replace(cfg.densify, prune_opa=0.01)),
+                        checkpoint_dir=tmp_path, resume=True, progress=False)
+    again = train_gaussians(train, bounds(), replace(cfg, steps=30, background=Background.RANDOM),
+                            checkpoint_dir=tmp_path, resume=True, progress=False)
+    assert again.steps == 30 and [row[0] for row in again.history] == [30]
 
 
 def test_imported_ply_continues_training(tiny_capture_dir, tmp_path):

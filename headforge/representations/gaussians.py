@@ -4,6 +4,11 @@ Raw parameters (what the optimiser sees): ``means`` [N, 3], ``quats`` [N, 4] wxy
 ``log_scales`` [N, 3], ``logit_opacities`` [N], ``sh0`` [N, 1, 3] (DC) and ``shN`` [N, K-1, 3]
 (higher SH bands, K = (max_degree + 1)^2). Activation: scales = exp, opacities = sigmoid, quats
 normalised. Units are the capture's world units (metres in the head frame).
+
+A model may also carry *side tensors*: per-Gaussian values that are not trained (a parent triangle id,
+a layer id), [N, ...] of any dtype, held as buffers. :meth:`GaussianModel.per_gaussian` lists every
+per-Gaussian tensor and :meth:`GaussianModel.param_groups` says which are trained at which learning
+rate, so densification keeps all of them row-aligned (subclasses may add trained tensors too).
 """
 
 from __future__ import annotations
@@ -15,7 +20,17 @@ from torch import Tensor, nn
 
 from headforge.renderers.sh import num_sh_bases, rgb_to_sh0, sh_degree_from_bases
 
-PARAM_NAMES = ("means", "quats", "log_scales", "logit_opacities", "sh0", "shN")
+
+@dataclass(frozen=True)
+class GaussianLearningRates:
+    """Adam learning rates of the raw parameters (``means`` already multiplied by the scene scale)."""
+
+    means: float
+    quats: float
+    scales: float  # of log_scales
+    opacities: float  # of logit_opacities
+    sh0: float
+    shN: float
 
 
 @dataclass(frozen=True)
@@ -56,10 +71,10 @@ class Splats:
 
 
 class GaussianModel(nn.Module):
-    """Trainable raw parameters only; see :func:`activate` for the maths."""
+    """Trainable raw parameters and untrained side tensors only; see :func:`activate` for the maths."""
 
     def __init__(self, means: Tensor, quats: Tensor, log_scales: Tensor, logit_opacities: Tensor,
-                 sh0: Tensor, shN: Tensor):
+                 sh0: Tensor, shN: Tensor, side: dict[str, Tensor] | None = None):
         super().__init__()
         self.means = nn.Parameter(means)
         self.quats = nn.Parameter(quats)
@@ -67,6 +82,18 @@ class GaussianModel(nn.Module):
         self.logit_opacities = nn.Parameter(logit_opacities)
         self.sh0 = nn.Parameter(sh0)
         self.shN = nn.Parameter(shN)
+        self.side_names: tuple[str, ...] = ()
+        for name, value in (side or {}).items():
+            self.add_side_tensor(name, value)
+
+    def add_side_tensor(self, name: str, value: Tensor) -> None:
+        """Attach an untrained per-Gaussian tensor [N, ...]; densification keeps it row-aligned."""
+        if value.shape[:1] != (len(self),):
+            raise ValueError(f"side tensor {name!r} has {tuple(value.shape)[:1]} rows, the model {len(self)}")
+        if hasattr(self, name):
+            raise ValueError(f"side tensor name {name!r} is taken")
+        self.register_buffer(name, value.to(self.means.device))
+        self.side_names = (*self.side_names, name)
 
     def __len__(self) -> int:
         return self.means.shape[0]
@@ -87,8 +114,29 @@ class GaussianModel(nn.Module):
         return GaussianModel(splats.means.clone(), splats.quats.clone(), splats.scales.clamp_min(1e-12).log(),
                              torch.log(opac / (1 - opac)), sh[:, :1].clone(), sh[:, 1:].clone())
 
+    def param_groups(self, lrs: GaussianLearningRates) -> dict[str, tuple[Tensor, float | None]]:
+        """Every per-Gaussian tensor by name with its learning rate (None: not trained), in a fixed order."""
+        trained = {"means": lrs.means, "quats": lrs.quats, "log_scales": lrs.scales,
+                   "logit_opacities": lrs.opacities, "sh0": lrs.sh0, "shN": lrs.shN}
+        groups: dict[str, tuple[Tensor, float | None]] = {n: (getattr(self, n), lr) for n, lr in trained.items()}
+        groups.update({n: (getattr(self, n), None) for n in self.side_names})
+        return groups
+
+    def per_gaussian(self) -> dict[str, Tensor]:
+        """Every per-Gaussian tensor (parameters first, then side tensors), rows aligned."""
+        names = ("means", "quats", "log_scales", "logit_opacities", "sh0", "shN", *self.side_names)
+        return {n: getattr(self, n) for n in names}
+
     def parameter_dict(self) -> dict[str, nn.Parameter]:
-        return {name: getattr(self, name) for name in PARAM_NAMES}
+        """The trained per-Gaussian tensors by name."""
+        return {n: t for n, t in self.per_gaussian().items() if isinstance(t, nn.Parameter)}
+
+    @staticmethod
+    def from_tensors(tensors: dict[str, Tensor]) -> GaussianModel:
+        """Inverse of :meth:`per_gaussian` for this class (a checkpoint's tensors): the six parameters, every
+        other tensor as an untrained side tensor. Subclasses with more trained tensors provide their own."""
+        core = ("means", "quats", "log_scales", "logit_opacities", "sh0", "shN")
+        return GaussianModel(*(tensors[n] for n in core), side={n: t for n, t in tensors.items() if n not in core})
 
 
 def activate(model: GaussianModel, sh_degree: int | None = None) -> Splats:

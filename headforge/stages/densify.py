@@ -10,8 +10,11 @@ strategy with ``absgrad=False, revised_opacity=False, packed=False``):
   (samples from the Gaussian, scales / 1.6) when large; then Gaussians with opacity < ``prune_opa``
   (and, after the first opacity reset, larger than prune_scale3d x scene_scale) are removed;
 - every ``reset_every`` steps, opacities are clamped to 2 x prune_opa.
-Optimizer moments follow their Gaussians: copied for duplicates, zeroed for split children, dropped
-for pruned ones.
+Every per-Gaussian tensor of the model follows its Gaussian (:func:`update_per_gaussian`, the pattern of
+gsplat's ``_update_param_with_optimizer``): trained parameters and untrained side tensors alike (split
+children inherit their parent's side values), and so do the optimizer's moments of the trained ones:
+copied for duplicates, zeroed for split children, dropped for pruned ones. Optimizer groups that hold
+no per-Gaussian tensor (a learned background) are left alone.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from torch import Tensor, nn
 from headforge.geometry.rotations import quat_to_rotmat
 from headforge.renderers.gaussian_raster import GaussianRender
 from headforge.representations.gaussians import GaussianModel
+from headforge.training.loop import Hook
 
 
 @dataclass(frozen=True)
@@ -65,19 +69,28 @@ def accumulate(state: DensifyState, render: GaussianRender) -> None:
     state.count.index_add_(0, ids, torch.ones_like(ids, dtype=state.count.dtype))
 
 
-def edit_gaussians(model: GaussianModel, optimizer: torch.optim.Optimizer,
-                   param_fn: Callable[[str, Tensor], Tensor], state_fn: Callable[[str, Tensor], Tensor]) -> None:
-    """Replace every parameter by ``param_fn(name, old)`` and each Adam moment by ``state_fn(name, old)``."""
-    for group in optimizer.param_groups:
-        name = group["name"]
-        old = group["params"][0]
-        new = nn.Parameter(param_fn(name, old.detach()))
-        st = optimizer.state.pop(old, None)
-        if st is not None:
-            for key in ("exp_avg", "exp_avg_sq"):
-                st[key] = state_fn(name, st[key])
-            optimizer.state[new] = st
-        group["params"] = [new]
+def update_per_gaussian(model: GaussianModel, optimizer: torch.optim.Optimizer,
+                        param_fn: Callable[[str, Tensor], Tensor], state_fn: Callable[[str, Tensor], Tensor]) -> None:
+    """Replace every per-Gaussian tensor ``t`` of ``model`` by ``param_fn(name, t)`` (rows may be added, removed
+    or reordered) and, for trained ones, each Adam moment ``m`` by ``state_fn(name, m)``.
+
+    Trained tensors become new ``nn.Parameter``s (so their gradients are dropped) and are swapped into their
+    optimizer group; side tensors are replaced as buffers. Groups without a per-Gaussian tensor are untouched.
+    """
+    group_of = {id(g["params"][0]): g for g in optimizer.param_groups if len(g["params"]) == 1}
+    for name, old in model.per_gaussian().items():
+        if not isinstance(old, nn.Parameter):
+            setattr(model, name, param_fn(name, old))
+            continue
+        new = nn.Parameter(param_fn(name, old.detach()), requires_grad=old.requires_grad)
+        group = group_of.get(id(old))
+        if group is not None:
+            st = optimizer.state.pop(old, None)
+            if st is not None:
+                for key in ("exp_avg", "exp_avg_sq"):
+                    st[key] = state_fn(name, st[key])
+                optimizer.state[new] = st
+            group["params"] = [new]
         setattr(model, name, new)
 
 
@@ -95,7 +108,7 @@ def refine(model: GaussianModel, optimizer: torch.optim.Optimizer, state: Densif
         split = (high & ~small).nonzero()[:, 0][:max(0, room - len(dupli))]
         # duplicate: append copies (moments copied too, as gsplat does)
         if len(dupli):
-            edit_gaussians(model, optimizer, lambda _, p: torch.cat([p, p[dupli]]),
+            update_per_gaussian(model, optimizer, lambda _, p: torch.cat([p, p[dupli]]),
                            lambda _, s: torch.cat([s, s[dupli]]))
         # split: two children sampled inside each parent, parents removed
         if len(split):
@@ -118,7 +131,7 @@ def refine(model: GaussianModel, optimizer: torch.optim.Optimizer, state: Densif
             def split_moment(_: str, m: Tensor) -> Tensor:
                 return torch.cat([m[keep], torch.zeros_like(m[split]).repeat(2, *([1] * (m.ndim - 1)))])
 
-            edit_gaussians(model, optimizer, split_param, split_moment)
+            update_per_gaussian(model, optimizer, split_param, split_moment)
         # prune
         prune = torch.sigmoid(model.logit_opacities) < cfg.prune_opa
         if step > cfg.reset_every:
@@ -127,7 +140,7 @@ def refine(model: GaussianModel, optimizer: torch.optim.Optimizer, state: Densif
             prune[torch.argmax(model.logit_opacities)] = False  # never prune everything
         if bool(prune.any()):
             keep = ~prune
-            edit_gaussians(model, optimizer, lambda _, p: p[keep], lambda _, s: s[keep])
+            update_per_gaussian(model, optimizer, lambda _, p: p[keep], lambda _, s: s[keep])
         state.grad2d = torch.zeros(len(model), device=model.means.device)
         state.count = torch.zeros(len(model), device=model.means.device)
         return {"duplicated": len(dupli), "split": len(split), "pruned": int(prune.sum()), "total": len(model)}
@@ -135,7 +148,7 @@ def refine(model: GaussianModel, optimizer: torch.optim.Optimizer, state: Densif
 
 def reset_opacities(model: GaussianModel, optimizer: torch.optim.Optimizer, cfg: DensifyConfig) -> None:
     ceiling = torch.logit(torch.tensor(cfg.prune_opa * 2.0)).item()
-    edit_gaussians(model, optimizer,
+    update_per_gaussian(model, optimizer,
                    lambda name, p: p.clamp_max(ceiling) if name == "logit_opacities" else p,
                    lambda name, s: torch.zeros_like(s) if name == "logit_opacities" else s)
 
@@ -154,3 +167,16 @@ def densify_step(model: GaussianModel, optimizer: torch.optim.Optimizer, state: 
         reset_opacities(model, optimizer, cfg)
     return stats
 
+
+
+class DensifyHook(Hook):
+    """Adaptive density control as a training-loop hook: after each backward pass (reads ``out.render``)."""
+
+    def __init__(self, model: GaussianModel, optimizer: torch.optim.Optimizer, state: DensifyState,
+                 cfg: DensifyConfig, scene_scale: float, generator: torch.Generator):
+        self.model, self.optimizer, self.state, self.cfg = model, optimizer, state, cfg
+        self.scene_scale, self.generator = scene_scale, generator
+
+    def step_post_backward(self, step: int, out) -> None:
+        densify_step(self.model, self.optimizer, self.state, self.cfg, step, out.render, self.scene_scale,
+                     self.generator)

@@ -28,7 +28,6 @@ student's density: every cell scored at ``grid_rounds`` random points, ``occs = 
 from __future__ import annotations
 
 import dataclasses
-import math
 import time
 from dataclasses import dataclass
 from typing import Protocol
@@ -36,13 +35,13 @@ from typing import Protocol
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm import tqdm
 
 from headforge.geometry.rays import Rays
 from headforge.renderers.occupancy import OccupancyGrid, binarize, cell_points, ema_update
 from headforge.renderers.volume import Sampling, VolumeRendererConfig, clip_rays, render_samples
 from headforge.representations.fields.field import FieldConfig, RadianceField
 from headforge.representations.fields.sdf import eikonal_loss
+from headforge.training.loop import Hook, LoopOptions, run_loop, seed_everything
 
 
 @dataclass(frozen=True)
@@ -195,6 +194,95 @@ def student_config(student_cfg: FieldConfig, teacher: Teacher) -> FieldConfig:
 
 
 # ---------------------------------------------------------------------------------------------- the stage
+class SurfacePoolHook(Hook):
+    """Before each step, redraw the surface pool every ``pool_refresh`` steps (and at the first step)."""
+
+    def __init__(self, teacher: Teacher, grid: OccupancyGrid, cfg: DistillConfig, generator: torch.Generator):
+        self.teacher, self.grid, self.cfg, self.generator = teacher, grid, cfg, generator
+        self.points: Tensor | None = None  # [P, 3]
+        self.directions: Tensor | None = None  # [P, 3]
+
+    def step_pre(self, step: int) -> None:
+        if self.points is None or (step - 1) % self.cfg.pool_refresh == 0:
+            self.points, self.directions = surface_pool(self.teacher, self.grid, self.cfg.pool_rays,
+                                                        self.cfg.pool_points, self.generator)
+
+
+@dataclass(frozen=True)
+class DistillStep:
+    loss: Tensor  # []
+    density: Tensor  # [] density loss
+    color: Tensor  # [] colour loss
+
+
+class DistillTask:
+    """One distillation step: a batch of 3D points (uniform / occupied / surface pool), student vs teacher."""
+
+    def __init__(self, teacher: Teacher, teacher_grid: OccupancyGrid, student: RadianceField,
+                 pool: SurfacePoolHook | None, cfg: DistillConfig, generator: torch.Generator):
+        self.teacher, self.teacher_grid, self.student, self.pool = teacher, teacher_grid, student, pool
+        self.cfg, self.generator = cfg, generator
+        self.device = teacher_grid.lo.device
+        self.lo, self.hi = (b.detach().to(teacher_grid.lo) for b in teacher.bounds)
+        self.deltas = torch.tensor(cfg.alpha_scales, dtype=self.lo.dtype, device=self.device) \
+            * teacher_grid.step_size  # [K]
+        enc = [p for n, p in student.named_parameters() if n.startswith("encoding")]
+        mlp = [p for n, p in student.named_parameters() if not n.startswith("encoding")]
+        self.optimizer = torch.optim.Adam([{"params": enc}, {"params": mlp}], lr=cfg.lr, betas=(0.9, 0.99),
+                                          eps=1e-15)
+        self.decay = (cfg.lr_final / cfg.lr) ** (1 / max(cfg.steps, 1))
+        self.n_uniform = round(cfg.batch_points * cfg.uniform_share)
+        self.n_occupied = round(cfg.batch_points * cfg.occupied_share)
+        self.n_surface = cfg.batch_points - self.n_uniform - self.n_occupied
+        self.t0 = time.perf_counter()
+
+    def forward(self, step: int) -> DistillStep:
+        cfg, gen, lo, hi = self.cfg, self.generator, self.lo, self.hi
+        n_uniform, n_occupied, n_surface = self.n_uniform, self.n_occupied, self.n_surface
+        parts_p = [uniform_in_box(n_uniform, lo, hi, gen)]
+        if n_occupied:
+            parts_p.append(occupied_points(self.teacher_grid, n_occupied, gen))
+        n_random_dirs = n_uniform + n_occupied
+        if n_surface and len(self.pool.points):
+            pick = torch.randint(len(self.pool.points), (n_surface,), generator=gen).to(self.device)
+            parts_p.append(self.pool.points[pick])
+            parts_d = [random_directions(n_random_dirs, gen).to(lo), self.pool.directions[pick]]
+        else:  # nothing visible in the pool: fill the surface share uniformly
+            parts_p.append(uniform_in_box(n_surface, lo, hi, gen))
+            parts_d = [random_directions(cfg.batch_points, gen).to(lo)]
+        points, dirs = torch.cat(parts_p), torch.cat(parts_d)  # [N, 3] each
+        with torch.no_grad():
+            t_out = self.teacher.query(points, dirs, normals=False)
+            t_alpha = opacity_at_scales(t_out.density, self.deltas)  # [N, K]
+        s_out = self.student.query(points, dirs, normals=True if self.student.cfg.sdf else False)
+        s_alpha = opacity_at_scales(s_out.density, self.deltas)  # [N, K]
+        density_loss = (s_alpha - t_alpha).square().mean()
+        color_loss = weighted_color_mse(s_out.rgb, t_out.rgb, t_alpha[:, -1])  # weight: opacity at the widest delta
+        loss = cfg.density_weight * density_loss + cfg.color_weight * color_loss
+        if self.student.cfg.sdf and s_out.gradients is not None and cfg.eikonal_weight > 0:
+            loss = loss + cfg.eikonal_weight * eikonal_loss(s_out.gradients)
+        return DistillStep(loss, density_loss, color_loss)
+
+    def update(self, step: int) -> None:
+        cfg = self.cfg
+        self.optimizer.step()
+        for g in self.optimizer.param_groups:
+            if cfg.max_seconds is None:
+                g["lr"] *= self.decay
+            else:  # the decay follows the share of the time budget spent (the step count is not known ahead)
+                spent = min((time.perf_counter() - self.t0) / cfg.max_seconds, 1.0)
+                g["lr"] = cfg.lr * self.decay ** (cfg.steps * spent)
+
+    def log_row(self, step: int, out: DistillStep) -> tuple[int, float, float]:
+        return step, out.density.item(), out.color.item()
+
+    def postfix(self, row: tuple) -> dict[str, str]:
+        return {"density": f"{row[1]:.2e}", "colour": f"{row[2]:.2e}"}
+
+    def state(self) -> dict:
+        return {"student": self.student.state_dict(), "optimizer": self.optimizer.state_dict()}
+
+
 def distill_field(teacher: Teacher, teacher_grid: OccupancyGrid, student_cfg: FieldConfig, cfg: DistillConfig, *,
                   progress: bool = True) -> DistillResult:
     """Fit a new field with ``student_cfg`` (bounds taken from the teacher) to ``teacher`` in 3D; see the module
@@ -203,66 +291,17 @@ def distill_field(teacher: Teacher, teacher_grid: OccupancyGrid, student_cfg: Fi
     if not bool(teacher_grid.binaries.any()):
         raise RuntimeError("the teacher's occupancy grid has no occupied cell: the teacher is empty "
                            "(untrained or collapsed), or the grid is not the teacher's; there is nothing to distil")
-    torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    student = RadianceField(student_config(student_cfg, teacher)).to(device).train()
-    lo, hi = (b.detach().to(teacher_grid.lo) for b in teacher.bounds)
-    deltas = torch.tensor(cfg.alpha_scales, dtype=lo.dtype, device=device) * teacher_grid.step_size  # [K]
-    enc = [p for n, p in student.named_parameters() if n.startswith("encoding")]
-    mlp = [p for n, p in student.named_parameters() if not n.startswith("encoding")]
-    optimizer = torch.optim.Adam([{"params": enc}, {"params": mlp}], lr=cfg.lr, betas=(0.9, 0.99), eps=1e-15)
-    decay = (cfg.lr_final / cfg.lr) ** (1 / max(cfg.steps, 1))
-    n_uniform = round(cfg.batch_points * cfg.uniform_share)
-    n_occupied = round(cfg.batch_points * cfg.occupied_share)
-    n_surface = cfg.batch_points - n_uniform - n_occupied
-    pool_pts = pool_dirs = None
-    history = []
+    gen = seed_everything(cfg.seed)
     t0 = time.perf_counter()
-    done = 0
-    bar = tqdm(range(1, cfg.steps + 1), desc=f"distil -> {student_cfg.encoding}", unit="step", disable=not progress)
-    for step in bar:
-        if cfg.max_seconds is not None and time.perf_counter() - t0 > cfg.max_seconds:
-            break
-        if n_surface > 0 and (pool_pts is None or (step - 1) % cfg.pool_refresh == 0):
-            pool_pts, pool_dirs = surface_pool(teacher, teacher_grid, cfg.pool_rays, cfg.pool_points, gen)
-        parts_p = [uniform_in_box(n_uniform, lo, hi, gen)]
-        if n_occupied:
-            parts_p.append(occupied_points(teacher_grid, n_occupied, gen))
-        n_random_dirs = n_uniform + n_occupied
-        if n_surface and len(pool_pts):
-            pick = torch.randint(len(pool_pts), (n_surface,), generator=gen).to(device)
-            parts_p.append(pool_pts[pick])
-            parts_d = [random_directions(n_random_dirs, gen).to(lo), pool_dirs[pick]]
-        else:  # nothing visible in the pool: fill the surface share uniformly
-            parts_p.append(uniform_in_box(n_surface, lo, hi, gen))
-            parts_d = [random_directions(cfg.batch_points, gen).to(lo)]
-        points, dirs = torch.cat(parts_p), torch.cat(parts_d)  # [N, 3] each
-        with torch.no_grad():
-            t_out = teacher.query(points, dirs, normals=False)
-            t_alpha = opacity_at_scales(t_out.density, deltas)  # [N, K]
-        s_out = student.query(points, dirs, normals=True if student.cfg.sdf else False)
-        s_alpha = opacity_at_scales(s_out.density, deltas)  # [N, K]
-        density_loss = (s_alpha - t_alpha).square().mean()
-        color_loss = weighted_color_mse(s_out.rgb, t_out.rgb, t_alpha[:, -1])  # weight: opacity at the widest delta
-        loss = cfg.density_weight * density_loss + cfg.color_weight * color_loss
-        if student.cfg.sdf and s_out.gradients is not None and cfg.eikonal_weight > 0:
-            loss = loss + cfg.eikonal_weight * eikonal_loss(s_out.gradients)
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"distillation diverged at step {step} (loss {loss.item()}); "
-                                     "lower DistillConfig.lr")
-        optimizer.step()
-        for g in optimizer.param_groups:
-            if cfg.max_seconds is None:
-                g["lr"] *= decay
-            else:  # the decay follows the share of the time budget spent (the step count is not known ahead)
-                g["lr"] = cfg.lr * decay ** (cfg.steps * min((time.perf_counter() - t0) / cfg.max_seconds, 1.0))
-        done = step
-        if step % 25 == 0 or step == cfg.steps:
-            history.append((step, density_loss.item(), color_loss.item()))
-            bar.set_postfix(density=f"{density_loss.item():.2e}", colour=f"{color_loss.item():.2e}")
-    bar.close()
+    student = RadianceField(student_config(student_cfg, teacher)).to(device).train()
+    task = DistillTask(teacher, teacher_grid, student, None, cfg, gen)
+    hooks = []
+    if task.n_surface > 0:
+        task.pool = SurfacePoolHook(teacher, teacher_grid, cfg, gen)
+        hooks.append(task.pool)
+    options = LoopOptions(f"distil -> {student_cfg.encoding}", cfg.steps, log_every=25, max_seconds=cfg.max_seconds,
+                          divergence_hint="lower DistillConfig.lr")
+    run = run_loop(task, options, gen, hooks, progress=progress)
     student.eval()
     grid = rebuild_grid(student, teacher_grid, cfg.grid_rounds, gen)
-    return DistillResult(student, grid, done, time.perf_counter() - t0, tuple(history))
+    return DistillResult(student, grid, run.steps, time.perf_counter() - t0, tuple(run.history))

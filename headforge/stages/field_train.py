@@ -10,25 +10,23 @@ a no-grad density pass first drops the samples behind
 the surface (transmittance below ``early_stop_eps``) so that the gradient pass only sees the visible ones. The
 eikonal loss is taken on ``eikonal_points`` points per step (half drawn from the rendered samples, which sit near
 the surface, half uniform in the box), not on every sample: the double backward through the encoding is the most
-expensive part of an SDF step. Adam with an exponentially decaying learning rate; atomic checkpoints with
-exact resume; seeded.
+expensive part of an SDF step. Adam with an exponentially decaying learning rate. The occupancy update and the
+beta cap are hooks of the shared loop (:mod:`headforge.training`: seeding, backgrounds, checkpoints with exact
+resume, the divergence check, the ``max_seconds`` budget).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import time
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
-from typing import Literal
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from tqdm import tqdm
 
-from headforge.atomic import atomic_path
 from headforge.geometry.cameras import Cameras
 from headforge.geometry.rays import Rays, generate_rays
 from headforge.metrics import mse_to_psnr
@@ -36,8 +34,17 @@ from headforge.renderers.occupancy import OccupancyConfig, OccupancyGrid, sdf_oc
 from headforge.renderers.volume import VolumeRendererConfig, render_rays
 from headforge.representations.fields.field import FieldConfig, RadianceField
 from headforge.representations.fields.sdf import eikonal_loss
-from headforge.stages.gaussian_train import Background
 from headforge.stages.views import ViewBatch
+from headforge.training.background import Background, TrainingBackground
+from headforge.training.checkpoint import CheckpointKind, load_for_resume, restore_rng
+from headforge.training.loop import Checkpointing, Hook, LoopOptions, check_loop_options, run_loop, seed_everything
+
+
+class SdfSkip(StrEnum):
+    """How an SDF field scores its occupancy-grid cells (density fields always use their density)."""
+
+    DISTANCE = "distance"  # sdf < cell diagonal (sdf_occupancy_density): cells beside the surface stay sampled
+    DENSITY = "density"  # the VolSDF density, as density fields do (stops sampling just outside once beta is small)
 
 
 @dataclass(frozen=True)
@@ -54,18 +61,19 @@ class FieldTrainConfig:
     eikonal_points: int = 4096  # SDF fields: points per step for the eikonal loss (half near the surface)
     beta_final: float | None = None  # SDF fields: anneal an upper bound on VolSDF's beta from beta_init to this
     beta_anneal_steps: int | None = None  # ... geometrically over this many steps (None: all steps), then hold it
-    # SDF fields: score occupancy cells by distance (sdf < cell diagonal: sdf_occupancy_density) or, as density
-    # fields do, by the VolSDF density (which stops sampling just outside the surface once beta is small)
-    sdf_skip: Literal["distance", "density"] = "distance"
+    sdf_skip: SdfSkip = SdfSkip.DISTANCE  # SDF fields: how occupancy cells are scored (see SdfSkip)
     early_stop_eps: float = 1e-4  # drop samples behind transmittance below this (0: keep all)
     alpha_thre: float = 0.0  # drop samples with alpha below this (0: keep all)
     background: Background = Background.RANDOM
     skip_empty_space: bool = True
     checkpoint_every: int = 1000
+    checkpoint_minutes: float | None = 10.0  # also checkpoint after this much wall time (None: only by steps)
+    max_seconds: float | None = None  # wall-clock budget of one run: stop (with a checkpoint) once it is spent
     eval_chunk: int = 8192  # rays per evaluation batch
     seed: int = 0
 
     def __post_init__(self):
+        check_loop_options(self)
         if self.steps < 0 or self.rays_per_batch < 1 or self.eikonal_points < 2 or self.eval_chunk < 1:
             raise ValueError("FieldTrainConfig: steps >= 0, rays_per_batch >= 1, eikonal_points >= 2 and "
                              f"eval_chunk >= 1 are needed, got {self}")
@@ -74,8 +82,11 @@ class FieldTrainConfig:
                              "or drop beta_final")
         if self.beta_final is not None and not self.beta_final > 0:
             raise ValueError(f"FieldTrainConfig.beta_final must be > 0 metres, got {self.beta_final}")
-        if self.sdf_skip not in ("distance", "density"):
-            raise ValueError(f"FieldTrainConfig.sdf_skip must be 'distance' or 'density', got {self.sdf_skip!r}")
+        try:
+            SdfSkip(self.sdf_skip)
+        except ValueError:
+            raise ValueError(f"FieldTrainConfig.sdf_skip must be one of {', '.join(SdfSkip)}, "
+                             f"got {self.sdf_skip!r}") from None
         if self.beta_anneal_steps is not None and self.beta_anneal_steps < 1:
             raise ValueError(f"FieldTrainConfig.beta_anneal_steps must be >= 1, got {self.beta_anneal_steps}")
         if not (0 <= self.early_stop_eps < 1 and 0 <= self.alpha_thre < 1):
@@ -86,7 +97,7 @@ class FieldTrainConfig:
 class FieldTrainResult:
     field: RadianceField
     grid: OccupancyGrid
-    steps: int
+    steps: int  # the last step reached (cfg.steps unless max_seconds ran out first)
     seconds: float
     background: Tensor  # [3] evaluation background
     history: tuple[tuple[int, float, float], ...]  # (step, loss, batch psnr)
@@ -171,74 +182,58 @@ def field_render_fn(model: RadianceField, grid: OccupancyGrid, cfg: FieldTrainCo
     return render
 
 
-def save_field_checkpoint(path: Path, step: int, model: RadianceField, grid: OccupancyGrid, optimizer,
-                          background: Tensor, generator: torch.Generator, cfg: FieldTrainConfig) -> None:
-    payload = {"step": step, "field": model.state_dict(), "grid": grid.state_dict(),
-               "optimizer": optimizer.state_dict(), "background": background.detach().cpu(),
-               "generator": generator.get_state(), "torch_rng": torch.get_rng_state(), "config": asdict(cfg)}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+@dataclass(frozen=True)
+class FieldStep:
+    loss: Tensor  # []
+    mse: Tensor  # [] colour MSE of the batch (for the history's PSNR)
+    samples: int
 
 
-def train_field(train: ViewBatch, bounds: tuple[Tensor, Tensor], cfg: FieldTrainConfig, *,
-                checkpoint_dir: Path | None = None, resume: bool = False, device: str = "cpu",
-                progress: bool = True) -> FieldTrainResult:
-    torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    if train.alphas is None and cfg.background == Background.RANDOM:
-        cfg = dataclasses.replace(cfg, background=Background.LEARNED)
-    model = make_field(cfg, *bounds).to(device)
-    grid = OccupancyGrid(cfg.occupancy, *model.bounds).to(device)
-    learned_bg = torch.nn.Parameter(torch.full((3,), 0.5, device=device))
-    optimizer = make_field_optimizer(model, cfg)
-    if cfg.background == Background.LEARNED:
-        optimizer.add_param_group({"params": [learned_bg], "lr": 1e-2, "weight_decay": 0.0})
-    start = 0
-    from headforge.stages.gaussian_train import latest_checkpoint
+class BetaCapHook(Hook):
+    """SDF fields: before each step, cap VolSDF's beta at :func:`beta_cap` (the annealing schedule)."""
 
-    ckpt = latest_checkpoint(checkpoint_dir) if (resume and checkpoint_dir is not None) else None
-    if ckpt is not None:
-        payload = torch.load(ckpt, map_location=device, weights_only=False)
-        model.load_state_dict(payload["field"])
-        grid.load_state_dict(payload["grid"])
-        optimizer.load_state_dict(payload["optimizer"])
-        with torch.no_grad():
-            learned_bg.copy_(payload["background"])
-        gen.set_state(payload["generator"])
-        torch.set_rng_state(payload["torch_rng"])
-        start = payload["step"]
-    if cfg.field.sdf and cfg.sdf_skip == "distance":
-        def occupancy_fn(x: Tensor) -> Tensor:
-            return sdf_occupancy_density(model.sdf(x), grid.cell_diagonal, grid.step_size)
-    else:
-        def occupancy_fn(x: Tensor) -> Tensor:
-            return model.density(x)
-    bank = RayBank.from_views(train)
-    rcfg = VolumeRendererConfig(stratified=True, normals=False, early_stop_eps=cfg.early_stop_eps,
-                                alpha_thre=cfg.alpha_thre)
-    fixed = {Background.WHITE: 1.0, Background.BLACK: 0.0}
-    decay = (cfg.lr_final / cfg.lr) ** (1 / max(cfg.steps, 1))
-    history = []
-    t0 = time.perf_counter()
-    bar = tqdm(range(start + 1, cfg.steps + 1), desc=f"train {cfg.field.encoding}", unit="step",
-               disable=not progress, initial=start, total=cfg.steps)
-    for step in bar:
-        if cfg.field.sdf:
-            model.volsdf.beta_max.fill_(beta_cap(cfg, step))
-        grid.update_every_n_steps(step, occupancy_fn, gen)
-        idx = torch.randint(bank.origins.shape[0], (cfg.rays_per_batch,), generator=gen)
-        if cfg.background == Background.RANDOM:
-            bg = torch.rand(3, generator=gen)
-        elif cfg.background == Background.LEARNED:
-            bg = learned_bg.clamp(0, 1)
+    def __init__(self, model: RadianceField, cfg: FieldTrainConfig):
+        self.model, self.cfg = model, cfg
+
+    def step_pre(self, step: int) -> None:
+        self.model.volsdf.beta_max.fill_(beta_cap(self.cfg, step))
+
+
+class OccupancyHook(Hook):
+    """Before each step, let the occupancy grid update itself on its schedule (nerfacc's OccGridEstimator)."""
+
+    def __init__(self, model: RadianceField, grid: OccupancyGrid, cfg: FieldTrainConfig, generator: torch.Generator):
+        self.grid, self.generator = grid, generator
+        if cfg.field.sdf and cfg.sdf_skip == SdfSkip.DISTANCE:
+            self.occupancy_fn = lambda x: sdf_occupancy_density(model.sdf(x), grid.cell_diagonal, grid.step_size)
         else:
-            bg = torch.full((3,), fixed[cfg.background])
-        bg = bg.to(device)
+            self.occupancy_fn = model.density
+
+    def step_pre(self, step: int) -> None:
+        self.grid.update_every_n_steps(step, self.occupancy_fn, self.generator)
+
+
+class FieldTask:
+    """One field training step: a random batch of rays, colour (+ mask, + eikonal) loss; lr decays per step."""
+
+    def __init__(self, model: RadianceField, grid: OccupancyGrid, optimizer: torch.optim.Optimizer, bank: RayBank,
+                 background: TrainingBackground, cfg: FieldTrainConfig, generator: torch.Generator, device: str):
+        self.model, self.grid, self.optimizer, self.bank = model, grid, optimizer, bank
+        self.background, self.cfg, self.generator, self.device = background, cfg, generator, device
+        self.rcfg = VolumeRendererConfig(stratified=True, normals=False, early_stop_eps=cfg.early_stop_eps,
+                                         alpha_thre=cfg.alpha_thre)
+        self.decay = (cfg.lr_final / cfg.lr) ** (1 / max(cfg.steps, 1))
+
+    def forward(self, step: int) -> FieldStep:
+        cfg, bank, gen, device, model = self.cfg, self.bank, self.generator, self.device, self.model
+        idx = torch.randint(bank.origins.shape[0], (cfg.rays_per_batch,), generator=gen)
+        bg = self.background.sample(gen, device)
         rgb = bank.rgb[idx].to(device)
         alpha = None if bank.alpha is None else bank.alpha[idx].to(device)
         target = rgb if alpha is None else rgb * alpha[:, None] + bg.detach() * (1 - alpha[:, None])
         rays = Rays(bank.origins[idx].to(device), bank.directions[idx].to(device), bank.z_scale[idx].to(device))
-        r = render_rays(model, rays, rcfg, grid.sampler(skip=cfg.skip_empty_space), background=bg, generator=gen)
+        r = render_rays(model, rays, self.rcfg, self.grid.sampler(skip=cfg.skip_empty_space), background=bg,
+                        generator=gen)
         mse = F.mse_loss(r.rgb, target)
         loss = F.smooth_l1_loss(r.rgb, target, beta=0.01)
         if alpha is not None and cfg.mask_weight > 0:
@@ -247,20 +242,54 @@ def train_field(train: ViewBatch, bounds: tuple[Tensor, Tensor], cfg: FieldTrain
             pts = eikonal_points(r.samples.positions(rays.origins, rays.directions).detach(), model.bounds,
                                  cfg.eikonal_points, gen)
             loss = loss + cfg.eikonal_weight * eikonal_loss(model.gradient(pts, create_graph=True))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"field training diverged at step {step}; the last checkpoint in "
-                                     f"{checkpoint_dir} is intact")
-        optimizer.step()
-        for g in optimizer.param_groups:
-            g["lr"] *= decay
-        if step % 25 == 0 or step == cfg.steps:
-            p = mse_to_psnr(mse.item())
-            history.append((step, loss.item(), p))
-            bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{p:.2f}", samples=len(r.samples))
-        if checkpoint_dir is not None and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
-            save_field_checkpoint(checkpoint_dir / f"step_{step:06d}.pt", step, model, grid, optimizer, learned_bg,
-                                  gen, cfg)
-    bg_eval = learned_bg.detach().clamp(0, 1) if cfg.background == Background.LEARNED else torch.ones(3)
-    return FieldTrainResult(model.eval(), grid, cfg.steps, time.perf_counter() - t0, bg_eval.cpu(), tuple(history))
+        return FieldStep(loss, mse, len(r.samples))
+
+    def update(self, step: int) -> None:
+        self.optimizer.step()
+        for g in self.optimizer.param_groups:
+            g["lr"] *= self.decay
+
+    def log_row(self, step: int, out: FieldStep) -> tuple[int, float, float]:
+        return step, out.loss.item(), mse_to_psnr(out.mse.item())
+
+    def postfix(self, row: tuple) -> dict[str, str]:
+        return {"loss": f"{row[1]:.4f}", "psnr": f"{row[2]:.2f}"}
+
+    def state(self) -> dict:
+        return {"field": self.model.state_dict(), "grid": self.grid.state_dict(),
+                "optimizer": self.optimizer.state_dict(), "background": self.background.state()}
+
+
+def train_field(train: ViewBatch, bounds: tuple[Tensor, Tensor], cfg: FieldTrainConfig, *,
+                checkpoint_dir: Path | None = None, resume: bool = False, device: str = "cpu",
+                progress: bool = True) -> FieldTrainResult:
+    """Fit a field to ``train``; with ``resume``, continue from the latest checkpoint in ``checkpoint_dir``
+    (refused when its config differs, see :mod:`headforge.training.checkpoint`)."""
+    gen = seed_everything(cfg.seed)
+    background = TrainingBackground.create(cfg.background, train.alphas is not None, device)
+    cfg = dataclasses.replace(cfg, background=background.choice)
+    model = make_field(cfg, *bounds).to(device)
+    grid = OccupancyGrid(cfg.occupancy, *model.bounds).to(device)
+    optimizer = make_field_optimizer(model, cfg)
+    group = background.param_group(weight_decay=0.0)
+    if group is not None:
+        optimizer.add_param_group(group)
+    found = load_for_resume(checkpoint_dir, CheckpointKind.FIELD, cfg, device) \
+        if (resume and checkpoint_dir is not None) else None
+    payload = None if found is None else found[1]
+    if payload is not None:
+        st = payload["state"]
+        model.load_state_dict(st["field"])
+        grid.load_state_dict(st["grid"])
+        optimizer.load_state_dict(st["optimizer"])
+        background.load_state(st["background"])
+        restore_rng(payload, gen)
+    hooks = ([BetaCapHook(model, cfg)] if cfg.field.sdf else []) + [OccupancyHook(model, grid, cfg, gen)]
+    task = FieldTask(model, grid, optimizer, RayBank.from_views(train), background, cfg, gen, device)
+    ck = None if checkpoint_dir is None else Checkpointing(checkpoint_dir, CheckpointKind.FIELD, cfg,
+                                                           cfg.checkpoint_every, cfg.checkpoint_minutes)
+    options = LoopOptions(f"train {cfg.field.encoding}", cfg.steps, log_every=25,
+                          start=0 if payload is None else payload["step"], max_seconds=cfg.max_seconds,
+                          checkpointing=ck)
+    run = run_loop(task, options, gen, hooks, progress=progress)
+    return FieldTrainResult(model.eval(), grid, run.steps, run.seconds, background.for_evaluation(), run.history)

@@ -3,36 +3,33 @@
 Adam per parameter group with the usual learning rates (positions scaled by the scene size and
 decayed exponentially), L1 + D-SSIM, mask supervision over a random (or fixed, or learned)
 background, SH degree raised every ``sh_degree_interval`` steps, adaptive density control
-(densify.py), visual-hull or random initialisation, atomic checkpoints with exact resume, seeded.
+(densify.py, a hook of the shared loop), visual-hull or random initialisation. Seeding, backgrounds,
+checkpoints (exact resume, refused when the config differs), the divergence check and the
+``max_seconds`` budget come from :mod:`headforge.training`.
 """
 
 from __future__ import annotations
 
-import math
-import time
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
 
 import torch
 from torch import Tensor
-from tqdm import tqdm
 
-from headforge.atomic import atomic_path
 from headforge.errors import InputError
 from headforge.metrics import psnr, ssim
 from headforge.renderers.gaussian_raster import GaussianRender, rasterize_gaussians
-from headforge.representations.gaussians import GaussianModel, Splats, activate, init_splats
-from headforge.stages.densify import DensifyConfig, DensifyState, densify_step
+from headforge.representations.gaussians import GaussianLearningRates, GaussianModel, Splats, activate, init_splats
+from headforge.stages.densify import DensifyConfig, DensifyHook, DensifyState
 from headforge.stages.gaussian_init import hull_surface_points, point_colors, random_points, visual_hull
 from headforge.stages.views import ViewBatch, composite
+from headforge.training.background import Background, TrainingBackground
+from headforge.training.checkpoint import CheckpointKind, latest_checkpoint, load_for_resume, restore_rng
+from headforge.training.loop import Checkpointing, LoopOptions, check_loop_options, run_loop, seed_everything
 
-
-class Background(StrEnum):
-    RANDOM = "random"  # a new random colour each step (needs masks): transparency is learned right
-    WHITE = "white"
-    BLACK = "black"
-    LEARNED = "learned"  # one colour optimised with the splats (captures without masks)
+__all__ = ["Background", "GaussianTrainConfig", "GaussianTrainResult", "InitKind", "initial_splats",
+           "latest_checkpoint", "make_optimizer", "render_splats", "scene_scale", "train_gaussians"]
 
 
 class InitKind(StrEnum):
@@ -61,14 +58,19 @@ class GaussianTrainConfig:
     densify: DensifyConfig = field(default_factory=DensifyConfig)
     antialiased: bool = False
     checkpoint_every: int = 1000
+    checkpoint_minutes: float | None = 10.0  # also checkpoint after this much wall time (None: only by steps)
+    max_seconds: float | None = None  # wall-clock budget of one run: stop (with a checkpoint) once it is spent
     seed: int = 0
+
+    def __post_init__(self):
+        check_loop_options(self)
 
 
 @dataclass(frozen=True)
 class GaussianTrainResult:
-    splats: Splats  # activated, detached, full SH degree reached
+    splats: Splats  # activated, detached, at the SH degree of the last step reached
     sh_degree: int
-    steps: int
+    steps: int  # the last step reached (cfg.steps unless max_seconds ran out first)
     seconds: float  # training time of this run (excluding resumed steps)
     background: Tensor  # [3] the background colour used for evaluation (learned one, or white)
     history: tuple[tuple[int, float, float, int], ...]  # (step, loss, psnr, gaussians)
@@ -94,10 +96,15 @@ def initial_splats(views: ViewBatch, lo: Tensor, hi: Tensor, cfg: GaussianTrainC
                        init_opacity=cfg.init_opacity)
 
 
+def learning_rates(cfg: GaussianTrainConfig, scale: float) -> GaussianLearningRates:
+    return GaussianLearningRates(means=cfg.means_lr * scale, quats=cfg.quats_lr, scales=cfg.scales_lr,
+                                 opacities=cfg.opacities_lr, sh0=cfg.sh0_lr, shN=cfg.shN_lr)
+
+
 def make_optimizer(model: GaussianModel, cfg: GaussianTrainConfig, scale: float) -> torch.optim.Adam:
-    lrs = {"means": cfg.means_lr * scale, "quats": cfg.quats_lr, "log_scales": cfg.scales_lr,
-           "logit_opacities": cfg.opacities_lr, "sh0": cfg.sh0_lr, "shN": cfg.shN_lr}
-    groups = [{"params": [p], "lr": lrs[name], "name": name} for name, p in model.parameter_dict().items()]
+    """One Adam group per trained per-Gaussian tensor, named after it (what the model declares)."""
+    groups = [{"params": [t], "lr": lr, "name": name}
+              for name, (t, lr) in model.param_groups(learning_rates(cfg, scale)).items() if lr is not None]
     return torch.optim.Adam(groups, eps=1e-15)
 
 
@@ -109,102 +116,91 @@ def render_splats(splats: Splats, views_cameras, sh_degree: int, background: Ten
                                sh_degree=sh_degree, background=background, antialiased=antialiased)
 
 
-def save_checkpoint(path: Path, step: int, model: GaussianModel, optimizer, state: DensifyState,
-                    background: Tensor, generator: torch.Generator, cfg: GaussianTrainConfig) -> None:
-    payload = {"step": step, "model": {k: v.detach().cpu() for k, v in model.parameter_dict().items()},
-               "optimizer": optimizer.state_dict(), "grad2d": state.grad2d.cpu(), "count": state.count.cpu(),
-               "background": background.detach().cpu(), "generator": generator.get_state(),
-               "torch_rng": torch.get_rng_state(), "config": asdict(cfg)}
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
+@dataclass(frozen=True)
+class GaussianStep:
+    loss: Tensor  # []
+    render: GaussianRender
+    target: Tensor  # [1, H, W, 3]
 
 
-def latest_checkpoint(directory: Path) -> Path | None:
-    found = sorted(directory.glob("step_*.pt"))
-    return found[-1] if found else None
+class GaussianTask:
+    """One Gaussian training step (3DGS): a random view over this step's background, L1 + D-SSIM."""
+
+    def __init__(self, model: GaussianModel, optimizer: torch.optim.Optimizer, data: ViewBatch,
+                 background: TrainingBackground, densify: DensifyState, cfg: GaussianTrainConfig, scale: float,
+                 generator: torch.Generator, device: str):
+        self.model, self.optimizer, self.data, self.background = model, optimizer, data, background
+        self.densify, self.cfg, self.generator, self.device = densify, cfg, generator, device
+        self.lr0, self.lr1 = cfg.means_lr * scale, cfg.means_lr_final * scale
+
+    def forward(self, step: int) -> GaussianStep:
+        cfg, data = self.cfg, self.data
+        i = int(torch.randint(len(data), (1,), generator=self.generator))
+        cams = data.cameras[[i]]
+        bg = self.background.sample(self.generator, self.device)
+        target = composite(data.images[i:i + 1], None if data.alphas is None else data.alphas[i:i + 1], bg.detach())
+        degree = min(step // cfg.sh_degree_interval, cfg.max_sh_degree)
+        render = render_splats(activate(self.model, degree), cams, degree, bg, cfg.antialiased)
+        l1 = (render.rgb - target).abs().mean()
+        loss = (1 - cfg.ssim_lambda) * l1 + cfg.ssim_lambda * (1 - ssim(render.rgb, target).mean())
+        return GaussianStep(loss, render, target)
+
+    def update(self, step: int) -> None:
+        for g in self.optimizer.param_groups:
+            if g["name"] == "means":
+                g["lr"] = self.lr0 * (self.lr1 / self.lr0) ** min(step / max(self.cfg.steps, 1), 1.0)
+        self.optimizer.step()
+
+    def log_row(self, step: int, out: GaussianStep) -> tuple[int, float, float, int]:
+        return step, out.loss.item(), float(psnr(out.render.rgb.detach(), out.target)[0]), len(self.model)
+
+    def postfix(self, row: tuple) -> dict[str, str]:
+        return {"loss": f"{row[1]:.4f}", "psnr": f"{row[2]:.2f}", "gaussians": str(row[3])}
+
+    def state(self) -> dict:
+        return {"model": {k: v.detach().cpu() for k, v in self.model.per_gaussian().items()},
+                "optimizer": self.optimizer.state_dict(), "grad2d": self.densify.grad2d.cpu(),
+                "count": self.densify.count.cpu(), "background": self.background.state()}
 
 
 def train_gaussians(train: ViewBatch, bounds: tuple[Tensor, Tensor], cfg: GaussianTrainConfig, *,
                     checkpoint_dir: Path | None = None, resume: bool = False, init: Splats | None = None,
                     device: str = "cpu", progress: bool = True) -> GaussianTrainResult:
-    torch.manual_seed(cfg.seed)
-    gen = torch.Generator().manual_seed(cfg.seed)
+    """Fit Gaussians to ``train``; with ``resume``, continue from the latest checkpoint in ``checkpoint_dir``
+    (refused when its config differs, see :mod:`headforge.training.checkpoint`)."""
+    gen = seed_everything(cfg.seed)
     scale = scene_scale(train)
-    if train.alphas is None and cfg.background == Background.RANDOM:
-        cfg = replace(cfg, background=Background.LEARNED)
-    ckpt = latest_checkpoint(checkpoint_dir) if (resume and checkpoint_dir is not None) else None
-    if ckpt is not None:
-        payload = torch.load(ckpt, map_location="cpu", weights_only=False)
-        model = GaussianModel(*(payload["model"][k] for k in ("means", "quats", "log_scales", "logit_opacities",
-                                                             "sh0", "shN"))).to(device)
-        start = payload["step"]
-        gen.set_state(payload["generator"])
-        torch.set_rng_state(payload["torch_rng"])
+    background = TrainingBackground.create(cfg.background, train.alphas is not None, device)
+    cfg = replace(cfg, background=background.choice)
+    found = load_for_resume(checkpoint_dir, CheckpointKind.GAUSSIANS, cfg) \
+        if (resume and checkpoint_dir is not None) else None
+    payload = None if found is None else found[1]
+    if payload is not None:
+        model = GaussianModel.from_tensors(payload["state"]["model"]).to(device)
     else:
         splats = init if init is not None else initial_splats(train, *bounds, cfg, gen)
         model = GaussianModel.from_splats(splats, cfg.max_sh_degree).to(device)
-        start = 0
-    learned_bg = torch.nn.Parameter(torch.full((3,), 0.5, device=device))
     optimizer = make_optimizer(model, cfg, scale)
-    if cfg.background == Background.LEARNED:
-        optimizer.add_param_group({"params": [learned_bg], "lr": 1e-2, "name": "background"})
-    state = DensifyState.empty(len(model), device)
-    if ckpt is not None:
-        optimizer.load_state_dict(payload["optimizer"])
-        state = DensifyState(payload["grad2d"].to(device), payload["count"].to(device))
-        with torch.no_grad():
-            learned_bg.copy_(payload["background"])
-    data = train.to(device)
-    fixed = {Background.WHITE: 1.0, Background.BLACK: 0.0}
-    lr0, lr1 = cfg.means_lr * scale, cfg.means_lr_final * scale
-    history = []
-    t0 = time.perf_counter()
-    bar = tqdm(range(start + 1, cfg.steps + 1), desc="train gaussians", unit="step", disable=not progress,
-               initial=start, total=cfg.steps)
-    densify_groups = [g for g in optimizer.param_groups if g["name"] != "background"]
-    for step in bar:
-        i = int(torch.randint(len(data), (1,), generator=gen))
-        cams = data.cameras[[i]]
-        if cfg.background == Background.RANDOM:
-            bg = torch.rand(3, generator=gen).to(device)
-        elif cfg.background == Background.LEARNED:
-            bg = learned_bg.clamp(0, 1)
-        else:
-            bg = torch.full((3,), fixed[cfg.background], device=device)
-        target = composite(data.images[i:i + 1], None if data.alphas is None else data.alphas[i:i + 1], bg.detach())
-        degree = min(step // cfg.sh_degree_interval, cfg.max_sh_degree)
-        render = render_splats(activate(model, degree), cams, degree, bg, cfg.antialiased)
-        l1 = (render.rgb - target).abs().mean()
-        loss = (1 - cfg.ssim_lambda) * l1 + cfg.ssim_lambda * (1 - ssim(render.rgb, target).mean())
-        loss.backward()
-        if not math.isfinite(loss.item()):
-            raise FloatingPointError(f"training diverged at step {step} (loss {float(loss)}); the last checkpoint "
-                                     f"in {checkpoint_dir} is intact")
-        densify_step(model, _GroupsView(optimizer, densify_groups), state, cfg.densify, step, render, scale, gen)
-        for g in optimizer.param_groups:
-            if g["name"] == "means":
-                g["lr"] = lr0 * (lr1 / lr0) ** min(step / max(cfg.steps, 1), 1.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        if step % 50 == 0 or step == cfg.steps:
-            p = float(psnr(render.rgb.detach(), target)[0])
-            history.append((step, loss.item(), p, len(model)))
-            bar.set_postfix(loss=f"{loss.item():.4f}", psnr=f"{p:.2f}", gaussians=len(model))
-        if checkpoint_dir is not None and (step % cfg.checkpoint_every == 0 or step == cfg.steps):
-            save_checkpoint(checkpoint_dir / f"step_{step:06d}.pt", step, model, optimizer, state, learned_bg,
-                            gen, cfg)
-    bg_eval = learned_bg.detach().clamp(0, 1) if cfg.background == Background.LEARNED else torch.ones(3)
-    degree = min(cfg.steps // cfg.sh_degree_interval, cfg.max_sh_degree)
+    group = background.param_group(name="background")
+    if group is not None:
+        optimizer.add_param_group(group)
+    densify = DensifyState.empty(len(model), device)
+    if payload is not None:
+        st = payload["state"]
+        optimizer.load_state_dict(st["optimizer"])
+        densify = DensifyState(st["grad2d"].to(device), st["count"].to(device))
+        background.load_state(st["background"])
+        restore_rng(payload, gen)
+    task = GaussianTask(model, optimizer, train.to(device), background, densify, cfg, scale, gen, device)
+    hooks = [DensifyHook(model, optimizer, densify, cfg.densify, scale, gen)]
+    ck = None if checkpoint_dir is None else Checkpointing(checkpoint_dir, CheckpointKind.GAUSSIANS, cfg,
+                                                           cfg.checkpoint_every, cfg.checkpoint_minutes)
+    options = LoopOptions("train gaussians", cfg.steps, log_every=50, start=0 if payload is None else payload["step"],
+                          max_seconds=cfg.max_seconds, checkpointing=ck)
+    run = run_loop(task, options, gen, hooks, progress=progress)
+    degree = min(run.steps // cfg.sh_degree_interval, cfg.max_sh_degree)
     with torch.no_grad():
-        final = activate(model, degree).detach()
+        final = activate(task.model, degree).detach()
     return GaussianTrainResult(Splats(*(t.cpu() for t in (final.means, final.quats, final.scales, final.opacities,
-                                                          final.sh))), degree, cfg.steps,
-                               time.perf_counter() - t0, bg_eval.cpu(), tuple(history))
-
-
-class _GroupsView:
-    """The optimizer as densification sees it: only the Gaussian parameter groups (not the background)."""
-
-    def __init__(self, optimizer: torch.optim.Optimizer, groups: list[dict]):
-        self.param_groups = groups
-        self.state = optimizer.state
+                                                          final.sh))), degree, run.steps, run.seconds,
+                               background.for_evaluation(), run.history)
