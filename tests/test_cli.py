@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
 import pytest
 
+from headforge.captures.formats import read_capture
 from headforge.cli import main
 
 
@@ -43,7 +45,10 @@ def test_inspect_json(tiny_capture_dir, tmp_path, capsys):
 def test_inspect_text(tiny_capture_dir, tmp_path, capsys):
     assert main(["inspect", str(tiny_capture_dir / "opencv_cameras.json"), "--plot", str(tmp_path / "p.png")]) == 0
     text = capsys.readouterr().out
-    assert "20" in text and "opencv" in text.lower()
+    counts = re.search(r"(\d+) \((\d+) train, (\d+) test\)", text)  # the capture's own views and split
+    capture = read_capture(tiny_capture_dir / "opencv_cameras.json")
+    assert counts and tuple(map(int, counts.groups())) == (20, len(capture.split.train), len(capture.split.test))
+    assert "opencv" in text.lower() and "64 x 64 px" in text
 
 
 @pytest.mark.parametrize("args,message", [
