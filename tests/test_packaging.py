@@ -13,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import sysconfig
+import zipfile
 from pathlib import Path
 
 import pytest
@@ -23,9 +24,13 @@ pytestmark = pytest.mark.slow
 
 
 def _run(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float = 600) -> str:
+    return _run_full(cmd, cwd, env, timeout).stdout
+
+
+def _run_full(cmd: list[str], cwd: Path, env: dict[str, str], timeout: float = 600) -> subprocess.CompletedProcess:
     done = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
     assert done.returncode == 0, f"{' '.join(map(str, cmd))} failed:\n{done.stdout[-2000:]}\n{done.stderr[-4000:]}"
-    return done.stdout
+    return done
 
 
 @pytest.fixture(scope="module")
@@ -41,6 +46,12 @@ def installed(tmp_path_factory) -> tuple[Path, dict[str, str], Path]:
     _run([sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "--no-index", "-q",
           "-w", str(tmp / "dist"), str(src)], tmp, env)
     (wheel,) = (tmp / "dist").glob("headforge-*.whl")
+    with zipfile.ZipFile(wheel) as z:  # the data files the code reads at run time
+        names = set(z.namelist())
+    for data in ("headforge/presets/gaussians_fast.toml", "headforge/presets/fields_sdf.toml",
+                 "headforge/renderers/gaussian_cpu/raster.cpp",
+                 "headforge/representations/fields/hash_cpu/hash_grid.cpp"):
+        assert data in names, f"{data} is not in the wheel"
 
     venv = tmp / "venv"
     _run([sys.executable, "-m", "venv", "--without-pip", str(venv)], tmp, env)
@@ -94,8 +105,9 @@ def test_main_job_runs_from_the_installed_package(installed):
     python, env, work = installed
     script = python.parent / "headforge"
     out = work / "job"
-    _run([str(script), "--threads", "1", "run", "--out", str(out), "--resolution", "32", "--steps", "3",
-          "--preset", "fast"], work, env, timeout=900)
+    done = _run_full([str(script), "--threads", "1", "run", "--out", str(out), "--resolution", "32", "--steps", "3",
+                      "--preset", "fast"], work, env, timeout=900)
+    assert "falling back" not in done.stderr  # the compiled CPU rasterizer built from the wheel's sources
     metrics = json.loads((out / "reconstruction" / "metrics.json").read_text())
     assert metrics["steps"] == 3 and metrics["preset"] == "fast"
     assert (out / "reconstruction" / "splats.ply").stat().st_size > 0
