@@ -106,6 +106,19 @@ def run_row(row: Row, args: argparse.Namespace, capture: Path) -> dict:
     return {**result, "spincount": spin.group(1) if spin else "?"}
 
 
+def format_table(results: list[dict], busy: list[int]) -> str:
+    """A markdown table: one row per configuration, one column per number of busy processes."""
+    heads = [f"{n} busy s/step (slowdown)" for n in busy]
+    lines = [f"| {'configuration':34} | threads | GOMP_SPINCOUNT | quiet s/step | " + " | ".join(heads) + " |",
+             f"|{'-' * 36}|---------|----------------|--------------|" + "|".join("-" * (len(h) + 2) for h in heads)
+             + "|"]
+    for r in results:
+        cells = " | ".join(f"{s:.3f} ({s / r['quiet_s']:.2f}x)".rjust(len(h))
+                           for h, s in zip(heads, r["loaded_s"].values(), strict=True))
+        lines.append(f"| {r['row']:34} | {r['threads']:7d} | {r['spincount']:>14} | {r['quiet_s']:12.3f} | {cells} |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--resolution", type=int, default=256)
@@ -142,14 +155,7 @@ def main() -> None:
     print(f"\nGaussian training step, sample head {args.resolution} px, preset {args.preset}, {cores} available "
           f"cores; median of {args.repeats} runs x {args.steps} steps; s/step quiet and with N competing busy "
           f"processes (slowdown = loaded / quiet)")
-    head = "".join(f" {n} busy s/step (slowdown) |" for n in args.busy)
-    print(f"| {'configuration':34} | threads | GOMP_SPINCOUNT | quiet s/step |{head}")
-    print(f"|{'-' * 36}|---------|----------------|--------------|" + "".join(
-        "-" * (len(f" {n} busy s/step (slowdown) ")) + "|" for n in args.busy))
-    for r in results:
-        cells = "".join(f" {s:8.3f} ({s / r['quiet_s']:4.2f}x){' ' * (len(str(n)) + 5)} |"
-                        for n, s in zip(args.busy, r["loaded_s"].values(), strict=True))
-        print(f"| {r['row']:34} | {r['threads']:7d} | {r['spincount']:>14} | {r['quiet_s']:12.3f} |{cells}")
+    print(format_table(results, args.busy))
     if args.json:
         args.json.write_text(json.dumps(results, indent=2))
 
