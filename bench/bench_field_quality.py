@@ -54,6 +54,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+import headforge  # noqa: F401  # isort: skip  (before torch: passive OpenMP waiting, see headforge/threads.py)
 import torch
 from rich.console import Console
 from rich.table import Table
