@@ -100,6 +100,7 @@ def test_cache_round_trip(head, tmp_path, monkeypatch):
     monkeypatch.setenv("HEADFORGE_CACHE", str(tmp_path))
     first = load_sample_head()
     assert [p.name for p in tmp_path.iterdir()] == [f"sample_head-{VERSION}.npz"]
+
     def no_regeneration(*args, **kwargs):
         raise AssertionError("the cached sample head was regenerated")
 
