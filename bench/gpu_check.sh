@@ -6,7 +6,8 @@
 # the next one runs.
 #
 #   bash bench/gpu_check.sh                 # everything (on the GPU machine)
-#   bash bench/gpu_check.sh --only field_quality   # one step (or a comma-separated list), e.g. FIELD_MINUTES=5
+#   bash bench/gpu_check.sh --only field_quality   # one step (or a comma-separated list), e.g. FIELD_MINUTES=5;
+#                                           # LIMIT_<step>=SECONDS changes a step's limit, GPU_CHECK_SECONDS the total
 #   bash bench/gpu_check.sh --dry-run       # on any machine: print the plan, check every file, option, wheel and
 #                                           # test it would use (collects the parity tests, runs nothing heavy)
 #
@@ -58,10 +59,10 @@ PARITY_K="gpu or cuda or gsplat or nerfacc or nvdiffrast or tcnn"
 FIELD_SECONDS=$(awk -v m="$FIELD_MINUTES" 'BEGIN { printf "%d", m * 60 + 60 }')  # + capture, scoring
 # name | limit in seconds | command (run from the repo root, output to $OUT/<name>.log)
 STEPS=(
-  "setup|40|setup_step"
+  "setup|30|setup_step"
   "build|130|$PY bench/gpu_check.py build"
   "parity|60|$PY -m pytest -q -rs -p no:cacheprovider -k '$PARITY_K' $PARITY_FILES"
-  "step_time|45|$PY bench/gpu_check.py step-time --work $WORK --resolution 512 --steps 300"
+  "step_time|60|$PY bench/gpu_check.py step-time --work $WORK --resolution 512 --steps 200"
   "gaussian_quality|130|$PY bench/bench_gaussian_quality.py --resolution 512 --steps 7000 --preset default --device cuda --out $WORK"
   "field_quality|$FIELD_SECONDS|$PY bench/bench_field_quality.py --resolution 512 --minutes $FIELD_MINUTES --encoding hashgrid --device cuda --quiet --out $WORK"
 )
@@ -72,6 +73,8 @@ BENCH_OPTIONS=(
 )
 
 selected() { [ -z "$ONLY" ] || [[ ",$ONLY," == *",$1,"* ]]; }
+# LIMIT_<step>=SECONDS overrides a step's limit, e.g. LIMIT_gaussian_quality=500 with --only gaussian_quality
+limit_of() { local var="LIMIT_$1"; echo "${!var:-$2}"; }
 
 setup_step() {
   "$PY" --version
@@ -103,6 +106,7 @@ if [ "$DRY" = 1 ]; then
   for step in "${STEPS[@]}"; do
     IFS='|' read -r name limit cmd <<<"$step"
     selected "$name" || continue
+    limit=$(limit_of "$name" "$limit")
     planned=$((planned + limit))
     printf '  %-17s %4ss  %s\n' "$name" "$limit" "$cmd"
   done
@@ -145,6 +149,7 @@ TABLES=$(mktemp)
 for step in "${STEPS[@]}"; do
   IFS='|' read -r name limit cmd <<<"$step"
   selected "$name" || continue
+  limit=$(limit_of "$name" "$limit")
   left=$((TOTAL - ($(date +%s) - START)))
   [ "$limit" -gt "$left" ] && limit=$left
   if [ "$limit" -lt 5 ]; then

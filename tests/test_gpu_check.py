@@ -38,8 +38,9 @@ def test_gpu_check_dry_run_resolves_everything(tmp_path):
     assert not (tmp_path / "out").exists()  # a dry run writes nothing
 
 
-def test_gpu_check_dry_run_fails_over_budget():
-    done = _run(str(SCRIPT), "--dry-run", "--only", "setup,build,gaussian_quality", GPU_CHECK_SECONDS="100")
+@pytest.mark.parametrize("env", [{"GPU_CHECK_SECONDS": "100"}, {"LIMIT_build": "1000"}])
+def test_gpu_check_dry_run_fails_over_budget(env):
+    done = _run(str(SCRIPT), "--dry-run", "--only", "setup,build,gaussian_quality", **env)
     assert done.returncode == 1 and "exceed the budget" in done.stdout
 
 
