@@ -6,6 +6,8 @@ trains ``--steps`` steps ``--repeats`` times quiet and again while a pure-Python
 a step's time is a run's training seconds / steps (initialisation excluded), the median over the repeats.
 The wait policy libgomp actually used is read back from ``OMP_DISPLAY_ENV=VERBOSE`` (GOMP_SPINCOUNT: 0 passive,
 300000 libgomp's default spin-then-sleep). Target (issue 9): at most 2.5x slower with one busy process.
+Rows: libgomp's default (torch imported before headforge: the old behaviour), headforge's default (passive),
+passive with one thread, and passive after a short spin (GOMP_SPINCOUNT=10000); ``--rows`` picks some.
 
     flock /tmp/hf-heavy.lock .venv/bin/python bench/bench_threads.py --steps 30 --repeats 3
 """
@@ -32,6 +34,7 @@ class Row:
     label: str
     wait: str  # "passive" (headforge's default) or "default" (libgomp's spin-then-sleep, torch imported first)
     threads: int | None  # None: headforge's choice (the available cores)
+    spincount: str | None = None  # GOMP_SPINCOUNT: busy-wait this many spins before sleeping (None: policy's)
 
 
 def render_sample_capture(root: Path, resolution: int) -> Path:
@@ -93,6 +96,9 @@ def run_row(row: Row, args: argparse.Namespace, capture: Path) -> dict:
     env = dict(os.environ, OMP_DISPLAY_ENV="VERBOSE")
     env.pop("OMP_WAIT_POLICY", None)
     env.pop("OMP_NUM_THREADS", None)
+    env.pop("GOMP_SPINCOUNT", None)
+    if row.spincount is not None:
+        env["GOMP_SPINCOUNT"] = row.spincount
     cmd = [sys.executable, str(Path(__file__).resolve()), "--worker", "--wait", row.wait, "--capture", str(capture),
            "--resolution", str(args.resolution), "--steps", str(args.steps), "--repeats", str(args.repeats),
            "--preset", args.preset, "--busy", *map(str, args.busy)]
@@ -128,6 +134,7 @@ def main() -> None:
     ap.add_argument("--busy", type=int, nargs="+", default=[1], help="competing busy processes, one column each")
     ap.add_argument("--out", type=Path, default=None, help="keep the capture here (default: a temporary folder)")
     ap.add_argument("--timeout", type=float, default=900, help="seconds per worker")
+    ap.add_argument("--rows", type=int, nargs="+", default=None, help="run only these rows (0-based)")
     ap.add_argument("--json", type=Path, default=None, help="also write the rows here")
     ap.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--wait", default="passive", help=argparse.SUPPRESS)
@@ -144,7 +151,10 @@ def main() -> None:
     cores = available_cores()
     rows = [Row("before: libgomp default wait", "default", cores),
             Row("headforge default (passive wait)", "passive", None),
-            Row("passive wait, 1 thread", "passive", 1)]
+            Row("passive wait, 1 thread", "passive", 1),
+            Row("passive wait, spin 10k first", "passive", None, "10000")]
+    if args.rows:
+        rows = [rows[i] for i in args.rows]
     results = []
     for row in rows:
         r = run_row(row, args, capture)
