@@ -46,6 +46,7 @@ import argparse
 import dataclasses
 import json
 import math
+import os
 import sys
 import tempfile
 import time
@@ -53,6 +54,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+import headforge  # noqa: F401  # isort: skip  (before torch: passive OpenMP waiting, see headforge/threads.py)
 import torch
 from rich.console import Console
 from rich.table import Table
@@ -81,7 +84,7 @@ from headforge.stages.mesh_extract import MeshExtractConfig, extract_mesh
 from headforge.stages.render_capture import RenderCaptureConfig, render_capture
 from headforge.stages.views import ViewBatch, load_views
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "lps_head"
+DATA = Path(os.environ.get("HEADFORGE_LPS_HEAD", Path(__file__).resolve().parents[2] / "shared" / "data" / "lps_head"))
 CAPTURE_HEAD_WIDTH = 0.155  # metres: the capture is rendered at a real head's size
 CHAMFER_HEAD_WIDTH = 0.25  # metres: the Chamfer convention scales the head to 25 cm wide
 OBSERVED_TOLERANCE = 0.002  # metres (capture scale): a scan point within this behind a view's depth map is seen
@@ -126,7 +129,7 @@ def chunk_decay(lr_now: float, lr_final: float, steps_left: float) -> float:
 
 
 def train_for_budget(train: ViewBatch, bounds, cfg: FieldTrainConfig, budget_s: float, ckpt_dir: Path,
-                     progress: bool) -> BudgetRun:
+                     progress: bool, device: str = "cpu") -> BudgetRun:
     """train_field in resumed chunks until ``budget_s`` of wall clock is spent or ``cfg.steps`` are done."""
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     for old in ckpt_dir.glob("step_*.pt"):
@@ -148,7 +151,8 @@ def train_for_budget(train: ViewBatch, bounds, cfg: FieldTrainConfig, budget_s: 
         chunk_cfg = dataclasses.replace(cfg, steps=end, lr_final=cfg.lr * d ** end, checkpoint_every=end,
                                         beta_anneal_steps=total if cfg.beta_final is not None else None)
         t = time.perf_counter()
-        result = train_field(train, bounds, chunk_cfg, checkpoint_dir=ckpt_dir, resume=step > 0, progress=progress)
+        result = train_field(train, bounds, chunk_cfg, checkpoint_dir=ckpt_dir, resume=step > 0, progress=progress,
+                             device=device)
         wall = time.perf_counter() - t
         spent += wall
         rate = wall / n
@@ -356,6 +360,7 @@ def main() -> None:
     ap.add_argument("--mc-resolution", type=int, default=256)
     ap.add_argument("--chamfer-points", type=int, default=200_000)
     ap.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+    ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="where the main field trains")
     ap.add_argument("--out", type=Path, default=None, help="keep the capture and checkpoints here (else a temp dir)")
     ap.add_argument("--quiet", action="store_true", help="no progress bars")
     ap.add_argument("--score-only", action="store_true",
@@ -399,7 +404,7 @@ def main() -> None:
             run = load_budget_run(train, bounds, ckpt_dir)
         else:
             run = train_for_budget(train, bounds, train_config(field_config(args.encoding, sdf), args), budget,
-                                   ckpt_dir, progress)
+                                   ckpt_dir, progress, args.device)
         s, _ = score(run.result.field, run.result.grid, run.cfg, test, run.result.background, back)
         runs[name] = (run, s)
     table = Table(title=f"Held-out quality, LPS head, {args.resolution} px, {args.minutes:g} min budget")

@@ -19,6 +19,7 @@ import argparse
 import statistics
 import time
 
+import headforge  # noqa: F401  # isort: skip  (before torch: passive OpenMP waiting, see headforge/threads.py)
 import torch
 
 from headforge.geometry.rays import Rays

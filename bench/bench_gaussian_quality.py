@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -29,7 +30,7 @@ from headforge.pipeline.reconstruct import ReconstructOptions, reconstruct
 from headforge.representations.mesh_io import load_mesh
 from headforge.stages.render_capture import RenderCaptureConfig, render_capture
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "lps_head"
+DATA = Path(os.environ.get("HEADFORGE_LPS_HEAD", Path(__file__).resolve().parents[2] / "shared" / "data" / "lps_head"))
 
 
 def main() -> None:

@@ -8,7 +8,7 @@ ball spans about 60 % of the image at the default 1.8. The loss is an L1 against
 the alpha sum, so every output has a gradient. The torch reference is far slower; its largest cases
 are skipped unless --include-slow (the table says so). Other processes share the CPU cores, so the
 numbers are noisy: medians are reported, and "cpu s" is this process's CPU time (threads summed).
-On a shared, oversubscribed machine run with OMP_WAIT_POLICY=PASSIVE (or --threads 1): spinning
+Importing headforge before torch (first import below) sets OMP_WAIT_POLICY=PASSIVE unless it is set: spinning
 OpenMP workers otherwise waste the time slices other processes need, which inflates every torch op
 and kernel call several-fold (2.4 s instead of 0.6-0.9 s at 512^2 x 100k, measured at load 5 on 2 cores).
 """
@@ -21,6 +21,7 @@ import os
 import statistics
 import time
 
+import headforge  # noqa: F401  # isort: skip  (before torch: passive OpenMP waiting, see headforge/threads.py)
 import torch
 
 from headforge.renderers.gaussian_raster import gsplat_available, rasterize_gaussians

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import time
 
+import headforge  # noqa: F401  # isort: skip  (before torch: passive OpenMP waiting, see headforge/threads.py)
 import torch
 
 from headforge.stages.mesh_cleanup import chamfer_distance, clean_mesh, sample_surface

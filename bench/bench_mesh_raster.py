@@ -11,6 +11,7 @@ import argparse
 import statistics
 import time
 
+import headforge  # noqa: F401  # isort: skip  (before torch: passive OpenMP waiting, see headforge/threads.py)
 import torch
 
 from headforge.renderers.mesh_raster import rasterize

@@ -190,7 +190,13 @@ COMMANDS = {"run": run, "reconstruct": reconstruct, "extract-mesh": extract_mesh
 
 
 def main(argv: list[str] | None = None) -> int:
+    from headforge.threads import configure_threads, pop_threads_option
+
     try:
+        # Global option ``--threads N`` (anywhere on the line) or $HEADFORGE_THREADS; default: the cores this
+        # process may use (affinity, cgroup quota). See headforge/threads.py.
+        threads, argv = pop_threads_option(sys.argv[1:] if argv is None else list(argv))
+        configure_threads(threads)
         tyro.extras.subcommand_cli_from_dict(COMMANDS, args=argv, prog="headforge",
                                              config=(tyro.conf.EnumChoicesFromValues,))
     except HeadforgeError as error:

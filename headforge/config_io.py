@@ -1,4 +1,7 @@
-"""Load typed dataclass configs from TOML presets in ``configs/`` (strictly: unknown keys are errors).
+"""Load typed dataclass configs from TOML presets (strictly: unknown keys are errors).
+
+The shipped presets are package data, ``headforge/presets/<name>.toml``, read through ``importlib.resources``
+so that they are found from a wheel or a non-editable install as well as from the source tree.
 
 Nested dataclasses are tables; enums are given by value; tuples as arrays. A preset only lists the
 fields it changes; everything else keeps the dataclass default.
@@ -11,6 +14,7 @@ import enum
 import tomllib
 import types
 import typing
+from importlib import resources
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -18,7 +22,18 @@ from headforge.errors import InputError
 
 T = TypeVar("T")
 
-CONFIG_DIR = Path(__file__).resolve().parents[1] / "configs"
+PRESETS_PACKAGE = "headforge.presets"
+
+
+def preset_dir() -> Path:
+    """The folder of the shipped presets (a plain directory: headforge is installed unzipped)."""
+    return Path(str(resources.files(PRESETS_PACKAGE)))
+
+
+def preset_names() -> list[str]:
+    """The shipped presets' names, e.g. ``gaussians_fast``."""
+    return sorted(p.name.removesuffix(".toml") for p in resources.files(PRESETS_PACKAGE).iterdir()
+                  if p.name.endswith(".toml"))
 
 
 def _convert(value: Any, tp: Any, where: str, path: Path) -> Any:
@@ -62,16 +77,17 @@ def from_dict(cls: type[T], data: dict, path: Path, prefix: str = "") -> T:
 
 
 def config_path(path: str | Path) -> Path:
-    """A preset's file: a path as given, or a bare name like ``fields_fast`` looked up in configs/."""
+    """A preset's file: a path as given, or a bare name like ``fields_fast`` looked up in the shipped presets."""
     path = Path(path)
-    return CONFIG_DIR / f"{path}.toml" if not path.suffix and not path.exists() else path
+    return preset_dir() / f"{path}.toml" if not path.suffix and not path.exists() else path
 
 
 def load_config(cls: type[T], path: str | Path) -> T:
-    """Read a TOML preset into ``cls``; a bare name like ``fast`` is looked up in configs/."""
+    """Read a TOML preset into ``cls``; a bare name like ``gaussians_fast`` is a shipped preset."""
     path = config_path(path)
     if not path.is_file():
-        raise InputError("config file not found", path=path, fix=f"presets live in {CONFIG_DIR}")
+        raise InputError("config file not found", path=path,
+                         fix=f"give a TOML file, or one of the shipped presets: {', '.join(preset_names())}")
     try:
         data = tomllib.loads(path.read_text())
     except tomllib.TOMLDecodeError as e:

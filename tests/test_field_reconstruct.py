@@ -9,7 +9,7 @@ import trimesh
 from headforge.captures.formats import read_capture
 from headforge.cli import main
 from headforge.errors import InputError
-from headforge.pipeline.methods import load_field
+from headforge.pipeline.methods import load_field, load_preset
 from headforge.pipeline.reconstruct import Method, ReconstructConfig, run_reconstruct
 from headforge.renderers.occupancy import OccupancyConfig, OccupancyGrid
 from headforge.stages.evaluate import evaluate
@@ -103,6 +103,11 @@ def test_field_preset_is_typed(tmp_path, tiny_capture_dir):
     bad.write_text("[train]\nstepz = 3\n")
     with pytest.raises(InputError, match="stepz"):
         run_reconstruct(ReconstructConfig(tiny_capture_dir, tmp_path / "c", method=Method.HASHGRID, preset=str(bad)))
+    partial = tmp_path / "partial.toml"  # a preset lists only what it changes; the rest keeps the defaults
+    partial.write_text("resolution = 40\n[train.field.hashgrid]\nn_levels = 4\n")
+    loaded = load_preset(Method.HASHGRID, str(partial), resolution=None, steps=None)
+    assert (loaded.resolution, loaded.train.field.hashgrid.n_levels) == (40, 4)
+    assert loaded.train.steps == FieldTrainConfig().steps and loaded.train.lr == FieldTrainConfig().lr
     negative = tmp_path / "negative.toml"
     negative.write_text("[train]\nsteps = -3\n")
     with pytest.raises(InputError, match="steps >= 0") as err:
