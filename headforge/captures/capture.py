@@ -21,6 +21,16 @@ from headforge.errors import CaptureError
 from headforge.geometry.cameras import Cameras
 
 
+class CaptureFormat(StrEnum):
+    """Where a capture came from: one of the camera-file formats (captures/formats.py), or made in memory."""
+
+    NERFSTUDIO = "nerfstudio"
+    OPENCV_JSON = "opencv_json"
+    NERSEMBLE = "nersemble"
+    COLMAP = "colmap"
+    MEMORY = "memory"  # built in this process (synthetic or generated views); no camera file
+
+
 class ColourSpace(StrEnum):
     SRGB = "srgb"  # 8-bit photos and renders (the default)
     LINEAR = "linear"  # HDR / linear-light captures
@@ -74,7 +84,7 @@ class Capture:
     native_cameras: Cameras  # at the image files' resolution
     views: tuple[View, ...]
     split: Split
-    source_format: str = "memory"
+    source_format: CaptureFormat = CaptureFormat.MEMORY
     source_path: Path | None = None
     colour_space: ColourSpace = ColourSpace.SRGB
     scale: float = 1.0  # working resolution = native * scale
@@ -84,6 +94,7 @@ class Capture:
     images: Tensor | None = None  # in-memory RGBA [N, H, W, 4] at native resolution (synthetic captures)
 
     def __post_init__(self):
+        object.__setattr__(self, "source_format", CaptureFormat(self.source_format))  # ValueError if unknown
         if len(self.views) == 0:
             raise CaptureError("the capture has no views", path=self.source_path,
                                fix="the camera file must list at least one image")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from headforge.renderers.sh import num_sh_bases, rgb_to_sh0, sh_degree_from_bases
+from headforge.geometry.sh import num_sh_bases, rgb_to_sh0, sh_degree_from_bases
 
 PARAM_NAMES = ("means", "quats", "log_scales", "logit_opacities", "sh0", "shN")
 

@@ -29,7 +29,7 @@ import torch
 
 from headforge.atomic import atomic_path
 from headforge.errors import InputError
-from headforge.renderers.sh import SH_C0, num_sh_bases, rgb_to_sh0, sh0_to_rgb
+from headforge.geometry.sh import SH_C0, num_sh_bases, rgb_to_sh0, sh0_to_rgb
 from headforge.representations.gaussians import Splats
 
 _KHR = "KHR_gaussian_splatting"

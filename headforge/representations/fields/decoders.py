@@ -4,7 +4,7 @@
 - Density: ``sigma = trunc_exp(raw + density_bias)`` (Instant-NGP / nerfacto's truncated exponential: the
   gradient uses exp(min(raw, 15)) so a large raw value cannot blow up the update).
 - Colour, two view-dependence modes (``ColorConfig.view``):
-  ``"sh_input"``: the SH basis of the unit direction (degree <= 3, headforge.renderers.sh) is concatenated to the
+  ``"sh_input"``: the SH basis of the unit direction (degree <= 3, headforge.geometry.sh) is concatenated to the
   geometry features and an MLP predicts rgb = sigmoid(out) (Instant-NGP's colour network);
   ``"sh_output"``: the MLP sees the geometry features only and predicts (degree+1)^2 SH coefficients per channel,
   rgb = sigmoid(sum_k c_k Y_k(d)) (Plenoxels-style; degree 0 means view-independent colour).
@@ -18,7 +18,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from headforge.renderers.sh import num_sh_bases, sh_basis
+from headforge.geometry.sh import num_sh_bases, sh_basis
 
 ViewMode = Literal["sh_input", "sh_output"]
 
