@@ -99,8 +99,8 @@ def read_capture(path: str | Path, *, format: CaptureFormat | str | None = None,
     refused = sorted(set(given) - set(spec.read_options))
     if refused:
         takers = [str(f) for f, s in FORMATS.items() if set(refused) <= set(s.read_options)]
-        raise InputError(f"{' / '.join(refused)} only apply to {' / '.join(takers)} captures, not {spec.format}",
-                         path=camera_file, fix="drop those options")
+        raise InputError(f"the option(s) {', '.join(refused)} only apply to {' / '.join(takers)} captures, "
+                         f"not {spec.format}", path=camera_file, fix="drop those options")
     return spec.read(camera_file, test_every=test_every, test_views=test_views, **given)
 
 
