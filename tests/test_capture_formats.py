@@ -278,12 +278,12 @@ def test_write_camera_file_points_at_existing_files(tmp_path):
 
 def test_source_format_is_coerced_and_memory_is_not_a_file_format(tmp_path):
     capture = memory_capture(ring_w2c(3, 0))
-    assert capture.source_format is CaptureFormat.MEMORY
+    assert capture.source_format is None
     named = Capture(capture.native_cameras, capture.views, capture.split, source_format="colmap")
     assert named.source_format is CaptureFormat.COLMAP  # a plain string becomes the enum member
     with pytest.raises(ValueError, match="render"):
         Capture(capture.native_cameras, capture.views, capture.split, source_format="render")
     with pytest.raises(InputError, match="not a capture file format"):
-        write_capture(capture, tmp_path / "x", CaptureFormat.MEMORY)
+        write_capture(capture, tmp_path / "x", "memory")
     with pytest.raises(InputError, match="not a capture file format"):
         read_capture(tmp_path, format="memory")

@@ -22,13 +22,12 @@ from headforge.geometry.cameras import Cameras
 
 
 class CaptureFormat(StrEnum):
-    """Where a capture came from: one of the camera-file formats (captures/formats.py), or made in memory."""
+    """The camera-file formats (registered in captures/formats.py)."""
 
     NERFSTUDIO = "nerfstudio"
     OPENCV_JSON = "opencv_json"
     NERSEMBLE = "nersemble"
     COLMAP = "colmap"
-    MEMORY = "memory"  # built in this process (synthetic or generated views); no camera file
 
 
 class ColourSpace(StrEnum):
@@ -84,7 +83,7 @@ class Capture:
     native_cameras: Cameras  # at the image files' resolution
     views: tuple[View, ...]
     split: Split
-    source_format: CaptureFormat = CaptureFormat.MEMORY
+    source_format: CaptureFormat | None = None  # None: built in memory (synthetic or generated views)
     source_path: Path | None = None
     colour_space: ColourSpace = ColourSpace.SRGB
     scale: float = 1.0  # working resolution = native * scale
@@ -94,7 +93,8 @@ class Capture:
     images: Tensor | None = None  # in-memory RGBA [N, H, W, 4] at native resolution (synthetic captures)
 
     def __post_init__(self):
-        object.__setattr__(self, "source_format", CaptureFormat(self.source_format))  # ValueError if unknown
+        if self.source_format is not None:  # a plain name becomes the enum member; unknown names raise
+            object.__setattr__(self, "source_format", CaptureFormat(self.source_format))
         if len(self.views) == 0:
             raise CaptureError("the capture has no views", path=self.source_path,
                                fix="the camera file must list at least one image")

@@ -32,7 +32,7 @@ FORMATS: dict[CaptureFormat, FormatSpec] = {
 
 
 def format_spec(format: CaptureFormat | str) -> FormatSpec:
-    """The registered spec of a camera-file format (``memory`` and unknown names are errors)."""
+    """The registered spec of a camera-file format (unknown names are an InputError)."""
     try:
         return FORMATS[CaptureFormat(format)]
     except (ValueError, KeyError):

@@ -58,7 +58,7 @@ Vec3 = tuple[float, float, float]
 
 @dataclass(frozen=True)
 class CaptureSummary:
-    format: CaptureFormat
+    format: CaptureFormat | None  # None: an in-memory capture
     source_path: str | None
     num_views: int
     num_train: int
@@ -84,7 +84,7 @@ class CaptureSummary:
         """A JSON-ready dict (``json.dumps(summary.to_json())``)."""
         out = asdict(self)
         for key in ("format", "layout", "centre_source", "bounds_source"):
-            out[key] = str(out[key])
+            out[key] = None if out[key] is None else str(out[key])
         out["sizes"] = [list(s) for s in self.sizes]
         for key in ("centre", "bounds_min", "bounds_max"):
             out[key] = list(out[key])
@@ -209,7 +209,7 @@ def format_summary(summary: CaptureSummary) -> str:
     size = tuple(b - a for a, b in zip(s.bounds_min, s.bounds_max, strict=True))
     scale = s.distance_median
     lines = [
-        f"Format      {s.format}" + (f"  {s.source_path}" if s.source_path else ""),
+        f"Format      {s.format or 'in memory'}" + (f"  {s.source_path}" if s.source_path else ""),
         f"Views       {s.num_views} ({s.num_train} train, {s.num_test} test), "
         f"{s.num_frames} frame{'s' if s.num_frames != 1 else ''}",
         f"Images      {sizes}" + (", distorted" if s.has_distortion else ""),
@@ -310,7 +310,7 @@ def plot_frusta(capture: Capture, path: str | Path, *, summary: CaptureSummary |
                Line2D([], [], marker="o", color="red", linestyle="", label="centre")]
     fig.legend(handles=handles, loc="lower center", ncol=4)
     fig.subplots_adjust(left=0.03, right=0.98, wspace=0.3, bottom=0.16)
-    fig.suptitle(f"{summary.format}: {summary.num_views} views, {summary.layout} layout")
+    fig.suptitle(f"{summary.format or 'in memory'}: {summary.num_views} views, {summary.layout} layout")
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")
