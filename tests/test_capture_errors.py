@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from headforge.captures.capture import Capture, Split, View
-from headforge.captures.formats import CaptureFormat, read_capture, write_capture
+from headforge.captures.formats import FORMATS, CaptureFormat, read_capture, write_capture
 from headforge.captures.images import write_image
 from headforge.errors import CameraError, CaptureError, InputError
 from headforge.geometry.cameras import Cameras
@@ -53,7 +53,7 @@ def raises(exc, path, pattern):
     return _Check()
 
 
-@pytest.mark.parametrize("fmt", list(CaptureFormat))
+@pytest.mark.parametrize("fmt", list(FORMATS))
 def test_missing_camera_file(tmp_path, fmt):
     missing = tmp_path / "nothing"
     missing.mkdir()
@@ -128,7 +128,7 @@ def test_degenerate_rotation_nersemble_and_colmap(tmp_path):
         read_capture(images.parent / "cameras.txt")
 
 
-@pytest.mark.parametrize("fmt", list(CaptureFormat))
+@pytest.mark.parametrize("fmt", list(FORMATS))
 def test_image_size_disagrees_with_intrinsics(tmp_path, fmt):
     path = written(tmp_path, fmt)
     capture = read_capture(path)
@@ -140,7 +140,7 @@ def test_image_size_disagrees_with_intrinsics(tmp_path, fmt):
         capture.load(2)
 
 
-@pytest.mark.parametrize("fmt", list(CaptureFormat))
+@pytest.mark.parametrize("fmt", list(FORMATS))
 def test_missing_image(tmp_path, fmt):
     path = written(tmp_path, fmt)
     image = read_capture(path).views[1].image_path

@@ -12,6 +12,7 @@ import torch
 
 from headforge.captures.capture import Capture, Split, View
 from headforge.captures.formats import (
+    FORMATS,
     CaptureFormat,
     detect_format,
     read_capture,
@@ -25,7 +26,7 @@ from headforge.geometry.rays import project_points
 from headforge.geometry.rotations import look_at
 
 W, H = 32, 24
-FORMATS = list(CaptureFormat)
+FILE_FORMATS = list(FORMATS)  # the registry: every camera-file format
 
 
 def ring_w2c(n_ring: int = 10, n_off: int = 3) -> torch.Tensor:
@@ -72,7 +73,7 @@ def assert_same_capture(a: Capture, b: Capture, *, pixels: bool = True) -> None:
                 torch.testing.assert_close(lb.alpha, la.alpha, atol=1e-6, rtol=0)
 
 
-@pytest.mark.parametrize("fmt", FORMATS)
+@pytest.mark.parametrize("fmt", FILE_FORMATS)
 def test_round_trip(tmp_path, fmt):
     capture = memory_capture(ring_w2c())
     camera_file = write_capture(capture, tmp_path / "out", fmt)
@@ -199,7 +200,7 @@ def test_nersemble_sequence_and_calibration_size(tmp_path):
     back = read_capture(out)
     assert back.native_cameras.names == capture.native_cameras.names
     assert_same_capture(capture, back)
-    with pytest.raises(InputError, match="only apply to NeRSemble"):
+    with pytest.raises(InputError, match="only apply to nersemble captures"):
         read_capture(out.parent, format="nerfstudio", calibration_size=(1, 1))
 
 
@@ -273,3 +274,16 @@ def test_write_camera_file_points_at_existing_files(tmp_path):
     assert_same_capture(plain, cv)
     with pytest.raises(ValueError, match="not colmap"):
         write_camera_file(plain, tmp_path / "src", CaptureFormat.COLMAP)
+
+
+def test_source_format_is_coerced_and_memory_is_not_a_file_format(tmp_path):
+    capture = memory_capture(ring_w2c(3, 0))
+    assert capture.source_format is None
+    named = Capture(capture.native_cameras, capture.views, capture.split, source_format="colmap")
+    assert named.source_format is CaptureFormat.COLMAP  # a plain string becomes the enum member
+    with pytest.raises(ValueError, match="render"):
+        Capture(capture.native_cameras, capture.views, capture.split, source_format="render")
+    with pytest.raises(InputError, match="not a capture file format"):
+        write_capture(capture, tmp_path / "x", "memory")
+    with pytest.raises(InputError, match="not a capture file format"):
+        read_capture(tmp_path, format="memory")

@@ -323,6 +323,17 @@ def test_auto_backend_choice():
         render(scene, 32, 32, backend="cuda")
 
 
+def test_cpu_kernel_tile_size_is_checked(monkeypatch):
+    """The C++ kernel's compile-time TILE is read back and must equal the one Python TILE_SIZE."""
+    from headforge.renderers import gaussian_cpu
+
+    gaussian_cpu.load_kernels()
+    assert int(torch.ops.headforge_gs.tile_size()) == gaussian_cpu.TILE_SIZE
+    monkeypatch.setattr(gaussian_cpu, "TILE_SIZE", gaussian_cpu.TILE_SIZE * 2)
+    with pytest.raises(HeadforgeError, match="compiled with TILE"):
+        gaussian_cpu.load_kernels()
+
+
 def test_bad_inputs_fail_loudly():
     scene = make_scene(10, 32, 32, dtype=torch.float32)
     sh = make_scene(10, 32, 32, sh_degree=1, dtype=torch.float32)

@@ -10,7 +10,9 @@ import torch
 from headforge.errors import InputError
 from headforge.geometry.cameras import Cameras
 from headforge.geometry.head_frame import (
+    Axis,
     HeadFrameSpec,
+    Units,
     axis_rotation,
     head_frame_transform,
     measure_head,
@@ -133,3 +135,14 @@ def test_mirror_transform_rejected():
     with pytest.raises(ValueError, match="mirror"):
         cams = Cameras.create(torch.eye(4), 1.0, 1.0, 0.0, 0.0, 1, 1)
         transform_cameras(cams, torch.diag(torch.tensor([-1.0, 1, 1, 1])))
+
+
+def test_spec_takes_axis_and_unit_names_and_refuses_others():
+    spec = HeadFrameSpec(up="+z", forward="-y", units="cm")  # what the TOML / command line give
+    assert (spec.up, spec.forward, spec.units) == (Axis.POS_Z, Axis.NEG_Y, Units.CM)
+    assert isinstance(spec.up, Axis) and isinstance(spec.units, Units)
+    with pytest.raises(InputError, match="unknown up"):
+        HeadFrameSpec(up="z", head_width_m=0.2)
+    with pytest.raises(InputError, match="unknown units"):
+        HeadFrameSpec(units="inch")
+

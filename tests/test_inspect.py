@@ -76,7 +76,7 @@ def test_summary_json_text_and_bounds():
     data = json.loads(json.dumps(summary.to_json()))
     for key in ("num_views", "width", "height", "format", "num_train", "num_test"):
         assert key in data
-    assert (data["num_views"], data["width"], data["height"], data["format"]) == (12, 32, 24, "memory")
+    assert (data["num_views"], data["width"], data["height"], data["format"]) == (12, 32, 24, None)
     assert (data["num_train"], data["num_test"]) == (10, 2) and data["layout"] == "ring"
     assert data["sizes"] == [[32, 24], [64, 48]]
     assert summary.fov_x_deg == pytest.approx(math.degrees(2 * math.atan(16 / 30)), abs=1e-3)

@@ -291,3 +291,22 @@ def test_explicit_unavailable_backend_raises():
     clip, faces = random_scene(0, n_tri=2)
     with pytest.raises(ValueError, match="nvdiffrast"):
         rasterize(clip, faces, (8, 8), backend="nvdiffrast")
+
+
+def test_bilinear_image_matches_grid_sample():
+    """The one bilinear sampler (geometry.bilinear) against torch's grid_sample (clamp = border padding) and,
+    for wrap, against texture() on a tiled copy of the image."""
+    from headforge.geometry.bilinear import bilinear_image
+
+    g = torch.Generator().manual_seed(3)
+    img = torch.rand(5, 7, 3, generator=g, dtype=torch.float64)
+    st = torch.rand(200, 2, generator=g, dtype=torch.float64) * 1.6 - 0.3  # includes out-of-range points
+    grid = (st * 2 - 1)[None, None]  # [1, 1, P, 2] in [-1, 1], align_corners=False
+    ref = torch.nn.functional.grid_sample(img.permute(2, 0, 1)[None], grid, mode="bilinear",
+                                          padding_mode="border", align_corners=False)[0, :, 0].T  # [P, 3]
+    torch.testing.assert_close(bilinear_image(img, st), ref, atol=1e-12, rtol=0)
+    tiled = img.repeat(3, 3, 1)  # wrap == sampling the middle copy of a 3 x 3 tiling
+    inner = (st + 1) / 3
+    ref_wrap = torch.nn.functional.grid_sample(tiled.permute(2, 0, 1)[None], (inner * 2 - 1)[None, None],
+                                               mode="bilinear", align_corners=False)[0, :, 0].T
+    torch.testing.assert_close(bilinear_image(img, st, wrap=True), ref_wrap, atol=1e-12, rtol=0)

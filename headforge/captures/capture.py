@@ -21,6 +21,15 @@ from headforge.errors import CaptureError
 from headforge.geometry.cameras import Cameras
 
 
+class CaptureFormat(StrEnum):
+    """The camera-file formats (registered in captures/formats.py)."""
+
+    NERFSTUDIO = "nerfstudio"
+    OPENCV_JSON = "opencv_json"
+    NERSEMBLE = "nersemble"
+    COLMAP = "colmap"
+
+
 class ColourSpace(StrEnum):
     SRGB = "srgb"  # 8-bit photos and renders (the default)
     LINEAR = "linear"  # HDR / linear-light captures
@@ -124,7 +133,7 @@ class Capture:
     native_cameras: Cameras  # at the image files' resolution
     views: tuple[View, ...]
     split: Split
-    source_format: str = "memory"
+    source_format: CaptureFormat | None = None  # None: built in memory (synthetic or generated views)
     source_path: Path | None = None
     colour_space: ColourSpace = ColourSpace.SRGB
     scale: float = 1.0  # working resolution = native * scale
@@ -134,6 +143,8 @@ class Capture:
     images: Tensor | None = None  # in-memory RGBA [N, H, W, 4] at native resolution (synthetic captures)
 
     def __post_init__(self):
+        if self.source_format is not None:  # a plain name becomes the enum member; unknown names raise
+            object.__setattr__(self, "source_format", CaptureFormat(self.source_format))
         if len(self.views) == 0:
             raise CaptureError("the capture has no views", path=self.source_path,
                                fix="the camera file must list at least one image")

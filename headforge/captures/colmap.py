@@ -24,9 +24,9 @@ import numpy as np
 import torch
 
 from headforge.atomic import atomic_directory, write_text
-from headforge.captures.capture import Capture, View
-from headforge.captures.formats import (
-    CaptureFormat,
+from headforge.captures.capture import Capture, CaptureFormat, View
+from headforge.captures.format_base import (
+    FormatSpec,
     cameras_from_arrays,
     check_exportable,
     export_image,
@@ -192,7 +192,7 @@ def _camera_line(cams, i: int) -> str:
 
 def write_colmap(capture: Capture, out_dir: str | Path, *, overwrite: bool = False, lossy: bool = False) -> Path:
     """Write ``out_dir/sparse/0/{cameras,images,points3D}.txt`` and ``out_dir/images/``."""
-    check_exportable(capture, CaptureFormat.COLMAP, lossy)
+    check_exportable(capture, FORMAT, lossy)
     out_dir = Path(out_dir)
     cams = capture.native_cameras
     names = plan_image_names(capture, bake_mask=True)
@@ -205,7 +205,7 @@ def write_colmap(capture: Capture, out_dir: str | Path, *, overwrite: bool = Fal
         pose = " ".join(repr(float(v)) for v in (*quats[i], *w2c[i, :3, 3]))
         image_lines += [f"{i + 1} {pose} {cam_id} {name}", ""]
     points = None
-    if capture.source_format == CaptureFormat.COLMAP and capture.source_path is not None:
+    if capture.source_format is CaptureFormat.COLMAP and capture.source_path is not None:
         points = read_points3d(capture.source_path.parent)
     point_lines = [] if points is None else [
         f"{k + 1} {' '.join(repr(float(v)) for v in xyz)} {' '.join(str(int(c)) for c in rgb)} 0"
@@ -222,3 +222,8 @@ def write_colmap(capture: Capture, out_dir: str | Path, *, overwrite: bool = Fal
         write_text(model / "points3D.txt", "# POINT3D_ID X Y Z R G B ERROR TRACK[]\n"
                    + "".join(f"{line}\n" for line in point_lines))
     return out_dir / "sparse" / "0" / "cameras.txt"
+
+
+FORMAT = FormatSpec(CaptureFormat.COLMAP, ("sparse/0/cameras.txt", "sparse/cameras.txt", "cameras.txt"),
+                    stores_depth=False, stores_frames=False, stores_world_transform=False, read=read_colmap,
+                    write=write_colmap)

@@ -74,12 +74,3 @@ def resize_image(img: np.ndarray, width: int, height: int) -> np.ndarray:
     interp = cv2.INTER_AREA if width < img.shape[1] else cv2.INTER_LINEAR
     out = cv2.resize(img, (width, height), interpolation=interp)
     return out[..., None] if out.ndim == 2 else out
-
-
-def srgb_to_linear(x: np.ndarray) -> np.ndarray:
-    return np.where(x <= 0.04045, x / 12.92, ((x + 0.055) / 1.055) ** 2.4)
-
-
-def linear_to_srgb(x: np.ndarray) -> np.ndarray:
-    x = np.clip(x, 0, None)
-    return np.where(x <= 0.0031308, x * 12.92, 1.055 * x ** (1 / 2.4) - 0.055)

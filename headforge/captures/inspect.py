@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from headforge.atomic import atomic_path
-from headforge.captures.capture import Capture
+from headforge.captures.capture import Capture, CaptureFormat
 from headforge.geometry.cameras import Cameras
 
 
@@ -45,12 +45,20 @@ class Layout(StrEnum):
     OTHER = "other"
 
 
+class PointsSource(StrEnum):
+    """What the scene centre or bounds were measured from."""
+
+    COLMAP_POINTS = "colmap_points"  # the COLMAP model's 3D points
+    OPTICAL_AXES = "optical_axes"  # centre: the point nearest all optical axes
+    CAMERA_FOV = "camera_fov"  # bounds: the ball most cameras see whole
+
+
 Vec3 = tuple[float, float, float]
 
 
 @dataclass(frozen=True)
 class CaptureSummary:
-    format: str
+    format: CaptureFormat | None  # None: an in-memory capture
     source_path: str | None
     num_views: int
     num_train: int
@@ -63,19 +71,20 @@ class CaptureSummary:
     fov_x_deg: float  # median over cameras
     fov_y_deg: float
     centre: Vec3
-    centre_source: str  # "colmap_points" or "optical_axes"
+    centre_source: PointsSource  # COLMAP_POINTS or OPTICAL_AXES
     distance_min: float  # camera distance to the centre
     distance_median: float
     distance_max: float
     layout: Layout
     bounds_min: Vec3
     bounds_max: Vec3
-    bounds_source: str  # "colmap_points" or "camera_fov"
+    bounds_source: PointsSource  # COLMAP_POINTS or CAMERA_FOV
 
     def to_json(self) -> dict:
         """A JSON-ready dict (``json.dumps(summary.to_json())``)."""
         out = asdict(self)
-        out["layout"] = str(self.layout)
+        for key in ("format", "layout", "centre_source", "bounds_source"):
+            out[key] = None if out[key] is None else str(out[key])
         out["sizes"] = [list(s) for s in self.sizes]
         for key in ("centre", "bounds_min", "bounds_max"):
             out[key] = list(out[key])
@@ -142,7 +151,7 @@ def visible_radius(centers: np.ndarray, forwards: np.ndarray, centre: np.ndarray
 
 
 def _colmap_points(capture: Capture) -> np.ndarray | None:
-    if capture.source_format != "colmap" or capture.source_path is None:
+    if capture.source_format is not CaptureFormat.COLMAP or capture.source_path is None:
         return None
     from headforge.captures.colmap import read_points3d
 
@@ -161,13 +170,13 @@ def summarize(capture: Capture) -> CaptureSummary:
     fov_x, fov_y = fields_of_view(cams)
     points = _colmap_points(capture)
     if points is not None:
-        centre, centre_source = np.median(points, 0), "colmap_points"
+        centre, centre_source = np.median(points, 0), PointsSource.COLMAP_POINTS
         lo, hi = np.percentile(points, 1, axis=0), np.percentile(points, 99, axis=0)
-        bounds_source = "colmap_points"
+        bounds_source = PointsSource.COLMAP_POINTS
     else:
-        centre, centre_source = optical_axes_centre(centers, forwards), "optical_axes"
+        centre, centre_source = optical_axes_centre(centers, forwards), PointsSource.OPTICAL_AXES
         radius = visible_radius(centers, forwards, centre, 0.5 * np.minimum(fov_x, fov_y))
-        lo, hi, bounds_source = centre - radius, centre + radius, "camera_fov"
+        lo, hi, bounds_source = centre - radius, centre + radius, PointsSource.CAMERA_FOV
     offsets = centers - centre
     dist = np.linalg.norm(offsets, axis=1)
     sizes = Counter(zip(cams.width.tolist(), cams.height.tolist(), strict=True)).most_common()
@@ -200,7 +209,7 @@ def format_summary(summary: CaptureSummary) -> str:
     size = tuple(b - a for a, b in zip(s.bounds_min, s.bounds_max, strict=True))
     scale = s.distance_median
     lines = [
-        f"Format      {s.format}" + (f"  {s.source_path}" if s.source_path else ""),
+        f"Format      {s.format or 'in memory'}" + (f"  {s.source_path}" if s.source_path else ""),
         f"Views       {s.num_views} ({s.num_train} train, {s.num_test} test), "
         f"{s.num_frames} frame{'s' if s.num_frames != 1 else ''}",
         f"Images      {sizes}" + (", distorted" if s.has_distortion else ""),
@@ -301,7 +310,7 @@ def plot_frusta(capture: Capture, path: str | Path, *, summary: CaptureSummary |
                Line2D([], [], marker="o", color="red", linestyle="", label="centre")]
     fig.legend(handles=handles, loc="lower center", ncol=4)
     fig.subplots_adjust(left=0.03, right=0.98, wspace=0.3, bottom=0.16)
-    fig.suptitle(f"{summary.format}: {summary.num_views} views, {summary.layout} layout")
+    fig.suptitle(f"{summary.format or 'in memory'}: {summary.num_views} views, {summary.layout} layout")
     path = Path(path)
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png")

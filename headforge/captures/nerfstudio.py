@@ -29,9 +29,9 @@ import numpy as np
 import torch
 
 from headforge.atomic import atomic_directory, write_text
-from headforge.captures.capture import Capture, View
-from headforge.captures.formats import (
-    CaptureFormat,
+from headforge.captures.capture import Capture, CaptureFormat, View
+from headforge.captures.format_base import (
+    FormatSpec,
     cameras_from_arrays,
     check_exportable,
     export_image,
@@ -46,6 +46,7 @@ from headforge.captures.formats import (
     json_text,
     load_json,
     plan_image_names,
+    relative_file,
     resolve_image,
 )
 from headforge.errors import CameraError, InputError
@@ -173,7 +174,7 @@ def nerfstudio_meta(capture: Capture, images: Sequence[str], masks: Sequence[str
 def write_nerfstudio(capture: Capture, out_dir: str | Path, *, overwrite: bool = False,
                      lossy: bool = False) -> Path:
     """Write ``out_dir/transforms.json`` with ``images/``, ``masks/`` and ``depths/`` beside it."""
-    check_exportable(capture, CaptureFormat.NERFSTUDIO, lossy)
+    check_exportable(capture, FORMAT, lossy)
     out_dir = Path(out_dir)
     names = plan_image_names(capture, bake_mask=False)
     masks: list[str | None] = [None] * len(names)
@@ -191,3 +192,16 @@ def write_nerfstudio(capture: Capture, out_dir: str | Path, *, overwrite: bool =
         meta = nerfstudio_meta(capture, [f"images/{n}" for n in names], masks, depths)
         write_text(stage / "transforms.json", json_text(meta))
     return out_dir / "transforms.json"
+
+
+def linked_nerfstudio_meta(capture: Capture, directory: Path) -> dict:
+    """transforms.json content for ``directory`` pointing at the capture's files where they are."""
+    views = capture.views
+    return nerfstudio_meta(capture, [relative_file(v.image_path, directory) for v in views],
+                           [relative_file(v.mask_path, directory) for v in views],
+                           [relative_file(v.depth_path, directory) for v in views])
+
+
+FORMAT = FormatSpec(CaptureFormat.NERFSTUDIO, ("transforms.json",), stores_depth=True, stores_frames=True,
+                    stores_world_transform=True, read=read_nerfstudio, write=write_nerfstudio,
+                    linked_meta=linked_nerfstudio_meta, file_pattern="transforms*.json")  # transforms_train.json too

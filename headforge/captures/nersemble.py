@@ -24,9 +24,9 @@ import numpy as np
 import torch
 
 from headforge.atomic import atomic_directory, write_text
-from headforge.captures.capture import Capture, View
-from headforge.captures.formats import (
-    CaptureFormat,
+from headforge.captures.capture import Capture, CaptureFormat, View
+from headforge.captures.format_base import (
+    FormatSpec,
     as_matrix,
     cameras_from_arrays,
     check_exportable,
@@ -141,7 +141,7 @@ def write_nersemble(capture: Capture, out_dir: str | Path, *, overwrite: bool = 
                     lossy: bool = False) -> Path:
     """Write ``out_dir/camera_params.json`` and ``images/`` (one timestep at frame 0) or
     ``timesteps/frame_<n>/images/`` (+ ``alpha_map/`` for views with mask files)."""
-    check_exportable(capture, CaptureFormat.NERSEMBLE, lossy)
+    check_exportable(capture, FORMAT, lossy)
     cams = capture.native_cameras
     intr = torch.stack([cams.fx, cams.fy, cams.cx, cams.cy, cams.width.to(cams.fx), cams.height.to(cams.fx)], -1)
     if not bool((intr == intr[0]).all()):
@@ -178,3 +178,8 @@ def write_nersemble(capture: Capture, out_dir: str | Path, *, overwrite: bool = 
                 export_mask(view.mask_path, folder.parent / "alpha_map" / f"cam_{s}.png")
         write_text(stage / "camera_params.json", json_text({"intrinsics": K, "world_2_cam": dict(sorted(w2c.items()))}))
     return out_dir / "camera_params.json"
+
+
+FORMAT = FormatSpec(CaptureFormat.NERSEMBLE, ("camera_params.json", "calibration/camera_params.json"),
+                    stores_depth=False, stores_frames=True, stores_world_transform=False, read=read_nersemble,
+                    write=write_nersemble, read_options=("calibration_size", "image_folder"))

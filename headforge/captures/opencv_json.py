@@ -14,13 +14,14 @@ from pathlib import Path
 import numpy as np
 
 from headforge.atomic import atomic_directory, write_text
-from headforge.captures.capture import Capture, View
-from headforge.captures.formats import (
-    CaptureFormat,
+from headforge.captures.capture import Capture, CaptureFormat, View
+from headforge.captures.format_base import (
+    FormatSpec,
     cameras_from_arrays,
     check_exportable,
     export_image,
     finish_capture,
+    image_mode,
     json_int,
     json_list,
     json_matrix,
@@ -29,9 +30,10 @@ from headforge.captures.formats import (
     json_text,
     load_json,
     plan_image_names,
+    relative_file,
     resolve_image,
 )
-from headforge.errors import CameraError
+from headforge.errors import CameraError, CaptureError
 
 
 def read_opencv_json(path: str | Path, *, test_every: int = 8, test_views: Sequence[int] | None = None
@@ -79,7 +81,7 @@ def opencv_json_meta(capture: Capture, images: Sequence[str]) -> dict:
 def write_opencv_json(capture: Capture, out_dir: str | Path, *, overwrite: bool = False,
                       lossy: bool = False) -> Path:
     """Write ``out_dir/opencv_cameras.json`` and ``out_dir/images/`` (separate masks baked into alpha)."""
-    check_exportable(capture, CaptureFormat.OPENCV_JSON, lossy)
+    check_exportable(capture, FORMAT, lossy)
     _check_pinhole(capture)
     out_dir = Path(out_dir)
     names = plan_image_names(capture, bake_mask=True)
@@ -89,3 +91,20 @@ def write_opencv_json(capture: Capture, out_dir: str | Path, *, overwrite: bool 
         meta = opencv_json_meta(capture, [f"images/{n}" for n in names])
         write_text(stage / "opencv_cameras.json", json_text(meta))
     return out_dir / "opencv_cameras.json"
+
+
+def linked_opencv_json_meta(capture: Capture, directory: Path) -> dict:
+    """opencv_cameras.json content for ``directory`` pointing at the capture's images where they are.
+
+    The format has no mask slot, so views with separate mask files need RGBA (or LA) images."""
+    for v in capture.views:
+        if v.mask_path is not None and image_mode(v.image_path) not in ("RGBA", "LA"):
+            raise CaptureError(f"opencv_cameras.json has no mask slot and {v.image_path.name} has no alpha "
+                               "channel to carry its mask", path=v.image_path,
+                               fix="use write_capture, which bakes masks into the images' alpha")
+    return opencv_json_meta(capture, [relative_file(v.image_path, directory) for v in capture.views])
+
+
+FORMAT = FormatSpec(CaptureFormat.OPENCV_JSON, ("opencv_cameras.json",), stores_depth=False, stores_frames=True,
+                    stores_world_transform=False, read=read_opencv_json, write=write_opencv_json,
+                    linked_meta=linked_opencv_json_meta)

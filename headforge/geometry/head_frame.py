@@ -24,7 +24,8 @@ The transform into the frame is a similarity ``p' = s R (p - centre)`` returned 
 from __future__ import annotations
 
 from dataclasses import dataclass, replace
-from typing import Literal
+from enum import StrEnum
+from typing import Protocol, Self, TypeVar
 
 import torch
 from torch import Tensor
@@ -32,11 +33,26 @@ from torch import Tensor
 from headforge.errors import InputError, MeshError
 from headforge.geometry.cameras import Cameras
 from headforge.geometry.rotations import make_rigid
-from headforge.representations.mesh import TexturedMesh
 
-Axis = Literal["+x", "-x", "+y", "-y", "+z", "-z"]
-Units = Literal["m", "cm", "mm"]
-UNIT_SCALE: dict[str, float] = {"m": 1.0, "cm": 0.01, "mm": 0.001}
+
+class Axis(StrEnum):
+    """A signed source axis (the command line takes the values: +x, -y, ...)."""
+
+    POS_X = "+x"
+    NEG_X = "-x"
+    POS_Y = "+y"
+    NEG_Y = "-y"
+    POS_Z = "+z"
+    NEG_Z = "-z"
+
+
+class Units(StrEnum):
+    M = "m"
+    CM = "cm"
+    MM = "mm"
+
+
+UNIT_SCALE: dict[Units, float] = {Units.M: 1.0, Units.CM: 0.01, Units.MM: 0.001}
 CRANIUM_RATIO = 0.6  # d* >= CRANIUM_RATIO * W(d*) defines the cranium width
 CENTRE_DEPTH = 0.75  # centre height = crown - CENTRE_DEPTH * cranium width
 WIDTH_BAND = 0.1  # head width measured within +-WIDTH_BAND * cranium width of the centre height
@@ -46,20 +62,27 @@ WIDTH_BAND = 0.1  # head width measured within +-WIDTH_BAND * cranium width of t
 class HeadFrameSpec:
     """How a source mesh relates to the canonical frame. Give exactly one of units / head_width_m."""
 
-    up: Axis = "+y"  # source axis that points up
-    forward: Axis = "+z"  # source axis the face looks along
+    up: Axis = Axis.POS_Y  # source axis that points up
+    forward: Axis = Axis.POS_Z  # source axis the face looks along
     units: Units | None = None  # source units, or None to scale to head_width_m
     head_width_m: float | None = None  # scale so the ear-to-ear width is this many metres
 
     def __post_init__(self):
+        for name, kind in (("up", Axis), ("forward", Axis), ("units", Units)):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            try:
+                object.__setattr__(self, name, kind(value))
+            except ValueError:
+                raise InputError(f"head frame: unknown {name} {value!r}",
+                                 fix=f"use one of {', '.join(kind)}") from None
         if self.up[1] == self.forward[1]:
             raise InputError(f"head frame: up {self.up!r} and forward {self.forward!r} must be different axes",
                              fix="pick two perpendicular axes, e.g. up='+y', forward='+z'")
         if (self.units is None) == (self.head_width_m is None):
             raise InputError("head frame: give exactly one of units (m/cm/mm) or head_width_m",
                              fix="e.g. HeadFrameSpec(units='cm') or HeadFrameSpec(head_width_m=0.25)")
-        if self.units is not None and self.units not in UNIT_SCALE:
-            raise InputError(f"head frame: unknown units {self.units!r}", fix="use 'm', 'cm' or 'mm'")
         if self.head_width_m is not None and not self.head_width_m > 0:
             raise InputError(f"head frame: head_width_m must be > 0 (got {self.head_width_m})",
                              fix="e.g. 0.15 for a real head, 0.25 for the Chamfer convention")
@@ -124,7 +147,18 @@ def head_frame_transform(vertices: Tensor, spec: HeadFrameSpec) -> Tensor:  # [V
     return make_rigid(scale * R, -scale * m.centre)
 
 
-def to_head_frame(mesh: TexturedMesh, spec: HeadFrameSpec) -> tuple[TexturedMesh, Tensor]:
+class Posable(Protocol):
+    """A frozen dataclass with vertices that a similarity moves (e.g. representations.mesh.TexturedMesh)."""
+
+    vertices: Tensor  # [V, 3]
+
+    def transformed(self, matrix: Tensor) -> Self: ...  # matrix [4, 4]
+
+
+M = TypeVar("M", bound=Posable)
+
+
+def to_head_frame(mesh: M, spec: HeadFrameSpec) -> tuple[M, Tensor]:
     """The mesh in the canonical head frame and the [4, 4] transform that took it there."""
     T = head_frame_transform(mesh.vertices, spec)
     moved = mesh.transformed(T)

@@ -1,6 +1,6 @@
 """Adapter from ``rasterize_gaussians`` to gsplat's CUDA ``gsplat.rasterization`` (gsplat >= 1.4).
 
-Calls gsplat with ``packed=False``, ``tile_size=16``, ``render_mode="RGB+ED"`` and
+Calls gsplat with ``packed=False``, ``tile_size=TILE_SIZE`` (16), ``render_mode="RGB+ED"`` and
 ``rasterize_mode="classic"`` or ``"antialiased"``, so its outputs line up with the torch and CPU
 backends. Differences worth knowing:
 
@@ -14,12 +14,10 @@ backends. Differences worth knowing:
 from __future__ import annotations
 
 import importlib.util
-from typing import TYPE_CHECKING
 
 from torch import Tensor
 
-if TYPE_CHECKING:
-    from headforge.renderers.gaussian_raster import GaussianRender
+from headforge.renderers.gaussian_types import TILE_SIZE, GaussianBackend, GaussianRender
 
 
 def gsplat_importable() -> bool:
@@ -33,11 +31,9 @@ def rasterize_gsplat(means: Tensor, quats: Tensor, scales: Tensor, opacities: Te
     """Same inputs as ``rasterize_gaussians`` (background already [C, 3] or None)."""
     import gsplat
 
-    from headforge.renderers.gaussian_raster import GaussianRender
-
     renders, alphas, meta = gsplat.rasterization(
         means, quats, scales, opacities, colors, viewmats=world_to_camera, Ks=Ks, width=width, height=height,
-        near_plane=near, far_plane=far, eps2d=eps2d, sh_degree=sh_degree, packed=False, tile_size=16,
+        near_plane=near, far_plane=far, eps2d=eps2d, sh_degree=sh_degree, packed=False, tile_size=TILE_SIZE,
         backgrounds=background, render_mode="RGB+ED",
         rasterize_mode="antialiased" if antialiased else "classic")
     means2d = meta["means2d"]  # [C, N, 2]
@@ -48,4 +44,4 @@ def rasterize_gsplat(means: Tensor, quats: Tensor, scales: Tensor, opacities: Te
         radii = radii.amax(-1)
     return GaussianRender(rgb=renders[..., :3], alpha=alphas, depth=renders[..., 3:4], means2d=means2d,
                           radii=radii.int(), depths=meta["depths"], conics=meta["conics"],
-                          opacities=meta["opacities"], width=width, height=height, backend="gsplat")
+                          opacities=meta["opacities"], width=width, height=height, backend=GaussianBackend.GSPLAT)

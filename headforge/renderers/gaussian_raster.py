@@ -14,35 +14,16 @@ tile (see :mod:`headforge.renderers.gaussian_torch` for the exact formulas). Bac
 from __future__ import annotations
 
 import warnings
-from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from headforge.errors import HeadforgeError
+from headforge.geometry.sh import eval_sh, num_sh_bases
+from headforge.renderers import gaussian_cpu
 from headforge.renderers import gaussian_torch as gt
-from headforge.renderers.sh import eval_sh, num_sh_bases
-
-BACKENDS = ("auto", "gsplat", "cpu", "torch")
-
-
-@dataclass(frozen=True)
-class GaussianRender:
-    rgb: Tensor  # [C, H, W, 3] composited colour + (1 - alpha) * background
-    alpha: Tensor  # [C, H, W, 1] 1 - final transmittance
-    depth: Tensor  # [C, H, W, 1] expected depth sum_i w_i z_i / max(alpha, 1e-10) (gsplat "ED"); 0 if empty
-    means2d: Tensor  # [C, N, 2] projected centres (pixels); in the graph, retain_grad() already called
-    radii: Tensor  # [C, N] int32 3-sigma screen radius (gsplat 1.4 layout), 0 = culled
-    depths: Tensor  # [C, N] camera-space z of the centres
-    conics: Tensor  # [C, N, 3] inverse 2D covariance (a, b, c) incl. the eps2d low-pass
-    opacities: Tensor  # [C, N] per-view opacities (times the antialiasing factor if antialiased)
-    width: int
-    height: int
-    backend: str  # the backend that ran: "gsplat", "cpu" or "torch"
-
-    @property
-    def visible(self) -> Tensor:  # [C, N] bool, what densification counts as "seen"
-        return self.radii > 0
+from headforge.renderers.gaussian_gsplat import gsplat_importable, rasterize_gsplat
+from headforge.renderers.gaussian_types import GaussianBackend, GaussianRender
 
 
 def _check_inputs(means, quats, scales, opacities, colors, world_to_camera, Ks, width, height,
@@ -85,29 +66,29 @@ def _check_inputs(means, quats, scales, opacities, colors, world_to_camera, Ks, 
 
 
 def gsplat_available() -> bool:
-    from headforge.renderers.gaussian_gsplat import gsplat_importable
     return gsplat_importable()
 
 
-def _pick_backend(backend: str, means: Tensor) -> str:
-    if backend not in BACKENDS:
-        raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
-    from headforge.renderers import gaussian_cpu
-    if backend == "auto":
+def _pick_backend(backend: GaussianBackend | str, means: Tensor) -> GaussianBackend:
+    try:
+        backend = GaussianBackend(backend)
+    except ValueError:
+        raise ValueError(f"backend must be one of {', '.join(GaussianBackend)}, got {backend!r}") from None
+    if backend is GaussianBackend.AUTO:
         if means.is_cuda and gsplat_available():
-            return "gsplat"
+            return GaussianBackend.GSPLAT
         if means.device.type == "cpu" and means.dtype == torch.float32:
             try:
                 gaussian_cpu.load_kernels()
-                return "cpu"
+                return GaussianBackend.CPU
             except HeadforgeError as err:
                 warnings.warn(f"falling back to the slow torch rasterizer: {err}", stacklevel=3)
-        return "torch"
-    if backend == "gsplat" and not (means.is_cuda and gsplat_available()):
+        return GaussianBackend.TORCH
+    if backend is GaussianBackend.GSPLAT and not (means.is_cuda and gsplat_available()):
         raise HeadforgeError("backend='gsplat' needs gsplat installed and CUDA tensors "
                              f"(gsplat importable: {gsplat_available()}, device: {means.device})",
                              fix="pip install gsplat on a CUDA machine, or use backend='auto'")
-    if backend == "cpu":
+    if backend is GaussianBackend.CPU:
         if means.device.type != "cpu" or means.dtype != torch.float32:
             raise HeadforgeError(f"backend='cpu' needs float32 CPU tensors, got {means.dtype} on {means.device}",
                                  fix="cast with .float().cpu(), or use backend='torch' for other dtypes")
@@ -119,7 +100,8 @@ def rasterize_gaussians(means: Tensor, quats: Tensor, scales: Tensor, opacities:
                         world_to_camera: Tensor, Ks: Tensor, width: int, height: int, *,
                         sh_degree: int | None = None, background: Tensor | None = None,
                         near: float = 0.01, far: float = 1e10, eps2d: float = 0.3,
-                        antialiased: bool = False, backend: str = "auto") -> GaussianRender:
+                        antialiased: bool = False,
+                        backend: GaussianBackend | str = GaussianBackend.AUTO) -> GaussianRender:
     """Render N Gaussians into C cameras of one size (OpenCV world-to-camera, pixel centres at +0.5).
 
     means [N, 3]; quats [N, 4] wxyz (normalised here); scales [N, 3] linear; opacities [N] in [0, 1];
@@ -133,8 +115,7 @@ def rasterize_gaussians(means: Tensor, quats: Tensor, scales: Tensor, opacities:
     chosen = _pick_backend(backend, means)
     C = world_to_camera.shape[0]
     bg = None if background is None else background.expand(C, 3)
-    if chosen == "gsplat":
-        from headforge.renderers.gaussian_gsplat import rasterize_gsplat
+    if chosen is GaussianBackend.GSPLAT:
         return rasterize_gsplat(means, quats, scales, opacities, colors, world_to_camera, Ks, width, height,
                                 sh_degree=sh_degree, background=bg, near=near, far=far, eps2d=eps2d,
                                 antialiased=antialiased)
@@ -152,9 +133,8 @@ def rasterize_gaussians(means: Tensor, quats: Tensor, scales: Tensor, opacities:
         view_colors = torch.clamp_min(eval_sh(sh_degree, colors[None].expand(C, -1, -1, -1), dirs) + 0.5, 0.0)
     features = torch.cat([view_colors, proj.depths[..., None]], -1)  # [C, N, 4] RGB + depth
     rects = gt.tile_rects(proj.means2d.detach(), proj.radii, width, height)  # [C, N, 4]
-    if chosen == "cpu":
-        from headforge.renderers.gaussian_cpu import composite_cpu
-        acc, alpha = composite_cpu(proj.means2d, proj.conics, view_opacities, features, rects,
+    if chosen is GaussianBackend.CPU:
+        acc, alpha = gaussian_cpu.composite_cpu(proj.means2d, proj.conics, view_opacities, features, rects,
                                    proj.depths.detach(), width, height)
     else:
         offsets, ids = gt.bin_gaussians(rects, proj.depths.detach(), width, height)

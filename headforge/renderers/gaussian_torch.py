@@ -9,7 +9,7 @@ The maths follows gsplat's ``rasterization`` (v1.4 "classic"/"antialiased" modes
 - "antialiased" opacity factor sqrt(det(cov2d) / det(cov2d + eps2d I));
 - radius = ceil(3 sqrt(lambda_max)), lambda_max = b + sqrt(max(0.01, b^2 - det)), b = trace / 2;
 - culling: depth outside (near, far), det <= 0, or the radius box entirely off-screen -> radius 0;
-- 16 x 16 tiles; a Gaussian touches tiles [floor(m/16 - r/16), ceil(m/16 + r/16)) per axis;
+- TILE_SIZE (16) square tiles; a Gaussian touches tiles [floor(m/16 - r/16), ceil(m/16 + r/16)) per axis;
 - per tile, front-to-back by camera depth (ties by index), alpha = min(0.999, o exp(-sigma)),
   sigma = 0.5 d^T conic d with d = mean2d - pixel centre (x + 0.5, y + 0.5); contributions with
   sigma < 0 or alpha < 1/255 are skipped, and a pixel stops before the Gaussian that would bring its
@@ -28,8 +28,8 @@ import torch.utils.checkpoint
 from torch import Tensor
 
 from headforge.geometry.rotations import quat_to_rotmat
+from headforge.renderers.gaussian_types import TILE_SIZE
 
-TILE_SIZE = 16
 ALPHA_MAX = 0.999  # gsplat's clamp (graphdeco's CUDA rasterizer uses 0.99)
 ALPHA_MIN = 1.0 / 255.0
 TRANSMITTANCE_MIN = 1e-4

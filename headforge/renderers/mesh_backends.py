@@ -21,11 +21,19 @@ z/w for any projection whose z/w increases with w (headforge's does).
 from __future__ import annotations
 
 import importlib.util
+from enum import StrEnum
 
 import torch
 from torch import Tensor
 
-BACKENDS = ("auto", "torch", "nvdiffrast", "pytorch3d")
+
+class MeshBackend(StrEnum):
+    AUTO = "auto"  # nvdiffrast, then pytorch3d, for CUDA inputs when installed; else torch
+    TORCH = "torch"
+    NVDIFFRAST = "nvdiffrast"
+    PYTORCH3D = "pytorch3d"
+
+
 _NVDR_CONTEXTS: dict[torch.device, object] = {}
 
 
@@ -49,19 +57,21 @@ def has_pytorch3d() -> bool:
     return True
 
 
-def select_backend(backend: str, clip: Tensor) -> str:
+def select_backend(backend: MeshBackend | str, clip: Tensor) -> MeshBackend:
     """Resolve "auto" and check that an explicitly requested backend can run on ``clip``."""
-    if backend not in BACKENDS:
-        raise ValueError(f"unknown rasterizer backend {backend!r}; choose one of {BACKENDS}")
-    if backend == "torch":
-        return "torch"
-    if backend == "auto":
+    try:
+        backend = MeshBackend(backend)
+    except ValueError:
+        raise ValueError(f"unknown rasterizer backend {backend!r}; choose one of {', '.join(MeshBackend)}") from None
+    if backend is MeshBackend.TORCH:
+        return backend
+    if backend is MeshBackend.AUTO:
         if clip.is_cuda and has_nvdiffrast():
-            return "nvdiffrast"
+            return MeshBackend.NVDIFFRAST
         if clip.is_cuda and has_pytorch3d():
-            return "pytorch3d"
-        return "torch"
-    available = has_nvdiffrast() if backend == "nvdiffrast" else has_pytorch3d()
+            return MeshBackend.PYTORCH3D
+        return MeshBackend.TORCH
+    available = has_nvdiffrast() if backend is MeshBackend.NVDIFFRAST else has_pytorch3d()
     if not available:
         raise ValueError(f"rasterizer backend {backend!r} is not available: it needs CUDA and the "
                          f"{backend} package (install it, or use backend='torch')")

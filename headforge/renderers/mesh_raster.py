@@ -212,7 +212,8 @@ def resolve_surface(clip: Tensor, faces: Tensor, triangle_id: Tensor) -> Rasteri
                          ndc_full.reshape(B, H, W))
 
 
-def rasterize(clip: Tensor, faces: Tensor, resolution: tuple[int, int], *, backend: str = "auto",
+def rasterize(clip: Tensor, faces: Tensor, resolution: tuple[int, int], *,
+              backend: mesh_backends.MeshBackend | str = mesh_backends.MeshBackend.AUTO,
               cull_backfaces: bool = False) -> Rasterization:
     """Rasterize triangles. clip [B, V, 4] or [V, 4] clip coordinates, faces [F, 3], resolution (H, W).
 
@@ -223,9 +224,9 @@ def rasterize(clip: Tensor, faces: Tensor, resolution: tuple[int, int], *, backe
     clip, faces = check_mesh_inputs(clip, faces)
     height, width = _check_resolution(resolution)
     name = mesh_backends.select_backend(backend, clip)
-    if name == "nvdiffrast":
+    if name is mesh_backends.MeshBackend.NVDIFFRAST:
         tri_id = mesh_backends.visibility_nvdiffrast(clip, faces, height, width, cull_backfaces)
-    elif name == "pytorch3d":
+    elif name is mesh_backends.MeshBackend.PYTORCH3D:
         tri_id = mesh_backends.visibility_pytorch3d(clip, faces, height, width, cull_backfaces)
     else:
         tri_id = visibility_torch(clip, faces, height, width, cull_backfaces)

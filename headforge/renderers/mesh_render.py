@@ -16,7 +16,7 @@ from torch import Tensor
 from headforge.geometry.cameras import Cameras
 from headforge.geometry.rays import world_to_clip
 from headforge.renderers.mesh_raster import rasterize
-from headforge.renderers.mesh_shading import antialias, interpolate, texture
+from headforge.renderers.mesh_shading import TextureBoundary, TextureFilter, antialias, interpolate, texture
 from headforge.representations.mesh import TexturedMesh, uv_to_texel
 
 
@@ -41,8 +41,8 @@ def render_mesh(mesh: TexturedMesh, cameras: Cameras, *, near: float = 0.01, far
     mask = rast.mask.to(clip.dtype)[..., None]  # [N, H, W, 1]
     if mesh.has_texture:
         uv = interpolate(uv_to_texel(mesh.uvs.to(clip)), rast, mesh.faces_uv)
-        filt = "linear-mipmap-linear" if max_mip_level else "linear"
-        color = texture(mesh.texture.to(clip), uv, filter=filt, boundary="clamp",
+        filt = TextureFilter.LINEAR_MIPMAP_LINEAR if max_mip_level else TextureFilter.LINEAR
+        color = texture(mesh.texture.to(clip), uv, filter=filt, boundary=TextureBoundary.CLAMP,
                         max_mip_level=max_mip_level)
     elif mesh.vertex_colors is not None:
         color = interpolate(mesh.vertex_colors.to(clip), rast, mesh.faces)

@@ -5,14 +5,25 @@ All ops are plain differentiable torch; shapes follow nvdiffrast (images are [B,
 
 from __future__ import annotations
 
+from enum import StrEnum
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from headforge.geometry.bilinear import bilinear_flat
 from headforge.renderers.mesh_raster import Rasterization, check_mesh_inputs
 
-FILTERS = ("nearest", "linear", "linear-mipmap-linear")
-BOUNDARIES = ("wrap", "clamp")
+
+class TextureFilter(StrEnum):
+    NEAREST = "nearest"
+    LINEAR = "linear"  # bilinear
+    LINEAR_MIPMAP_LINEAR = "linear-mipmap-linear"  # trilinear over a box-filtered mip pyramid
+
+
+class TextureBoundary(StrEnum):
+    WRAP = "wrap"  # repeat the texture
+    CLAMP = "clamp"  # clamp to the edge texel
 
 
 def interpolate(attributes: Tensor, rast: Rasterization, faces: Tensor) -> Tensor:
@@ -50,30 +61,6 @@ def mip_pyramid(image: Tensor, max_mip_level: int | None = None) -> list[Tensor]
     return levels
 
 
-def _bilinear_flat(flat: Tensor, uv: Tensor, size_h: Tensor, size_w: Tensor, offset: Tensor,
-                   wrap: bool) -> Tensor:
-    """Bilinear taps from texels stored flat. flat [B, N, C]; uv [B, P, 2]; size_h, size_w, offset [B, P]
-    int64 per pixel (the level's size and its first texel in ``flat``) -> [B, P, C]."""
-    x = uv[..., 0] * size_w - 0.5  # [B, P] continuous texel coordinate (centre of texel i -> i)
-    y = uv[..., 1] * size_h - 0.5
-    x0f, y0f = torch.floor(x), torch.floor(y)
-    fx, fy = (x - x0f)[..., None], (y - y0f)[..., None]  # [B, P, 1]
-    x0, y0 = x0f.long(), y0f.long()
-
-    def fix(i: Tensor, n: Tensor) -> Tensor:
-        return torch.remainder(i, n) if wrap else torch.minimum(torch.maximum(i, torch.zeros_like(i)), n - 1)
-
-    xs, ys = (fix(x0, size_w), fix(x0 + 1, size_w)), (fix(y0, size_h), fix(y0 + 1, size_h))
-
-    def tap(yy: Tensor, xx: Tensor) -> Tensor:  # -> [B, P, C]
-        idx = offset + yy * size_w + xx  # [B, P]
-        return torch.gather(flat, 1, idx[..., None].expand(-1, -1, flat.shape[-1]))
-
-    top = tap(ys[0], xs[0]) * (1 - fx) + tap(ys[0], xs[1]) * fx
-    bottom = tap(ys[1], xs[0]) * (1 - fx) + tap(ys[1], xs[1]) * fx
-    return top * (1 - fy) + bottom * fy
-
-
 def _uv_derivatives(uv: Tensor) -> Tensor:  # [B, H, W, 2] -> [B, H, W, 4] (du/dx, du/dy, dv/dx, dv/dy)
     """One-sided finite differences, taking the smaller of forward/backward per axis (robust at
     silhouettes and UV seams, where one side jumps)."""
@@ -96,7 +83,8 @@ def mip_level(uv_da: Tensor, tex_h: int, tex_w: int) -> Tensor:  # [B, H, W, 4] 
     return (0.5 * torch.log2(torch.maximum(lx, ly).clamp_min(1e-20))).clamp_min(0)
 
 
-def texture(image: Tensor, uv: Tensor, *, filter: str = "linear", boundary: str = "wrap",
+def texture(image: Tensor, uv: Tensor, *, filter: TextureFilter | str = TextureFilter.LINEAR,
+            boundary: TextureBoundary | str = TextureBoundary.WRAP,
             uv_da: Tensor | None = None, max_mip_level: int | None = None) -> Tensor:
     """Sample image [Ht, Wt, C] or [B, Ht, Wt, C] at uv [B, H, W, 2] (texel convention: (0, 0) is the
     outer corner of the first texel in memory, texel centres at (i + 0.5) / Wt) -> [B, H, W, C].
@@ -105,10 +93,11 @@ def texture(image: Tensor, uv: Tensor, *, filter: str = "linear", boundary: str 
     the level comes from uv_da [B, H, W, 4] = (du/dx, du/dy, dv/dx, dv/dy) per pixel, or, when uv_da is
     None, from finite differences of uv (not differentiated). Differentiable w.r.t. image and uv.
     """
-    if filter not in FILTERS:
-        raise ValueError(f"unknown texture filter {filter!r}; choose one of {FILTERS}")
-    if boundary not in BOUNDARIES:
-        raise ValueError(f"unknown texture boundary {boundary!r}; choose one of {BOUNDARIES}")
+    if filter not in set(TextureFilter):
+        raise ValueError(f"unknown texture filter {filter!r}; choose one of {', '.join(TextureFilter)}")
+    if boundary not in set(TextureBoundary):
+        raise ValueError(f"unknown texture boundary {boundary!r}; choose one of {', '.join(TextureBoundary)}")
+    filter, boundary = TextureFilter(filter), TextureBoundary(boundary)
     if image.ndim == 3:
         image = image[None]
     if image.ndim != 4:
@@ -122,19 +111,19 @@ def texture(image: Tensor, uv: Tensor, *, filter: str = "linear", boundary: str 
         raise ValueError(f"uv_da must be [B, H, W, 4] = {(B, H, W, 4)}, got {tuple(uv_da.shape)}")
     image = image.expand(B, *image.shape[1:])
     Ht, Wt, C = image.shape[1:]
-    wrap = boundary == "wrap"
+    wrap = boundary is TextureBoundary.WRAP
     uvf = uv.reshape(B, H * W, 2).to(image.dtype)
-    if filter == "nearest":
+    if filter is TextureFilter.NEAREST:
         x = torch.floor(uvf[..., 0] * Wt).long()
         y = torch.floor(uvf[..., 1] * Ht).long()
         x = torch.remainder(x, Wt) if wrap else x.clamp(0, Wt - 1)
         y = torch.remainder(y, Ht) if wrap else y.clamp(0, Ht - 1)
         out = torch.gather(image.reshape(B, Ht * Wt, C), 1, (y * Wt + x)[..., None].expand(-1, -1, C))
         return out.reshape(B, H, W, C)
-    levels = [image] if filter == "linear" else mip_pyramid(image, max_mip_level)
+    levels = [image] if filter is TextureFilter.LINEAR else mip_pyramid(image, max_mip_level)
     if len(levels) == 1:
         zeros = torch.zeros(B, H * W, dtype=torch.int64, device=uv.device)
-        out = _bilinear_flat(image.reshape(B, Ht * Wt, C), uvf, zeros + Ht, zeros + Wt, zeros, wrap)
+        out = bilinear_flat(image.reshape(B, Ht * Wt, C), uvf, zeros + Ht, zeros + Wt, zeros, wrap=wrap)
         return out.reshape(B, H, W, C)
     if uv_da is None:
         with torch.no_grad():
@@ -149,8 +138,8 @@ def texture(image: Tensor, uv: Tensor, *, filter: str = "linear", boundary: str 
     l0 = torch.floor(level).long().clamp_max(len(levels) - 1)  # [B, P]
     l1 = (l0 + 1).clamp_max(len(levels) - 1)
     frac = (level - l0.to(level.dtype))[..., None]  # [B, P, 1]
-    a = _bilinear_flat(flat, uvf, sizes_h[l0], sizes_w[l0], offsets[l0], wrap)
-    b = _bilinear_flat(flat, uvf, sizes_h[l1], sizes_w[l1], offsets[l1], wrap)
+    a = bilinear_flat(flat, uvf, sizes_h[l0], sizes_w[l0], offsets[l0], wrap=wrap)
+    b = bilinear_flat(flat, uvf, sizes_h[l1], sizes_w[l1], offsets[l1], wrap=wrap)
     return (a * (1 - frac) + b * frac).reshape(B, H, W, C)
 
 

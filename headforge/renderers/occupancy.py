@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from headforge.renderers.volume import PackedSamples, Sampling
+from headforge.renderers.samples import PackedSamples, Sampling
 
 
 @dataclass(frozen=True)
@@ -159,7 +159,7 @@ class OccupancyGrid(nn.Module):
 
 @dataclass(frozen=True)
 class OccupancySampler:
-    """The :class:`~headforge.renderers.volume.RaySampler` for ``render_rays``; ``skip=False`` marches the same
+    """The :class:`~headforge.renderers.samples.RaySampler` for ``render_rays``; ``skip=False`` marches the same
     steps without skipping (the reference for "same render, fewer samples")."""
 
     grid: OccupancyGrid

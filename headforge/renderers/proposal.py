@@ -19,7 +19,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from headforge.renderers.volume import ProposalLevel, Sampling, composite_dense, pack_dense, uniform_edges
+from headforge.renderers.samples import ProposalLevel, Sampling
+from headforge.renderers.volume import composite_dense, pack_dense, uniform_edges
 
 
 @dataclass(frozen=True)
@@ -112,7 +113,7 @@ def proposal_sample(origins: Tensor, directions: Tensor, t_near: Tensor, t_far: 
 
 @dataclass(frozen=True)
 class ProposalSampler:
-    """The :class:`~headforge.renderers.volume.RaySampler` for proposal sampling (rays that miss the box get
+    """The :class:`~headforge.renderers.samples.RaySampler` for proposal sampling (rays that miss the box get
     zero-length intervals, so every ray has ``n_samples`` samples and weights reshape to [R, n])."""
 
     cfg: ProposalConfig

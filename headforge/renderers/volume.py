@@ -17,56 +17,24 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Literal, Protocol
+from enum import StrEnum
+from typing import Protocol
 
 import torch
 from torch import Tensor
 
 from headforge.geometry.rays import Rays
+from headforge.renderers.samples import PackedSamples, ProposalLevel, RaySampler, Sampling
 
 Vec3 = tuple[float, float, float]
-Backend = Literal["torch", "nerfacc", "auto"]
 
 
-@dataclass(frozen=True)
-class PackedSamples:
-    ray_indices: Tensor  # [S] int64, sorted
-    t_starts: Tensor  # [S]
-    t_ends: Tensor  # [S]
-    n_rays: int
+class VolumeBackend(StrEnum):
+    """Compositing backend: torch (any device), nerfacc (CUDA only) or auto (nerfacc when it can run)."""
 
-    def __len__(self) -> int:
-        return self.ray_indices.shape[0]
-
-    @property
-    def t_mids(self) -> Tensor:  # [S]
-        return (self.t_starts + self.t_ends) / 2
-
-    def positions(self, origins: Tensor, directions: Tensor) -> Tensor:  # [R, 3] x2 -> [S, 3]
-        return origins[self.ray_indices] + directions[self.ray_indices] * self.t_mids[:, None]
-
-    def select(self, keep: Tensor) -> PackedSamples:  # [S] bool
-        return PackedSamples(self.ray_indices[keep], self.t_starts[keep], self.t_ends[keep], self.n_rays)
-
-
-@dataclass(frozen=True)
-class ProposalLevel:
-    edges: Tensor  # [R, M + 1] sample edges (ray distance) of one proposal level
-    weights: Tensor  # [R, M] its rendering weights (with grad to the proposal network)
-
-
-@dataclass(frozen=True)
-class Sampling:
-    samples: PackedSamples
-    proposal_levels: tuple[ProposalLevel, ...] = ()
-    final_edges: Tensor | None = None  # [R, n + 1] when samples are n per ray (proposal sampling)
-
-
-class RaySampler(Protocol):
-    """Occupancy grids and proposal samplers: place samples on rays (already clipped to the box)."""
-
-    def sample(self, origins: Tensor, directions: Tensor, t_near: Tensor, t_far: Tensor, hit: Tensor,
-               stratified: bool) -> Sampling: ...
+    TORCH = "torch"
+    NERFACC = "nerfacc"
+    AUTO = "auto"
 
 
 class Field(Protocol):  # RadianceField or any analytic stand-in
@@ -86,13 +54,14 @@ class VolumeRendererConfig:
     # False skips the gradient pass (SDF training then draws its eikonal points separately)
     alpha_thre: float = 0.0  # drop samples with alpha below this (needs an extra density pass)
     early_stop_eps: float = 0.0  # drop samples behind transmittance below this (extra density pass)
-    backend: Backend = "torch"  # compositing: torch, nerfacc (CUDA only) or auto
+    backend: VolumeBackend = VolumeBackend.TORCH  # compositing: torch, nerfacc (CUDA only) or auto
 
     def __post_init__(self):
         if self.n_samples < 1:
             raise ValueError(f"n_samples must be >= 1, got {self.n_samples}")
-        if self.backend not in ("torch", "nerfacc", "auto"):
-            raise ValueError(f"backend must be torch, nerfacc or auto, got {self.backend!r}")
+        if self.backend not in set(VolumeBackend):
+            raise ValueError(f"backend must be one of {', '.join(VolumeBackend)}, got {self.backend!r}")
+        object.__setattr__(self, "backend", VolumeBackend(self.backend))
 
 
 @dataclass(frozen=True)
@@ -238,12 +207,12 @@ def prune_invisible(samples: PackedSamples, origins: Tensor, directions: Tensor,
 
 
 def _use_nerfacc(cfg: VolumeRendererConfig, device: torch.device) -> bool:
-    if cfg.backend == "torch":
+    if cfg.backend is VolumeBackend.TORCH:
         return False
     from headforge.renderers.volume_nerfacc import nerfacc_available
 
     ok = nerfacc_available() and device.type == "cuda"
-    if cfg.backend == "nerfacc" and not ok:
+    if cfg.backend is VolumeBackend.NERFACC and not ok:
         raise RuntimeError("VolumeRendererConfig.backend='nerfacc' needs nerfacc, CUDA and CUDA tensors; "
                            "use backend='torch' on CPU")
     return ok

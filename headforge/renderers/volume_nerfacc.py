@@ -1,4 +1,4 @@
-"""Adapter to nerfacc (>= 0.5) for CUDA: compositing and the occupancy-grid estimator.
+"""Adapter to nerfacc (>= 0.5) for CUDA compositing (``VolumeRendererConfig.backend`` nerfacc / auto).
 
 nerfacc's compositing launches CUDA kernels even for dense inputs, so everything here refuses CPU tensors with
 a clear error; the torch path in volume.py is the reference and the CPU implementation. Inputs and outputs use
@@ -7,15 +7,8 @@ headforge's packed format (ray_indices [S] sorted, t_starts/t_ends [S]), which i
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 import torch
 from torch import Tensor
-
-from headforge.renderers.volume import PackedSamples
-
-if TYPE_CHECKING:
-    from headforge.renderers.occupancy import OccupancyGrid
 
 
 def nerfacc_available() -> bool:
@@ -47,35 +40,3 @@ def render_weights_nerfacc(sigmas: Tensor, t_starts: Tensor, t_ends: Tensor, ray
     weights, trans, alphas = nerfacc.render_weight_from_density(
         t_starts, t_ends, sigmas, ray_indices=ray_indices.long(), n_rays=n_rays)
     return weights, trans, alphas
-
-
-def accumulate_nerfacc(weights: Tensor, values: Tensor | None, ray_indices: Tensor, n_rays: int) -> Tensor:
-    """Same contract as volume.accumulate: [S], [S, D] -> [n_rays, D]."""
-    _require(weights, ray_indices)
-    import nerfacc
-
-    return nerfacc.accumulate_along_rays(weights, values=values, ray_indices=ray_indices.long(), n_rays=n_rays)
-
-
-def to_nerfacc_estimator(grid: OccupancyGrid):
-    """A ``nerfacc.OccGridEstimator`` with the grid's box, resolution, occs and binaries (same cell layout)."""
-    _require(grid.occs)
-    import nerfacc
-
-    aabb = torch.cat([grid.lo, grid.hi]).to(grid.occs.device)
-    est = nerfacc.OccGridEstimator(roi_aabb=aabb, resolution=grid.cfg.resolution, levels=1).to(grid.occs.device)
-    with torch.no_grad():
-        est.occs.copy_(grid.occs)
-        est.binaries.copy_(grid.binaries[None])
-    return est
-
-
-def march_nerfacc(grid: OccupancyGrid, origins: Tensor, directions: Tensor, t_near: Tensor, t_far: Tensor,
-                  stratified: bool = False) -> PackedSamples:
-    """nerfacc's CUDA ray marching through the same grid (no visibility pruning)."""
-    _require(origins, directions)
-    est = to_nerfacc_estimator(grid)
-    ray_indices, t_starts, t_ends = est.sampling(
-        origins, directions, t_min=t_near, t_max=t_far, render_step_size=grid.step_size,
-        stratified=stratified, early_stop_eps=0.0, alpha_thre=0.0)
-    return PackedSamples(ray_indices.long(), t_starts, t_ends, origins.shape[0])

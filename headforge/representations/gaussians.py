@@ -18,7 +18,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
-from headforge.renderers.sh import num_sh_bases, rgb_to_sh0, sh_degree_from_bases
+from headforge.geometry.sh import num_sh_bases, rgb_to_sh0, sh_degree_from_bases
 
 
 @dataclass(frozen=True)

@@ -38,6 +38,7 @@ from PIL import Image
 
 from headforge.atomic import atomic_path
 from headforge.errors import InputError, MeshError
+from headforge.geometry.bilinear import bilinear_image
 from headforge.io.gltf import GltfBuilder
 from headforge.io.gltf_types import AccessorType, BufferTarget, Material, Node, Primitive
 from headforge.representations.mesh import TexturedMesh, uv_to_texel
@@ -433,15 +434,8 @@ def save_ply(mesh: TexturedMesh, path: str | Path) -> Path:
 def sample_vertex_colors(mesh: TexturedMesh) -> torch.Tensor:  # -> [V, 3]
     """Mean of the bilinearly sampled texture over each vertex's corners."""
     tex = mesh.texture  # [H, W, 3]
-    h, w = tex.shape[:2]
     st = uv_to_texel(mesh.uvs[mesh.faces_uv.reshape(-1)])  # [3F, 2] in [0, 1], (0, 0) = first texel
-    x = (st[:, 0] * w - 0.5).clamp(0, w - 1)
-    y = (st[:, 1] * h - 0.5).clamp(0, h - 1)
-    x0, y0 = x.floor().long().clamp(max=w - 2 if w > 1 else 0), y.floor().long().clamp(max=h - 2 if h > 1 else 0)
-    x1, y1 = (x0 + 1).clamp(max=w - 1), (y0 + 1).clamp(max=h - 1)
-    fx, fy = (x - x0)[:, None], (y - y0)[:, None]
-    c = (tex[y0, x0] * (1 - fx) * (1 - fy) + tex[y0, x1] * fx * (1 - fy)
-         + tex[y1, x0] * (1 - fx) * fy + tex[y1, x1] * fx * fy)  # [3F, 3]
+    c = bilinear_image(tex, st)  # [3F, 3], clamped at the edges
     idx = mesh.faces.reshape(-1)
     acc = torch.zeros(mesh.num_vertices, 3).index_add_(0, idx, c)
     return acc / torch.bincount(idx, minlength=mesh.num_vertices).clamp_min(1)[:, None]

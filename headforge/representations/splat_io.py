@@ -29,6 +29,7 @@ import torch
 
 from headforge.atomic import atomic_path
 from headforge.errors import InputError
+from headforge.geometry.sh import SH_C0, num_sh_bases, rgb_to_sh0, sh0_to_rgb
 from headforge.io.gaussian_splatting import (
     KHR_GAUSSIAN_SPLATTING,
     OPACITY,
@@ -40,7 +41,6 @@ from headforge.io.gaussian_splatting import (
 from headforge.io.glb import load_glb
 from headforge.io.gltf import GltfBuilder
 from headforge.io.gltf_types import Node, SplatColorSpace
-from headforge.renderers.sh import SH_C0, num_sh_bases, rgb_to_sh0, sh0_to_rgb
 from headforge.representations.gaussians import Splats
 
 

@@ -9,20 +9,28 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
+from headforge.errors import HeadforgeError
 from headforge.extensions import load_extension
+from headforge.renderers.gaussian_torch import tile_grid
+from headforge.renderers.gaussian_types import TILE_SIZE
 
 _SOURCE = Path(__file__).with_name("raster.cpp")
 
 
 def load_kernels() -> None:
-    """Compile (first time) and load the kernel; raises :class:`HeadforgeError` if it cannot be built."""
+    """Compile (first time) and load the kernel; raises :class:`HeadforgeError` if it cannot be built or its
+    compile-time tile size differs from :data:`~headforge.renderers.gaussian_types.TILE_SIZE`."""
     load_extension("headforge_gs", _SOURCE, "the CPU Gaussian rasterizer", "use backend='torch'")
+    kernel_tile = int(torch.ops.headforge_gs.tile_size())
+    if kernel_tile != TILE_SIZE:
+        raise HeadforgeError(f"the CPU Gaussian kernel was compiled with TILE = {kernel_tile} but TILE_SIZE is "
+                             f"{TILE_SIZE}", path=_SOURCE, fix="set TILE in raster.cpp to TILE_SIZE")
 
 
 def bin_gaussians_cpu(rects: Tensor, depths: Tensor, width: int, height: int) -> tuple[Tensor, Tensor]:
     """rects [C, N, 4] int32, depths [C, N] -> offsets [C*T + 1] int64, ids [M] int32 (see gaussian_torch)."""
     load_kernels()
-    tiles_x, tiles_y = (width + 15) // 16, (height + 15) // 16
+    tiles_x, tiles_y = tile_grid(width, height)
     offsets, ids = torch.ops.headforge_gs.bin_gaussians(rects.contiguous(), depths.float().contiguous(),
                                                         tiles_x, tiles_y)
     return offsets, ids

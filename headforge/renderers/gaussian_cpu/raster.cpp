@@ -17,7 +17,7 @@
 
 namespace {
 
-constexpr int TILE = 16;
+constexpr int TILE = 16;  // must equal gaussian_types.TILE_SIZE (checked by load_kernels via tile_size())
 constexpr int NPIX = TILE * TILE;
 constexpr float ALPHA_MAX = 0.999f;
 constexpr float ALPHA_MIN = 1.f / 255.f;
@@ -310,9 +310,12 @@ std::vector<at::Tensor> rasterize_backward(const at::Tensor& means2d, const at::
   return {v_xy, v_con, v_op, v_col};
 }
 
+int64_t tile_size() { return TILE; }
+
 }  // namespace
 
 TORCH_LIBRARY(headforge_gs, m) {
+  m.def("tile_size() -> int", &tile_size);
   m.def("bin_gaussians(Tensor rects, Tensor depths, int tiles_x, int tiles_y) -> Tensor[]", &bin_gaussians);
   m.def("rasterize_forward(Tensor means2d, Tensor conics, Tensor opacities, Tensor colors, Tensor offsets, "
         "Tensor ids, int width, int height) -> Tensor[]",

@@ -4,7 +4,7 @@
 - Density: ``sigma = trunc_exp(raw + density_bias)`` (Instant-NGP / nerfacto's truncated exponential: the
   gradient uses exp(min(raw, 15)) so a large raw value cannot blow up the update).
 - Colour, two view-dependence modes (``ColorConfig.view``):
-  ``"sh_input"``: the SH basis of the unit direction (degree <= 3, headforge.renderers.sh) is concatenated to the
+  ``"sh_input"``: the SH basis of the unit direction (degree <= 3, headforge.geometry.sh) is concatenated to the
   geometry features and an MLP predicts rgb = sigmoid(out) (Instant-NGP's colour network);
   ``"sh_output"``: the MLP sees the geometry features only and predicts (degree+1)^2 SH coefficients per channel,
   rgb = sigmoid(sum_k c_k Y_k(d)) (Plenoxels-style; degree 0 means view-independent colour).
@@ -13,14 +13,17 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from enum import StrEnum
 
 import torch
 from torch import Tensor, nn
 
-from headforge.renderers.sh import num_sh_bases, sh_basis
+from headforge.geometry.sh import num_sh_bases, sh_basis
 
-ViewMode = Literal["sh_input", "sh_output"]
+
+class ViewMode(StrEnum):
+    SH_INPUT = "sh_input"  # SH basis of the direction concatenated to the colour MLP's input
+    SH_OUTPUT = "sh_output"  # the MLP outputs SH coefficients, evaluated at the direction
 
 
 class _TruncExp(torch.autograd.Function):
@@ -87,13 +90,14 @@ class DensityDecoder(nn.Module):
 @dataclass(frozen=True)
 class ColorConfig:
     mlp: MLPConfig = MLPConfig(hidden=64, layers=2)
-    view: ViewMode = "sh_input"
+    view: ViewMode = ViewMode.SH_INPUT
     sh_degree: int = 3  # 0..3
 
     def __post_init__(self):
         num_sh_bases(self.sh_degree)  # validates the degree
-        if self.view not in ("sh_input", "sh_output"):
+        if self.view not in set(ViewMode):
             raise ValueError(f"ColorConfig.view must be 'sh_input' or 'sh_output', got {self.view!r}")
+        object.__setattr__(self, "view", ViewMode(self.view))
 
 
 def direction_encoding(directions: Tensor, degree: int) -> Tensor:  # [..., 3] -> [..., (degree+1)^2]
@@ -108,14 +112,14 @@ class ColorDecoder(nn.Module):
         super().__init__()
         self.cfg = cfg
         k = num_sh_bases(cfg.sh_degree)
-        if cfg.view == "sh_input":
+        if cfg.view is ViewMode.SH_INPUT:
             self.mlp = MLP(geo_dim + k, 3, cfg.mlp)
         else:
             self.mlp = MLP(geo_dim, 3 * k, cfg.mlp)
 
     def forward(self, geo: Tensor, directions: Tensor) -> Tensor:
         basis = direction_encoding(directions, self.cfg.sh_degree).to(geo.dtype)  # [..., K]
-        if self.cfg.view == "sh_input":
+        if self.cfg.view is ViewMode.SH_INPUT:
             return torch.sigmoid(self.mlp(torch.cat([geo, basis], -1)))
         coeffs = self.mlp(geo).unflatten(-1, (3, -1))  # [..., 3, K]
         return torch.sigmoid((coeffs * basis[..., None, :]).sum(-1))

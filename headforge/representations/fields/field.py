@@ -14,7 +14,7 @@ density 0 (their features come from the clamped box face).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from enum import StrEnum
 
 import torch
 from torch import Tensor, nn
@@ -24,14 +24,24 @@ from headforge.representations.fields.hash_grid import HashGridConfig, make_hash
 from headforge.representations.fields.planes import PlaneConfig, TriGridEncoding, TriPlaneEncoding
 from headforge.representations.fields.sdf import SDFConfig, SDFNetwork, VolSDFDensity
 
-EncodingKind = Literal["hashgrid", "triplane", "trigrid"]
-GradientMode = Literal["autograd", "finite_difference"]
+
+class EncodingKind(StrEnum):
+    HASHGRID = "hashgrid"
+    TRIPLANE = "triplane"
+    TRIGRID = "trigrid"
+
+
+class GradientMode(StrEnum):
+    AUTOGRAD = "autograd"
+    FINITE_DIFFERENCE = "finite_difference"
+
+
 Vec3 = tuple[float, float, float]
 
 
 @dataclass(frozen=True)
 class FieldConfig:
-    encoding: EncodingKind = "hashgrid"
+    encoding: EncodingKind = EncodingKind.HASHGRID
     hashgrid: HashGridConfig = field(default_factory=HashGridConfig)
     planes: PlaneConfig = field(default_factory=PlaneConfig)  # triplane / trigrid (depth used by trigrid only)
     density: DensityConfig = field(default_factory=DensityConfig)  # used when sdf is False
@@ -40,15 +50,17 @@ class FieldConfig:
     color: ColorConfig = field(default_factory=ColorConfig)
     bounds_min: Vec3 = (-0.2, -0.2, -0.2)  # metres, head frame
     bounds_max: Vec3 = (0.2, 0.2, 0.2)
-    gradient: GradientMode = "autograd"
+    gradient: GradientMode = GradientMode.AUTOGRAD
     fd_step: float = 5e-4  # metres, central-difference step when gradient == "finite_difference"
     prefer_tcnn: bool = True  # use tiny-cuda-nn's hash grid when it and CUDA are available
 
     def __post_init__(self):
-        if self.encoding not in ("hashgrid", "triplane", "trigrid"):
-            raise ValueError(f"FieldConfig.encoding must be hashgrid, triplane or trigrid, got {self.encoding!r}")
-        if self.gradient not in ("autograd", "finite_difference"):
-            raise ValueError(f"FieldConfig.gradient must be autograd or finite_difference, got {self.gradient!r}")
+        if self.encoding not in set(EncodingKind):
+            raise ValueError(f"FieldConfig.encoding must be one of {', '.join(EncodingKind)}, got {self.encoding!r}")
+        if self.gradient not in set(GradientMode):
+            raise ValueError(f"FieldConfig.gradient must be one of {', '.join(GradientMode)}, got {self.gradient!r}")
+        object.__setattr__(self, "encoding", EncodingKind(self.encoding))
+        object.__setattr__(self, "gradient", GradientMode(self.gradient))
         if len(self.bounds_min) != 3 or len(self.bounds_max) != 3 or any(
                 hi <= lo for lo, hi in zip(self.bounds_min, self.bounds_max, strict=True)):
             raise ValueError(f"field bounds need 3 values with max > min, got {self.bounds_min}, {self.bounds_max}")
@@ -79,9 +91,9 @@ class RadianceField(nn.Module):
         self.register_buffer("bounds_hi", torch.tensor(cfg.bounds_max, dtype=torch.float32))
         half = [(hi - lo) / 2 for lo, hi in zip(cfg.bounds_min, cfg.bounds_max, strict=True)]
         self.sdf_scale = max(half)  # metres per SDF-network unit
-        if cfg.encoding == "hashgrid":
+        if cfg.encoding is EncodingKind.HASHGRID:
             self.encoding = make_hash_grid(cfg.hashgrid, prefer_cuda=cfg.prefer_tcnn)
-        elif cfg.encoding == "triplane":
+        elif cfg.encoding is EncodingKind.TRIPLANE:
             self.encoding = TriPlaneEncoding(cfg.planes)
         else:
             self.encoding = TriGridEncoding(cfg.planes)
@@ -102,7 +114,7 @@ class RadianceField(nn.Module):
 
     def encode(self, points: Tensor) -> Tensor:  # [..., 3] world -> [..., E]
         u = normalize_points(points, self.bounds_lo.to(points), self.bounds_hi.to(points))
-        if self.cfg.encoding == "hashgrid":
+        if self.cfg.encoding is EncodingKind.HASHGRID:
             return self.encoding((u + 1) / 2)
         return self.encoding(u)
 
@@ -137,7 +149,7 @@ class RadianceField(nn.Module):
 
     def gradient(self, points: Tensor, create_graph: bool = False) -> Tensor:
         """grad of the SDF (SDF fields) or of the density [..., 3], w.r.t. world points."""
-        if self.cfg.gradient == "finite_difference":
+        if self.cfg.gradient is GradientMode.FINITE_DIFFERENCE:
             h = self.cfg.fd_step
             offsets = torch.eye(3, dtype=points.dtype, device=points.device) * h  # [3, 3]
             pts = torch.cat([points[..., None, :] + offsets, points[..., None, :] - offsets], -2)  # [..., 6, 3]
@@ -158,7 +170,7 @@ class RadianceField(nn.Module):
         want = self.cfg.sdf if normals is None else normals
         create_graph = torch.is_grad_enabled()
         grad = None
-        if want and self.cfg.gradient == "autograd":
+        if want and self.cfg.gradient is GradientMode.AUTOGRAD:
             with torch.enable_grad():
                 pts = points if points.requires_grad else points.detach().requires_grad_(True)
                 value, geo = self._geometry(pts)

@@ -25,12 +25,19 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass
+from enum import StrEnum
 
 import numpy as np
 import torch
 from torch import Tensor, nn
 
 PRIMES = (1, 2654435761, 805459861)  # Instant-NGP / tiny-cuda-nn coherent prime hash
+
+
+class HashGridBackend(StrEnum):
+    AUTO = "auto"  # the compiled CPU kernel for float32 CPU points that need no gradient, else torch
+    CPU = "cpu"  # that kernel or an error
+    TORCH = "torch"  # always the torch path
 
 
 @dataclass(frozen=True)
@@ -43,7 +50,7 @@ class HashGridConfig:
     init_scale: float = 1e-4  # uniform(-init_scale, init_scale) like tiny-cuda-nn
     # "auto": the compiled CPU kernel (hash_cpu) for float32 CPU points that need no gradient (a failed build
     # warns once and uses torch); "cpu": that kernel or an error; "torch": always the torch path
-    backend: str = "auto"
+    backend: HashGridBackend = HashGridBackend.AUTO
 
     def __post_init__(self):
         if self.n_levels < 1 or self.n_features < 1:
@@ -53,8 +60,9 @@ class HashGridConfig:
         if not 2 <= self.base_resolution <= self.max_resolution:
             raise ValueError(f"need 2 <= base_resolution <= max_resolution, got {self.base_resolution}, "
                              f"{self.max_resolution}")
-        if self.backend not in ("auto", "cpu", "torch"):
+        if self.backend not in set(HashGridBackend):
             raise ValueError(f"HashGridConfig.backend must be auto, cpu or torch, got {self.backend!r}")
+        object.__setattr__(self, "backend", HashGridBackend(self.backend))
 
     @property
     def per_level_scale(self) -> float:  # b
@@ -202,11 +210,11 @@ class HashGridEncoding(nn.Module):
 
     def use_kernel(self, x01: Tensor) -> bool:
         """Whether forward uses the compiled CPU kernel for these points (see ``HashGridConfig.backend``)."""
-        if self.cfg.backend == "torch":
+        if self.cfg.backend is HashGridBackend.TORCH:
             return False
         fits = (x01.device.type == "cpu" and x01.dtype == torch.float32 and self.table.dtype == torch.float32
                 and not (x01.requires_grad and torch.is_grad_enabled()))
-        if self.cfg.backend == "cpu":
+        if self.cfg.backend is HashGridBackend.CPU:
             if not fits:
                 raise ValueError("HashGridConfig.backend='cpu' needs float32 CPU points that need no gradient, got "
                                  f"{x01.dtype} on {x01.device}, requires_grad={x01.requires_grad}; use 'auto'")

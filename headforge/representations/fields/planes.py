@@ -24,14 +24,18 @@ into 3 C channels (``reduce="concat"``, plane order xy, xz, yz).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from enum import StrEnum
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
 PLANE_AXES = ((0, 1, 2), (0, 2, 1), (1, 2, 0))  # (column, row, depth) axis of each plane: xy, xz, yz
-Reduce = Literal["sum", "concat"]
+
+
+class Reduce(StrEnum):
+    SUM = "sum"  # add the three planes' features
+    CONCAT = "concat"  # concatenate them (3x the channels)
 
 
 @dataclass(frozen=True)
@@ -39,25 +43,26 @@ class PlaneConfig:
     resolution: int = 128  # R (each plane is R x R texels)
     channels: int = 16  # C per plane
     depth: int = 1  # D slices per plane for the tri-grid (ignored by the tri-plane)
-    reduce: Reduce = "sum"
+    reduce: Reduce = Reduce.SUM
     init_scale: float = 0.1  # features ~ N(0, init_scale^2)
 
     def __post_init__(self):
         if self.resolution < 2 or self.channels < 1 or self.depth < 1:
             raise ValueError(f"planes need resolution >= 2, channels >= 1, depth >= 1, got {self}")
-        if self.reduce not in ("sum", "concat"):
+        if self.reduce not in set(Reduce):
             raise ValueError(f"reduce must be 'sum' or 'concat', got {self.reduce!r}")
+        object.__setattr__(self, "reduce", Reduce(self.reduce))
 
     @property
     def output_dim(self) -> int:
-        return self.channels * (3 if self.reduce == "concat" else 1)
+        return self.channels * (3 if self.reduce is Reduce.CONCAT else 1)
 
 
 def _reduce(feats: list[Tensor], reduce: Reduce) -> Tensor:  # 3 x [N, C] -> [N, C] or [N, 3C]
-    return feats[0] + feats[1] + feats[2] if reduce == "sum" else torch.cat(feats, -1)
+    return feats[0] + feats[1] + feats[2] if reduce == Reduce.SUM else torch.cat(feats, -1)
 
 
-def sample_triplane(planes: Tensor, x: Tensor, reduce: Reduce = "sum") -> Tensor:
+def sample_triplane(planes: Tensor, x: Tensor, reduce: Reduce = Reduce.SUM) -> Tensor:
     """planes [3, C, R, R], x [N, 3] in [-1, 1] -> [N, C] (sum) or [N, 3C] (concat)."""
     if planes.ndim != 4 or planes.shape[0] != 3:
         raise ValueError(f"tri-plane features must be [3, C, R, R], got {tuple(planes.shape)}")
@@ -70,7 +75,7 @@ def sample_triplane(planes: Tensor, x: Tensor, reduce: Reduce = "sum") -> Tensor
     return _reduce(feats, reduce)
 
 
-def sample_trigrid(volumes: Tensor, x: Tensor, reduce: Reduce = "sum") -> Tensor:
+def sample_trigrid(volumes: Tensor, x: Tensor, reduce: Reduce = Reduce.SUM) -> Tensor:
     """volumes [3, C, D, R, R], x [N, 3] in [-1, 1] -> [N, C] (sum) or [N, 3C] (concat)."""
     if volumes.ndim != 5 or volumes.shape[0] != 3:
         raise ValueError(f"tri-grid features must be [3, C, D, R, R], got {tuple(volumes.shape)}")
