@@ -63,9 +63,9 @@ from rich.table import Table
 from headforge.captures.formats import read_capture
 from headforge.captures.inspect import summarize
 from headforge.config_io import from_dict
+from headforge.geometry.camera_rigs import RigConfig, RigKind
 from headforge.geometry.head_frame import HeadFrameSpec, to_head_frame
 from headforge.geometry.rays import Rays, generate_rays
-from headforge.geometry.rigs import RigConfig, RigKind
 from headforge.geometry.visibility import depth_map_visibility
 from headforge.renderers.occupancy import OccupancyConfig
 from headforge.renderers.volume import VolumeRendererConfig, render_rays

@@ -23,8 +23,8 @@ from rich.console import Console
 from rich.table import Table
 
 from headforge.captures.formats import read_capture
+from headforge.geometry.camera_rigs import RigConfig, RigKind
 from headforge.geometry.head_frame import HeadFrameSpec
-from headforge.geometry.rigs import RigConfig, RigKind
 from headforge.pipeline.methods import Device
 from headforge.pipeline.reconstruct import ReconstructOptions, reconstruct
 from headforge.representations.mesh_io import load_mesh

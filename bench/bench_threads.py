@@ -39,7 +39,7 @@ class Row:
 
 def render_sample_capture(root: Path, resolution: int) -> Path:
     from headforge.assets.sample_head import load_sample_head
-    from headforge.geometry.rigs import RigConfig, RigKind
+    from headforge.geometry.camera_rigs import RigConfig, RigKind
     from headforge.stages.render_capture import RenderCaptureConfig, render_capture
 
     capture = root / f"sample_capture_{resolution}"

@@ -97,8 +97,8 @@ def cmd_build(_: argparse.Namespace) -> int:
 
 def lps_capture(work: Path, resolution: int) -> Path:
     """The capture bench_gaussian_quality.py / bench_field_quality.py render into ``--out`` (same name and rig)."""
+    from headforge.geometry.camera_rigs import RigConfig, RigKind
     from headforge.geometry.head_frame import HeadFrameSpec
-    from headforge.geometry.rigs import RigConfig, RigKind
     from headforge.representations.mesh_io import load_mesh
     from headforge.stages.render_capture import RenderCaptureConfig, render_capture
 

@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Annotated
 import tyro
 
 from headforge.errors import HeadforgeError, InputError
+from headforge.geometry.camera_rigs import RigConfig, RigKind
 from headforge.geometry.head_frame import Axis, HeadFrameSpec, Units
-from headforge.geometry.rigs import RigConfig, RigKind
 from headforge.pipeline.methods import Device, Method
 
 if TYPE_CHECKING:

@@ -38,7 +38,7 @@ def sample_head():
 @pytest.fixture(scope="session")
 def tiny_capture_dir(tmp_path_factory, sample_head):
     """The sample head rendered from 20 sphere views at 64 px (every 5th view held out)."""
-    from headforge.geometry.rigs import RigConfig, RigKind
+    from headforge.geometry.camera_rigs import RigConfig, RigKind
     from headforge.stages.render_capture import RenderCaptureConfig, render_capture
 
     out = tmp_path_factory.mktemp("captures") / "tiny"

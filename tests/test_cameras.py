@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from headforge.errors import CameraError
+from headforge.geometry.camera_rigs import RigConfig, RigKind, make_rig
 from headforge.geometry.cameras import Cameras
 from headforge.geometry.rays import (
     distort,
@@ -18,7 +19,6 @@ from headforge.geometry.rays import (
     undistort,
     world_to_clip,
 )
-from headforge.geometry.rigs import RigConfig, RigKind, make_rig
 from headforge.geometry.rotations import (
     invert_rigid,
     look_at,

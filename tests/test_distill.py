@@ -11,8 +11,8 @@ import pytest
 import torch
 from torch import Tensor
 
+from headforge.geometry.camera_rigs import RigConfig, RigKind, make_rig
 from headforge.geometry.rays import generate_rays
-from headforge.geometry.rigs import RigConfig, RigKind, make_rig
 from headforge.renderers.occupancy import OccupancyConfig, OccupancyGrid
 from headforge.renderers.volume import VolumeRendererConfig, render_rays
 from headforge.representations.fields.decoders import ColorConfig, DensityConfig, MLPConfig

@@ -12,7 +12,7 @@ import torch
 from headforge.captures.capture import Capture, Split, View, viewing_angles
 from headforge.captures.formats import read_capture
 from headforge.errors import InputError
-from headforge.geometry.rigs import RigConfig, RigKind, make_rig
+from headforge.geometry.camera_rigs import RigConfig, RigKind, make_rig
 from headforge.pipeline import methods
 from headforge.pipeline.methods import GaussianSummary
 from headforge.pipeline.reconstruct import ReconstructConfig, ReconstructOptions, reconstruct, run_reconstruct

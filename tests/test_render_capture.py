@@ -11,9 +11,9 @@ import torch
 from headforge.captures.capture import Split
 from headforge.captures.formats import CaptureFormat, read_capture, write_capture
 from headforge.captures.images import read_image, read_mask
+from headforge.geometry.camera_rigs import RigConfig, RigKind
 from headforge.geometry.head_frame import HeadFrameSpec
 from headforge.geometry.rays import generate_rays, project_points
-from headforge.geometry.rigs import RigConfig, RigKind
 from headforge.representations.mesh_io import load_mesh
 from headforge.stages.render_capture import RenderCaptureConfig, render_capture
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from headforge.errors import InputError
-from headforge.geometry.rigs import RigConfig, RigKind, make_rig
+from headforge.geometry.camera_rigs import RigConfig, RigKind, make_rig
 from headforge.representations.gaussians import GaussianModel, Splats, activate, init_splats
 from headforge.representations.splat_io import (
     load_splats_dot_splat,

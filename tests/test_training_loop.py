@@ -174,7 +174,7 @@ def test_resume_refuses_another_kind_and_old_formats(tmp_path):
 
 
 def test_field_checkpoint_into_gaussian_training_is_refused(tmp_path):
-    from headforge.geometry.rigs import RigConfig, RigKind, make_rig
+    from headforge.geometry.camera_rigs import RigConfig, RigKind, make_rig
     from headforge.stages.field_train import FieldTrainConfig
     from headforge.stages.gaussian_train import GaussianTrainConfig, train_gaussians
     from headforge.stages.views import ViewBatch

@@ -46,7 +46,7 @@ class View:
 def viewing_angles(cameras: Cameras) -> Tensor:  # -> [N, 2] (azimuth, elevation) in degrees
     """Where each camera looks from, in the head frame (+y up, the face toward +z): the direction
     opposite its optical axis as azimuth (0 = in front of the face, 90 = the subject's left, +x) and
-    elevation (90 = straight above). The same convention as ``geometry.rigs.spherical_directions``."""
+    elevation (90 = straight above). The same convention as ``geometry.camera_rigs.spherical_directions``."""
     d = -cameras.forward_axes().double()  # [N, 3] from the subject toward the camera
     d = d / d.norm(dim=-1, keepdim=True).clamp_min(1e-12)
     azimuth = torch.rad2deg(torch.atan2(d[:, 0], d[:, 2]))

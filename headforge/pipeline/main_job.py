@@ -27,8 +27,8 @@ import numpy as np
 from headforge import __version__
 from headforge.atomic import atomic_directory, write_text
 from headforge.captures.inspect import plot_frusta, summarize
+from headforge.geometry.camera_rigs import RigConfig, RigKind
 from headforge.geometry.head_frame import HeadFrameSpec
-from headforge.geometry.rigs import RigConfig, RigKind
 from headforge.pipeline.reconstruct import Reconstruction, ReconstructOptions, prepare, run_prepared
 from headforge.representations.mesh import TexturedMesh
 from headforge.stages.render_capture import RenderCaptureConfig, render_capture

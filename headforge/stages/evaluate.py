@@ -19,8 +19,8 @@ import torch
 from torch import Tensor
 
 from headforge.atomic import atomic_path
+from headforge.geometry.camera_rigs import spherical_directions
 from headforge.geometry.cameras import Cameras
-from headforge.geometry.rigs import spherical_directions
 from headforge.geometry.rotations import look_at
 from headforge.metrics import lpips_alex, lpips_status, psnr, ssim
 from headforge.stages.views import ViewBatch, composite

@@ -25,8 +25,8 @@ from headforge.atomic import atomic_directory
 from headforge.captures.capture import Capture, Split, View
 from headforge.captures.formats import CaptureFormat, write_camera_file
 from headforge.captures.images import write_image
+from headforge.geometry.camera_rigs import RigConfig, make_rig
 from headforge.geometry.head_frame import HeadFrameSpec, to_head_frame
-from headforge.geometry.rigs import RigConfig, make_rig
 from headforge.renderers.mesh_render import render_mesh
 from headforge.representations.mesh import TexturedMesh
 
