@@ -81,11 +81,30 @@ def keep_largest_component(mesh: TexturedMesh) -> TexturedMesh:
     return _geometry(*drop_unreferenced(v, f[label == int(np.argmax(area))]))
 
 
-def boundary_loops(faces: np.ndarray) -> list[np.ndarray]:
-    """[F, 3] -> loops of vertex ids [k]; edge loop[i] -> loop[i + 1] is an edge of a face whose twin is missing.
+def _simple_cycles(walk: list[int]) -> list[list[int]]:
+    """A closed walk (last vertex -> first) that may pass a vertex twice -> simple cycles using all its edges."""
+    cycles, stack, pos = [], [], {}
+    for v in [*walk, walk[0]]:
+        if v in pos:  # close the cycle that started at v's earlier visit
+            i = pos[v]
+            cycle = stack[i:]
+            for u in cycle:
+                del pos[u]
+            del stack[i:]
+            if len(cycle) >= 3:
+                cycles.append(cycle)
+        pos[v] = len(stack)
+        stack.append(v)
+    return cycles
 
-    At a vertex where several boundary loops meet, the loops are split arbitrarily there; each boundary edge
-    ends up in exactly one loop either way.
+
+def boundary_loops(faces: np.ndarray) -> list[np.ndarray]:
+    """[F, 3] -> simple loops of vertex ids [k]; edge loop[i] -> loop[i + 1] is an edge of a face whose twin is
+    missing.
+
+    Each loop visits a vertex once: where several boundary loops meet at a vertex (a pinched hole), the walk
+    through it is split into simple cycles, so filling a loop never puts a vertex twice on one fan. Chains that
+    do not close (edges used in the same direction twice, non-manifold input) are not returned.
     """
     a = faces.reshape(-1).astype(np.int64)  # [3F] edge starts
     b = faces[:, [1, 2, 0]].reshape(-1).astype(np.int64)  # [3F] edge ends
@@ -97,19 +116,21 @@ def boundary_loops(faces: np.ndarray) -> list[np.ndarray]:
     loops = []
     while nxt:
         start = next(iter(nxt))
-        loop, cur = [start], start
+        loop, cur, closed = [start], start, False
         while True:
             outs = nxt.get(cur)
-            if not outs:  # a chain that does not close (non-manifold input); keep what was walked
+            if not outs:  # a chain that does not close (non-manifold input)
                 break
             nxt_v = outs.pop()
             if not outs:
                 del nxt[cur]
             if nxt_v == start:
+                closed = True
                 break
             loop.append(nxt_v)
             cur = nxt_v
-        loops.append(np.asarray(loop, dtype=np.int64))
+        if closed:
+            loops.extend(np.asarray(c, dtype=np.int64) for c in _simple_cycles(loop))
     return loops
 
 

@@ -1,11 +1,11 @@
 """UV parameterisation of a welded mesh: xatlas under a wall-clock budget, or a cube-projection atlas.
 
-Arrays only (numpy; no torch, so the xatlas child process starts in about a second).
+Arrays only (numpy). The xatlas child is a small script of its own (numpy + xatlas; starts in well under a second).
 
 - :func:`xatlas_unwrap`: xatlas charts and packs the mesh into one square atlas of ``texture_size`` pixels with
   ``texture_padding`` pixels between charts. ``ChartOptions.max_cost`` (``cfg.chart_max_cost``, 8 instead of
   xatlas' 2) lets charts grow large: few charts, few seams, a vertex ratio near 1 instead of confetti. xatlas
-  has no progress callback and cannot be interrupted, so it runs in a spawned child process; the parent shows
+  has no progress callback and cannot be interrupted, so it runs in a child Python process; the parent shows
   the elapsed time against ``cfg.unwrap_seconds`` and stops the child when the budget is spent
   (:class:`UnwrapTimeout`). Its charting time grows steeply with non-manifold input (tens of minutes on
   100k raw marching-cubes triangles with back-to-back sheets): the mesh is repaired and decimated first.
@@ -22,10 +22,12 @@ UVs follow the OBJ convention (v up); ``faces`` is never changed: the per-corner
 
 from __future__ import annotations
 
-import multiprocessing
+import subprocess
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
@@ -44,69 +46,67 @@ class UvAtlas:
     method: UnwrapMethod  # XATLAS or CUBE
 
 
-def _xatlas_child(conn, vertices: np.ndarray, faces: np.ndarray, normals: np.ndarray, texture_size: int,
-                  padding: int, max_cost: float, max_iterations: int) -> None:
-    """Runs in the child process: sends (vmapping [T], indices [F, 3], uvs [T, 2]) back through ``conn``."""
-    import xatlas
-
-    chart = xatlas.ChartOptions()
-    chart.max_cost = float(max_cost)
-    chart.max_iterations = int(max_iterations)
-    for resolution in (int(texture_size), 0):  # 0: xatlas sizes one atlas itself (if the first try spills over)
-        atlas = xatlas.Atlas()
-        atlas.add_mesh(vertices, faces, normals)
-        pack = xatlas.PackOptions()
-        pack.resolution = resolution
-        pack.padding = int(padding)
-        pack.bilinear = True
-        atlas.generate(chart_options=chart, pack_options=pack)
-        if atlas.atlas_count == 1:
-            break
-    else:
-        raise RuntimeError(f"xatlas packed the charts into {atlas.atlas_count} atlases, expected one")
-    conn.send(atlas[0])
-    conn.close()
+# The child process: a self-contained script (numpy + xatlas only), so it needs neither headforge on its path nor
+# an importable __main__ (multiprocessing's spawn re-imports the caller's main module, which fails in unguarded
+# scripts). argv: input .npz, output .npz, texture size, padding, max_cost, max_iterations.
+_XATLAS_CHILD = """
+import sys
+import numpy as np
+import xatlas
+src, dst, size, padding, max_cost, max_iterations = sys.argv[1:7]
+data = np.load(src)
+chart = xatlas.ChartOptions()
+chart.max_cost = float(max_cost)
+chart.max_iterations = int(max_iterations)
+for resolution in (int(size), 0):
+    atlas = xatlas.Atlas()
+    atlas.add_mesh(data["vertices"], data["faces"], data["normals"])
+    pack = xatlas.PackOptions()
+    pack.resolution = resolution
+    pack.padding = int(padding)
+    pack.bilinear = True
+    atlas.generate(chart_options=chart, pack_options=pack)
+    if atlas.atlas_count == 1:
+        break
+else:
+    sys.exit("xatlas packed the charts into %d atlases, expected one" % atlas.atlas_count)
+vmapping, indices, uvs = atlas[0]
+np.savez(dst, vmapping=vmapping, indices=indices, uvs=uvs)
+"""
 
 
 def xatlas_unwrap(vertices: np.ndarray, faces: np.ndarray, normals: np.ndarray, cfg: MeshExtractConfig
                   ) -> UvAtlas:
     """xatlas in a child process, stopped after ``cfg.unwrap_seconds``. [V, 3], [F, 3], [V, 3] -> UvAtlas."""
-    ctx = multiprocessing.get_context("spawn")
-    recv, send = ctx.Pipe(duplex=False)
-    args = (send, np.ascontiguousarray(vertices, np.float32), np.ascontiguousarray(faces, np.uint32),
-            np.ascontiguousarray(normals, np.float32), cfg.texture_size, cfg.texture_padding, cfg.chart_max_cost,
-            cfg.chart_max_iterations)
-    proc = ctx.Process(target=_xatlas_child, args=args, daemon=True)
-    start = time.monotonic()
-    proc.start()
-    send.close()  # the parent keeps only the reading end, so a dead child reads as EOF
     budget = float(cfg.unwrap_seconds)
-    bar = tqdm(total=int(np.ceil(budget)), desc=f"unwrap (xatlas, {len(faces)} triangles, budget)", unit="s",
-               disable=not cfg.progress, file=sys.stderr)
-    result = None
-    try:
-        while True:
-            elapsed = time.monotonic() - start
-            bar.n = min(int(elapsed), bar.total)
-            bar.refresh()
-            if recv.poll(min(1.0, max(budget - elapsed, 0.0))):
-                try:
-                    result = recv.recv()
-                except EOFError:
-                    result = None  # the child died (its traceback is on stderr)
-                break
-            if time.monotonic() - start >= budget:
-                raise UnwrapTimeout(f"xatlas did not finish {len(faces)} triangles within {budget:g} s")
-    finally:
-        bar.close()
-        if proc.is_alive():
-            proc.kill()
-        proc.join()
-        recv.close()
-    if result is None:
-        raise RuntimeError(f"the xatlas process failed (exit code {proc.exitcode}) on {len(faces)} triangles")
-    vmapping, indices, uvs = result  # [T] source vertex per uv vertex, [F, 3] into uvs, [T, 2] in [0, 1]
-    indices = indices.astype(np.int64)
+    with tempfile.TemporaryDirectory(prefix="headforge-xatlas-") as tmp:
+        src, dst = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
+        np.savez(src, vertices=np.ascontiguousarray(vertices, np.float32),
+                 faces=np.ascontiguousarray(faces, np.uint32), normals=np.ascontiguousarray(normals, np.float32))
+        cmd = [sys.executable, "-c", _XATLAS_CHILD, str(src), str(dst), str(cfg.texture_size),
+               str(cfg.texture_padding), repr(float(cfg.chart_max_cost)), str(cfg.chart_max_iterations)]
+        start = time.monotonic()
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        bar = tqdm(total=int(np.ceil(budget)), desc=f"unwrap (xatlas, {len(faces)} triangles; s of budget)",
+                   unit="s", disable=not cfg.progress, file=sys.stderr)
+        try:
+            while proc.poll() is None:
+                elapsed = time.monotonic() - start
+                if elapsed >= budget:
+                    raise UnwrapTimeout(f"xatlas did not finish {len(faces)} triangles within {budget:g} s")
+                bar.n = min(int(elapsed), bar.total)
+                bar.refresh()
+                time.sleep(min(0.5, budget - elapsed))
+        finally:
+            bar.close()
+            if proc.poll() is None:
+                proc.kill()
+            stderr = proc.communicate()[1].decode(errors="replace").strip()
+        if proc.returncode != 0 or not dst.is_file():
+            raise RuntimeError(f"the xatlas process failed (exit code {proc.returncode}) on {len(faces)} triangles: "
+                               + (stderr.splitlines()[-1] if stderr else "no message"))
+        with np.load(dst) as out:
+            vmapping, indices, uvs = out["vmapping"], out["indices"].astype(np.int64), out["uvs"]
     if indices.shape != faces.shape or not np.array_equal(vmapping[indices], faces):
         raise RuntimeError("xatlas changed the face order or corners; cannot map its UVs back onto the mesh")
     return UvAtlas(uvs.astype(np.float32), indices, UnwrapMethod.XATLAS)
