@@ -46,6 +46,7 @@ class MeshExtractConfig:
     unwrap_seconds: float = 180.0  # wall-clock budget of xatlas (it runs in a child process that is stopped)
     chart_max_cost: float = 8.0  # xatlas ChartOptions.max_cost (its default 2 makes many small charts)
     chart_max_iterations: int = 1  # xatlas ChartOptions.max_iterations (its default is 1)
+    chart_smoothing: int = 10  # Taubin smoothing rounds of the copy xatlas charts (0: chart the mesh itself)
     progress: bool = True  # tqdm bars / log lines for every stage that can take more than a few seconds
 
     def __post_init__(self):
@@ -62,7 +63,8 @@ class MeshExtractConfig:
             raise ValueError(f"MeshExtractConfig.target_faces must be >= 4 or None, got {self.target_faces}")
         if self.texture_size < 8 or self.bake_supersample < 1 or self.texture_padding < 0 or self.texture_dilation < 0:
             raise ValueError(f"MeshExtractConfig texture settings out of range: {self}")
-        if not self.unwrap_seconds > 0 or not self.chart_max_cost > 0 or self.chart_max_iterations < 1:
+        if (not self.unwrap_seconds > 0 or not self.chart_max_cost > 0 or self.chart_max_iterations < 1
+                or self.chart_smoothing < 0):
             raise ValueError(f"MeshExtractConfig unwrap settings out of range: {self}")
         object.__setattr__(self, "unwrap", UnwrapMethod(self.unwrap))
 

@@ -30,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+from scipy.sparse import coo_matrix
 from tqdm import tqdm
 
 from headforge.stages.mesh_types import MeshExtractConfig, UnwrapMethod
@@ -81,7 +82,8 @@ def xatlas_unwrap(vertices: np.ndarray, faces: np.ndarray, normals: np.ndarray, 
     budget = float(cfg.unwrap_seconds)
     with tempfile.TemporaryDirectory(prefix="headforge-xatlas-") as tmp:
         src, dst = Path(tmp) / "in.npz", Path(tmp) / "out.npz"
-        np.savez(src, vertices=np.ascontiguousarray(vertices, np.float32),
+        smooth = smoothed_positions(vertices, faces, cfg.chart_smoothing)
+        np.savez(src, vertices=np.ascontiguousarray(smooth, np.float32),
                  faces=np.ascontiguousarray(faces, np.uint32), normals=np.ascontiguousarray(normals, np.float32))
         cmd = [sys.executable, "-c", _XATLAS_CHILD, str(src), str(dst), str(cfg.texture_size),
                str(cfg.texture_padding), repr(float(cfg.chart_max_cost)), str(cfg.chart_max_iterations)]
@@ -110,6 +112,28 @@ def xatlas_unwrap(vertices: np.ndarray, faces: np.ndarray, normals: np.ndarray, 
     if indices.shape != faces.shape or not np.array_equal(vmapping[indices], faces):
         raise RuntimeError("xatlas changed the face order or corners; cannot map its UVs back onto the mesh")
     return UvAtlas(uvs.astype(np.float32), indices, UnwrapMethod.XATLAS)
+
+
+def smoothed_positions(vertices: np.ndarray, faces: np.ndarray, iterations: int) -> np.ndarray:
+    """Taubin (lambda 0.5, mu -0.53) smoothing with uniform neighbour weights: [V, 3], [F, 3] -> [V, 3].
+
+    Removes the wrinkles a field's noise leaves in the surface without shrinking it; xatlas charts the smoothed
+    copy (same vertices and faces, so its UVs map onto the real mesh one to one), whose normals vary slowly, so
+    its charts grow large instead of stopping at every ripple.
+    """
+    v = vertices.astype(np.float64)
+    if iterations <= 0:
+        return v
+    a = np.concatenate([faces[:, 0], faces[:, 1], faces[:, 2]])
+    b = np.concatenate([faces[:, 1], faces[:, 2], faces[:, 0]])
+    adj = coo_matrix((np.ones(2 * len(a)), (np.concatenate([a, b]), np.concatenate([b, a]))),
+                     shape=(len(v), len(v))).tocsr()
+    adj.data[:] = 1.0  # duplicate entries (an edge seen from both faces) count once
+    inv_deg = 1.0 / np.maximum(np.asarray(adj.sum(1)).reshape(-1, 1), 1.0)
+    for _ in range(iterations):
+        for step in (0.5, -0.53):
+            v = v + step * (adj @ v * inv_deg - v)
+    return v
 
 
 def cube_atlas(vertices: np.ndarray, faces: np.ndarray, texture_size: int, padding: int) -> UvAtlas:
