@@ -152,8 +152,11 @@ def reconstruct(capture: Annotated[Path, tyro.conf.Positional], out: Path,
 
 
 def extract_mesh(run_dir: Annotated[Path, tyro.conf.Positional], resolution: int = 256, level: float | None = None,
-                 silhouette_level: bool = False, target_faces: int | None = 100_000, texture_size: int = 1024) -> None:
-    """Extract a textured mesh from a finished neural-field run: RUN_DIR/mesh.obj (+ .mtl, .png), mesh.ply, mesh.glb.
+                 silhouette_level: bool = False, target_faces: int | None = 100_000, texture_size: int = 1024,
+                 unwrap_seconds: float = 180.0, out: Path | None = None, overwrite: bool = False) -> None:
+    """Extract a textured mesh from a finished neural-field run into RUN_DIR/mesh/ (mesh.obj + .mtl + .png, mesh.ply,
+    mesh.glb), written as one folder: it appears complete or not at all. The mesh is repaired to be manifold,
+    closed where holes are small and single-piece; a quality report is printed.
 
     Args:
         run_dir: Output directory of `headforge reconstruct --method hashgrid|triplane|trigrid`.
@@ -163,9 +166,13 @@ def extract_mesh(run_dir: Annotated[Path, tyro.conf.Positional], resolution: int
             level set (volsdf_silhouette_offset; closer to the true surface, see bench/RESULTS.md).
         target_faces: Decimate to this many triangles.
         texture_size: Baked texture size in pixels.
+        unwrap_seconds: Time budget of the xatlas UV unwrap; past it a cube-projection atlas (6 charts) is used.
+        out: Output folder (default RUN_DIR/mesh).
+        overwrite: Replace an existing output folder (the old one stays if this run fails).
     """
     from headforge.pipeline.methods import load_field
-    from headforge.stages.mesh_extract import MeshExtractConfig, export_mesh, field_to_mesh
+    from headforge.stages.mesh_stage import extract_mesh_stage
+    from headforge.stages.mesh_types import MeshExtractConfig
 
     model, _, _ = load_field(Path(run_dir) / "field.pt")
     if silhouette_level:
@@ -178,11 +185,13 @@ def extract_mesh(run_dir: Annotated[Path, tyro.conf.Positional], resolution: int
                              path=Path(run_dir) / "field.pt", fix="reconstruct with --sdf, or drop --silhouette-level")
         level = volsdf_silhouette_offset(float(model.volsdf.beta.detach()), HEAD_CURVATURE_RADIUS)
         print(f"silhouette level: sdf = {1000 * level:.3f} mm")
-    mesh = field_to_mesh(model, MeshExtractConfig(resolution=resolution, level=level, target_faces=target_faces,
-                                                  texture_size=texture_size))
-    written = export_mesh(mesh, run_dir)
-    print(f"wrote {mesh.num_vertices} vertices, {mesh.num_faces} triangles: "
-          + ", ".join(str(p) for p in written.values()))
+    cfg = MeshExtractConfig(resolution=resolution, level=level, target_faces=target_faces, texture_size=texture_size,
+                            unwrap_seconds=unwrap_seconds)
+    result = extract_mesh_stage(model, cfg, out if out is not None else Path(run_dir) / "mesh", overwrite=overwrite)
+    print(f"wrote {result.files.directory}: {result.report.summary()} (UVs: {result.unwrap.value})")
+    print("seconds: " + ", ".join(f"{name} {sec:.1f}" for name, sec in result.seconds))
+    if not result.report.engine_ready:
+        print("warning: the mesh is not engine-ready (see the counts above)", file=sys.stderr)
 
 
 COMMANDS = {"run": run, "reconstruct": reconstruct, "extract-mesh": extract_mesh, "render-capture": render_capture,

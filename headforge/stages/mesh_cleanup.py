@@ -1,4 +1,4 @@
-"""Clean a marching-cubes mesh: weld, keep the largest component, fill small holes, decimate; measure it.
+"""Clean a marching-cubes mesh: weld, repair, keep the largest component, fill small holes, decimate; measure it.
 
 All functions take and return :class:`TexturedMesh` geometry (vertices [V, 3], faces [F, 3] counter-clockwise
 seen from outside) and keep that winding. UVs and textures are not carried: cleanup runs before UV unwrapping.
@@ -13,7 +13,13 @@ seen from outside) and keep that winding. UVs and textures are not carried: clea
   the small, roughly planar holes marching cubes leaves (thin parts below the grid resolution); larger loops are
   left open (they are reported by the return value). trimesh's ``fill_holes`` only closes triangles and quads.
 - :func:`decimate`: quadric edge-collapse decimation (Garland & Heckbert) by ``fast-simplification`` (the
-  library trimesh's ``simplify_quadric_decimation`` uses), to a target triangle count.
+  library trimesh's ``simplify_quadric_decimation`` uses), to a target triangle count. It does not check
+  topology: where a part is thinner than a few triangles it collapses it into back-to-back sheets and
+  non-manifold edges, and it can split pieces off.
+- :func:`repair`: rounds of weld, drop duplicate and back-to-back faces and the faces on non-manifold edges
+  (:mod:`mesh_quality`), keep the largest piece, close the small holes this opens, until a round changes nothing.
+  :func:`clean_mesh` repairs before decimating and again after it, so the result is manifold and single-piece
+  (checked by :func:`headforge.stages.mesh_quality.mesh_report`).
 - :func:`sample_surface` (area-weighted points) and :func:`chamfer_distance` (mean nearest-neighbour distance in
   both directions) measure geometry against a reference.
 """
@@ -22,13 +28,13 @@ from __future__ import annotations
 
 import numpy as np
 import torch
-from scipy.sparse import coo_matrix
-from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 from torch import Tensor
 
 from headforge.errors import HeadforgeError
 from headforge.representations.mesh import TexturedMesh
+from headforge.stages.mesh_quality import duplicate_face_mask, face_components, non_manifold_face_mask
+from headforge.stages.mesh_types import StageClock
 
 
 def _geometry(vertices: np.ndarray, faces: np.ndarray) -> TexturedMesh:  # float [V, 3], int [F, 3]
@@ -65,15 +71,6 @@ def signed_volume(mesh: TexturedMesh) -> float:
     return float((t[:, 0] * torch.linalg.cross(t[:, 1], t[:, 2])).sum() / 6)
 
 
-def face_components(faces: np.ndarray, num_vertices: int) -> np.ndarray:
-    """[F, 3] -> [F] component label of each face (faces sharing a vertex are connected)."""
-    a = np.concatenate([faces[:, 0], faces[:, 1], faces[:, 2]])
-    b = np.concatenate([faces[:, 1], faces[:, 2], faces[:, 0]])
-    graph = coo_matrix((np.ones(len(a), dtype=np.int8), (a, b)), shape=(num_vertices, num_vertices))
-    _, vertex_label = connected_components(graph, directed=False)
-    return vertex_label[faces[:, 0]]
-
-
 def keep_largest_component(mesh: TexturedMesh) -> TexturedMesh:
     """The connected component with the largest surface area (floaters and debris are dropped)."""
     v, f = mesh.vertices.numpy(), mesh.faces.numpy()
@@ -84,11 +81,30 @@ def keep_largest_component(mesh: TexturedMesh) -> TexturedMesh:
     return _geometry(*drop_unreferenced(v, f[label == int(np.argmax(area))]))
 
 
-def boundary_loops(faces: np.ndarray) -> list[np.ndarray]:
-    """[F, 3] -> loops of vertex ids [k]; edge loop[i] -> loop[i + 1] is an edge of a face whose twin is missing.
+def _simple_cycles(walk: list[int]) -> list[list[int]]:
+    """A closed walk (last vertex -> first) that may pass a vertex twice -> simple cycles using all its edges."""
+    cycles, stack, pos = [], [], {}
+    for v in [*walk, walk[0]]:
+        if v in pos:  # close the cycle that started at v's earlier visit
+            i = pos[v]
+            cycle = stack[i:]
+            for u in cycle:
+                del pos[u]
+            del stack[i:]
+            if len(cycle) >= 3:
+                cycles.append(cycle)
+        pos[v] = len(stack)
+        stack.append(v)
+    return cycles
 
-    At a vertex where several boundary loops meet, the loops are split arbitrarily there; each boundary edge
-    ends up in exactly one loop either way.
+
+def boundary_loops(faces: np.ndarray) -> list[np.ndarray]:
+    """[F, 3] -> simple loops of vertex ids [k]; edge loop[i] -> loop[i + 1] is an edge of a face whose twin is
+    missing.
+
+    Each loop visits a vertex once: where several boundary loops meet at a vertex (a pinched hole), the walk
+    through it is split into simple cycles, so filling a loop never puts a vertex twice on one fan. Chains that
+    do not close (edges used in the same direction twice, non-manifold input) are not returned.
     """
     a = faces.reshape(-1).astype(np.int64)  # [3F] edge starts
     b = faces[:, [1, 2, 0]].reshape(-1).astype(np.int64)  # [3F] edge ends
@@ -100,19 +116,21 @@ def boundary_loops(faces: np.ndarray) -> list[np.ndarray]:
     loops = []
     while nxt:
         start = next(iter(nxt))
-        loop, cur = [start], start
+        loop, cur, closed = [start], start, False
         while True:
             outs = nxt.get(cur)
-            if not outs:  # a chain that does not close (non-manifold input); keep what was walked
+            if not outs:  # a chain that does not close (non-manifold input)
                 break
             nxt_v = outs.pop()
             if not outs:
                 del nxt[cur]
             if nxt_v == start:
+                closed = True
                 break
             loop.append(nxt_v)
             cur = nxt_v
-        loops.append(np.asarray(loop, dtype=np.int64))
+        if closed:
+            loops.extend(np.asarray(c, dtype=np.int64) for c in _simple_cycles(loop))
     return loops
 
 
@@ -163,16 +181,47 @@ def decimate(mesh: TexturedMesh, target_faces: int, *, aggressiveness: float = 7
     return weld_and_drop_degenerate(_geometry(np.asarray(points), np.asarray(faces, dtype=np.int64)))
 
 
+def repair(mesh: TexturedMesh, *, keep_largest: bool = True, fill_holes_max_edges: int = 64,
+           max_rounds: int = 4) -> TexturedMesh:
+    """Make a mesh manifold: rounds of weld, drop duplicate / back-to-back faces and the faces on non-manifold
+    edges, keep the largest piece, close small holes, until a round changes nothing (at most ``max_rounds``)."""
+    for _ in range(max_rounds):
+        mesh = weld_and_drop_degenerate(mesh)
+        v, f = mesh.vertices.numpy(), mesh.faces.numpy()
+        drop_dup, _ = duplicate_face_mask(f)
+        f = f[~drop_dup]
+        drop_nm, _ = non_manifold_face_mask(f)
+        f = f[~drop_nm]
+        changed = bool(drop_dup.any() or drop_nm.any())
+        if changed:
+            if len(f) == 0:
+                raise HeadforgeError("mesh repair removed every face (the surface is all non-manifold sheets)",
+                                     fix="raise the marching-cubes resolution or lower target_faces' reduction")
+            mesh = _geometry(*drop_unreferenced(v, f))
+        if keep_largest:
+            before = mesh.num_faces
+            mesh = keep_largest_component(mesh)
+            changed |= mesh.num_faces != before
+        if fill_holes_max_edges > 0:
+            mesh, filled, _ = fill_small_holes(mesh, fill_holes_max_edges)
+            changed |= filled > 0
+        if not changed:
+            break
+    return mesh
+
+
 def clean_mesh(mesh: TexturedMesh, *, keep_largest: bool = True, fill_holes_max_edges: int = 64,
-               target_faces: int | None = None) -> TexturedMesh:
-    """Weld, then optionally keep the largest component, fill small holes and decimate (in that order)."""
-    mesh = weld_and_drop_degenerate(mesh)
-    if keep_largest:
-        mesh = keep_largest_component(mesh)
-    if fill_holes_max_edges > 0:
-        mesh, _, _ = fill_small_holes(mesh, fill_holes_max_edges)
-    if target_faces is not None:
-        mesh = decimate(mesh, target_faces)
+               target_faces: int | None = None, clock: StageClock | None = None) -> TexturedMesh:
+    """:func:`repair`, then (with ``target_faces``) decimate and :func:`repair` again: decimation can pinch thin
+    parts into back-to-back sheets and split off pieces, so the largest piece is kept after it too."""
+    clock = clock or StageClock(progress=False)
+    with clock.stage("cleanup", f"{mesh.num_faces} triangles"):
+        mesh = repair(mesh, keep_largest=keep_largest, fill_holes_max_edges=fill_holes_max_edges)
+    if target_faces is not None and mesh.num_faces > target_faces:
+        with clock.stage("decimate", f"{mesh.num_faces} -> {target_faces} triangles"):
+            mesh = decimate(mesh, target_faces)
+        with clock.stage("cleanup after decimation", f"{mesh.num_faces} triangles"):
+            mesh = repair(mesh, keep_largest=keep_largest, fill_holes_max_edges=fill_holes_max_edges)
     return mesh
 
 

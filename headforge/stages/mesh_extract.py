@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -42,10 +41,13 @@ from headforge.errors import HeadforgeError
 from headforge.representations.mesh import TexturedMesh
 from headforge.representations.mesh_io import save_glb, save_obj, save_ply
 from headforge.stages.mesh_cleanup import clean_mesh
+from headforge.stages.mesh_types import DEFAULT_DENSITY_LEVEL, MeshExtractConfig, StageClock, Vec3
 from headforge.stages.texture_bake import bake_texture
 
-Vec3 = tuple[float, float, float]
-DEFAULT_DENSITY_LEVEL = math.log(2.0) / 0.01  # per metre: alpha 0.5 over 1 cm of material
+__all__ = ["DEFAULT_DENSITY_LEVEL", "EmptyFieldError", "FieldMeshError", "MeshExtractConfig", "SurfaceField",
+           "export_mesh", "extract_mesh", "field_bounds", "field_device", "field_geometry", "field_to_mesh",
+           "grid_axes", "iso_level", "sample_grid"]
+_DEFAULT_CONFIG = MeshExtractConfig()
 _PROGRESS_MIN_CHUNKS = 16  # grids needing fewer field queries than this get no progress bar
 
 
@@ -55,38 +57,6 @@ class FieldMeshError(HeadforgeError):
 
 class EmptyFieldError(FieldMeshError):
     """The field has no surface at the iso level inside the bounds."""
-
-
-@dataclass(frozen=True)
-class MeshExtractConfig:
-    resolution: int = 256  # marching-cubes grid cells along the longest side of the bounds
-    level: float | None = None  # iso level; None: 0 for SDF fields, DEFAULT_DENSITY_LEVEL for density fields
-    bounds_min: Vec3 | None = None  # metres, head frame; None: the field's bounds
-    bounds_max: Vec3 | None = None
-    chunk: int = 65536  # points per field query (grid sampling and texture baking)
-    keep_largest_component: bool = True
-    fill_holes_max_edges: int = 64  # boundary loops of at most this many edges are closed (0: none)
-    target_faces: int | None = 100_000  # decimate to this many triangles (None: keep all)
-    texture_size: int = 1024  # square texture, pixels
-    bake_supersample: int = 2  # colour samples per texel = bake_supersample ** 2 (averaged)
-    texture_padding: int = 2  # pixels between UV charts in the atlas
-    texture_dilation: int = 4  # pixels each chart's colours are grown outwards (hides seams under filtering)
-    progress: bool = True  # tqdm bars for big grids / bakes
-
-    def __post_init__(self):
-        if self.resolution < 2:
-            raise ValueError(f"MeshExtractConfig.resolution must be >= 2, got {self.resolution}")
-        if self.chunk < 1:
-            raise ValueError(f"MeshExtractConfig.chunk must be >= 1, got {self.chunk}")
-        if (self.bounds_min is None) != (self.bounds_max is None):
-            raise ValueError("MeshExtractConfig: give both bounds_min and bounds_max, or neither")
-        if self.bounds_min is not None and any(
-                hi <= lo for lo, hi in zip(self.bounds_min, self.bounds_max, strict=True)):
-            raise ValueError(f"MeshExtractConfig bounds need max > min, got {self.bounds_min}, {self.bounds_max}")
-        if self.target_faces is not None and self.target_faces < 4:
-            raise ValueError(f"MeshExtractConfig.target_faces must be >= 4 or None, got {self.target_faces}")
-        if self.texture_size < 8 or self.bake_supersample < 1 or self.texture_padding < 0 or self.texture_dilation < 0:
-            raise ValueError(f"MeshExtractConfig texture settings out of range: {self}")
 
 
 class SurfaceField(Protocol):
@@ -140,21 +110,24 @@ def sample_grid(scalar_fn: Callable[[Tensor], Tensor], axes: list[np.ndarray], *
 
 
 def extract_mesh(scalar_fn: Callable[[Tensor], Tensor], lo: Vec3 | Tensor, hi: Vec3 | Tensor,
-                 cfg: MeshExtractConfig = MeshExtractConfig(), *, is_sdf: bool,
-                 device: torch.device | str | None = None) -> TexturedMesh:
+                 cfg: MeshExtractConfig = _DEFAULT_CONFIG, *, is_sdf: bool,
+                 device: torch.device | str | None = None, clock: StageClock | None = None) -> TexturedMesh:
     """Marching cubes of ``scalar_fn`` over the box [lo, hi], then cleanup per ``cfg`` (geometry only).
 
     ``scalar_fn``: points [N, 3] (metres) -> SDF [N, 1] (``is_sdf``, negative inside) or density [N, 1].
-    Returns a welded mesh, counter-clockwise seen from outside. Raises :class:`EmptyFieldError` if no sample
+    Returns a welded, repaired mesh, counter-clockwise seen from outside; ``clock`` records (and with
+    ``cfg.progress`` logs) each stage's wall time. Raises :class:`EmptyFieldError` if no sample
     is inside (or every sample is), :class:`FieldMeshError` if the field returns NaN/inf.
     """
     from skimage.measure import marching_cubes
 
+    clock = clock or StageClock(progress=False)
     lo_t, hi_t = tuple(float(x) for x in lo), tuple(float(x) for x in hi)
-    level = float(cfg.level if cfg.level is not None else (0.0 if is_sdf else DEFAULT_DENSITY_LEVEL))
+    level = iso_level(cfg, is_sdf)
     axes = grid_axes(lo_t, hi_t, cfg.resolution)
     spacing = tuple(float(a[1] - a[0]) for a in axes)
-    values = sample_grid(scalar_fn, axes, chunk=cfg.chunk, device=device, progress=cfg.progress)
+    with clock.stage("sample field", " x ".join(str(len(a)) for a in axes) + " points"):
+        values = sample_grid(scalar_fn, axes, chunk=cfg.chunk, device=device, progress=cfg.progress)
     bad = int((~np.isfinite(values)).sum())
     if bad:
         raise FieldMeshError(f"the field returned NaN or inf at {bad} of {values.size} grid points",
@@ -175,8 +148,9 @@ def extract_mesh(scalar_fn: Callable[[Tensor], Tensor], lo: Vec3 | Tensor, hi: V
             fix="raise MeshExtractConfig.level (for density fields), or check that training converged")
     outside = float(np.abs(u).max()) + max(spacing) if is_sdf else level  # density 0 beyond the box
     padded = np.pad(u, 1, mode="constant", constant_values=max(outside, 1e-12))
-    verts, faces, _, _ = marching_cubes(padded, 0.0, spacing=spacing, gradient_direction="descent",
-                                        allow_degenerate=False)
+    with clock.stage("marching cubes"):
+        verts, faces, _, _ = marching_cubes(padded, 0.0, spacing=spacing, gradient_direction="descent",
+                                            allow_degenerate=False)
     if len(faces) == 0:
         raise EmptyFieldError(f"marching cubes found no triangles at {kind} level {level:g} (the inside is "
                               "thinner than one grid cell)",
@@ -186,7 +160,12 @@ def extract_mesh(scalar_fn: Callable[[Tensor], Tensor], lo: Vec3 | Tensor, hi: V
     mesh = TexturedMesh(torch.as_tensor(verts + origin, dtype=torch.float32),
                         torch.as_tensor(faces, dtype=torch.int64))
     return clean_mesh(mesh, keep_largest=cfg.keep_largest_component, fill_holes_max_edges=cfg.fill_holes_max_edges,
-                      target_faces=cfg.target_faces)
+                      target_faces=cfg.target_faces, clock=clock)
+
+
+def iso_level(cfg: MeshExtractConfig, is_sdf: bool) -> float:
+    """``cfg.level``, or 0 (SDF) / :data:`DEFAULT_DENSITY_LEVEL` (density)."""
+    return float(cfg.level if cfg.level is not None else (0.0 if is_sdf else DEFAULT_DENSITY_LEVEL))
 
 
 def field_bounds(field: SurfaceField, cfg: MeshExtractConfig) -> tuple[Vec3, Vec3]:
@@ -196,17 +175,23 @@ def field_bounds(field: SurfaceField, cfg: MeshExtractConfig) -> tuple[Vec3, Vec
     return tuple(float(x) for x in b[0]), tuple(float(x) for x in b[1])
 
 
-def field_to_mesh(field: SurfaceField, cfg: MeshExtractConfig = MeshExtractConfig()) -> TexturedMesh:
-    """Marching cubes + cleanup + UV unwrap + texture bake of a radiance field (SDF or density)."""
+def field_device(field: SurfaceField) -> torch.device | None:
+    b = field.bounds() if callable(field.bounds) else field.bounds
+    return b[0].device if isinstance(b[0], Tensor) else None
+
+
+def field_geometry(field: SurfaceField, cfg: MeshExtractConfig, clock: StageClock | None = None) -> TexturedMesh:
+    """Marching cubes + cleanup of a radiance field's SDF (``field.cfg.sdf``) or density (geometry only)."""
     is_sdf = bool(getattr(field.cfg, "sdf", False))
     lo, hi = field_bounds(field, cfg)
-    b = field.bounds() if callable(field.bounds) else field.bounds
-    device = b[0].device if isinstance(b[0], Tensor) else None
-    scalar_fn = field.sdf if is_sdf else field.density
-    mesh = extract_mesh(scalar_fn, lo, hi, cfg, is_sdf=is_sdf, device=device)
-    return bake_texture(mesh, field.color, cfg, device=device).validate()
+    return extract_mesh(field.sdf if is_sdf else field.density, lo, hi, cfg, is_sdf=is_sdf,
+                        device=field_device(field), clock=clock)
 
 
+def field_to_mesh(field: SurfaceField, cfg: MeshExtractConfig = _DEFAULT_CONFIG) -> TexturedMesh:
+    """Marching cubes + cleanup + UV unwrap + texture bake of a radiance field (SDF or density)."""
+    mesh = field_geometry(field, cfg)
+    return bake_texture(mesh, field.color, cfg, device=field_device(field))[0].validate()
 def export_mesh(mesh: TexturedMesh, out_dir: str | Path, name: str = "mesh") -> dict[str, Path]:
     """Write ``name``.obj (+ .mtl + .png when textured), .ply and .glb into ``out_dir``, each atomically.
 
