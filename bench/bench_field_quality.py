@@ -10,11 +10,9 @@ from behind (camera centre z < 0 in the head frame: the back of the head and beh
     .venv/bin/python bench/bench_field_quality.py --resolution 256 --minutes 15 --equal-memory
     .venv/bin/python bench/bench_field_quality.py --resolution 256 --minutes 15 --encoding hashgrid --distill
 
-**Time budget.** ``train_field`` has no time limit, so training runs in chunks, each a ``train_field`` call that
-resumes from the previous chunk's checkpoint; chunk sizes come from the measured seconds per step (wall clock,
-chunk overheads included) and halve towards the end of the budget. Each chunk's ``lr_final`` is set so that its
-per-step decay is the one that would take the *current* learning rate to ``lr_final`` at the estimated total step
-count: the learning-rate schedule is a single exponential decay re-planned as the speed estimate improves.
+**Time budget.** One ``train_field`` run with ``max_seconds`` (the training loop stops after the step during which
+the budget ran out, with a checkpoint) and ``anneal_over_budget``: the learning rate's exponential decay and the
+VolSDF beta annealing follow the share of the budget spent, so they end where a run of known length would.
 
 **Modes** (combine freely):
 
@@ -49,7 +47,6 @@ import math
 import os
 import sys
 import tempfile
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -89,8 +86,6 @@ CAPTURE_HEAD_WIDTH = 0.155  # metres: the capture is rendered at a real head's s
 CHAMFER_HEAD_WIDTH = 0.25  # metres: the Chamfer convention scales the head to 25 cm wide
 OBSERVED_TOLERANCE = 0.002  # metres (capture scale): a scan point within this behind a view's depth map is seen
 ENCODINGS = ("hashgrid", "triplane", "trigrid")
-MIN_CHUNK = 25  # steps
-FIRST_CHUNK = 16  # steps of the first chunk, which measures the speed (one occupancy-grid update included)
 
 
 # ---------------------------------------------------------------------------------------------- configs
@@ -116,54 +111,24 @@ def n_params(model: torch.nn.Module) -> int:
 # ---------------------------------------------------------------------------------------------- training
 @dataclass(frozen=True)
 class BudgetRun:
-    result: FieldTrainResult  # of the last chunk (its field and grid are the final ones)
-    cfg: FieldTrainConfig  # the last chunk's config (for rendering)
+    result: FieldTrainResult
+    cfg: FieldTrainConfig  # the config it trained with (for rendering)
     steps: int
-    seconds: float  # wall clock of all chunks
-    chunks: int
-
-
-def chunk_decay(lr_now: float, lr_final: float, steps_left: float) -> float:
-    """Per-step factor taking lr_now to lr_final in steps_left steps (never above 1)."""
-    return min(1.0, (lr_final / lr_now) ** (1 / max(steps_left, 1.0)))
+    seconds: float  # training wall clock
 
 
 def train_for_budget(train: ViewBatch, bounds, cfg: FieldTrainConfig, budget_s: float, ckpt_dir: Path,
                      progress: bool, device: str = "cpu") -> BudgetRun:
-    """train_field in resumed chunks until ``budget_s`` of wall clock is spent or ``cfg.steps`` are done."""
+    """One train_field run with the wall-clock budget ``max_seconds = budget_s`` (at most ``cfg.steps``); the lr decay
+    and the beta annealing follow the share of the budget spent (``anneal_over_budget``)."""
     ckpt_dir.mkdir(parents=True, exist_ok=True)
     for old in ckpt_dir.glob("step_*.pt"):
         old.unlink()
-    step, spent, rate, lr_now, chunks = 0, 0.0, None, cfg.lr, 0
-    result = chunk_cfg = None
-    while step < cfg.steps:
-        if rate is None:
-            n, total = min(FIRST_CHUNK, cfg.steps), cfg.steps  # first chunk: measure the speed
-        else:
-            left = int((budget_s - spent) / rate)
-            if left < 1:
-                break
-            n, total = min(left, max(MIN_CHUNK, left // 2), cfg.steps - step), min(step + left, cfg.steps)
-        d = chunk_decay(lr_now, cfg.lr_final, total - step)
-        end = step + n
-        # train_field decays by (lr_final / lr) ** (1 / steps) per step: choose lr_final so that this is d
-        # the beta annealing (SDF fields) is re-planned like the learning rate: over the estimated total steps
-        chunk_cfg = dataclasses.replace(cfg, steps=end, lr_final=cfg.lr * d ** end, checkpoint_every=end,
-                                        beta_anneal_steps=total if cfg.beta_final is not None else None)
-        t = time.perf_counter()
-        result = train_field(train, bounds, chunk_cfg, checkpoint_dir=ckpt_dir, resume=step > 0, progress=progress,
-                             device=device)
-        wall = time.perf_counter() - t
-        spent += wall
-        rate = wall / n
-        lr_now *= d ** n
-        chunks += 1
-        for old in sorted(ckpt_dir.glob("step_*.pt"))[:-1]:
-            old.unlink()
-        step = end
-    if result is None:
+    cfg = dataclasses.replace(cfg, max_seconds=budget_s, anneal_over_budget=True, checkpoint_minutes=None)
+    result = train_field(train, bounds, cfg, checkpoint_dir=ckpt_dir, progress=progress, device=device)
+    if result.steps == 0:
         raise RuntimeError("no training step was run (is --max-steps 0?)")
-    return BudgetRun(result, chunk_cfg, step, spent, chunks)
+    return BudgetRun(result, cfg, result.steps, result.seconds)
 
 
 def load_budget_run(train: ViewBatch, bounds, ckpt_dir: Path) -> BudgetRun:
@@ -175,7 +140,7 @@ def load_budget_run(train: ViewBatch, bounds, ckpt_dir: Path) -> BudgetRun:
     payload = torch.load(ckpt, map_location="cpu", weights_only=False)
     cfg = from_dict(FieldTrainConfig, payload["config"], ckpt)
     result = train_field(train, bounds, cfg, checkpoint_dir=ckpt_dir, resume=True, progress=False)  # 0 steps
-    return BudgetRun(result, cfg, payload["step"], math.nan, 0)
+    return BudgetRun(result, cfg, payload["step"], math.nan)
 
 
 # ---------------------------------------------------------------------------------------------- scoring
@@ -339,6 +304,8 @@ def chamfer_to_scan(model: RadianceField, scan_all: torch.Tensor, observed_all: 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--resolution", type=int, default=256)
+    ap.add_argument("--split", choices=("spread", "every"), default="spread",
+                    help="held-out views: 8 spread over azimuth, or every 4th view (the earlier figures)")
     ap.add_argument("--minutes", type=float, default=15.0, help="training wall-clock budget per trained field")
     ap.add_argument("--encoding", choices=ENCODINGS, default="hashgrid")
     ap.add_argument("--sdf", action="store_true", help="VolSDF geometry instead of density")
@@ -382,7 +349,8 @@ def main() -> None:
         cfg = RenderCaptureConfig(rig=RigConfig(kind=RigKind.SPHERE32, resolution=args.resolution),
                                   head_frame=HeadFrameSpec(head_width_m=CAPTURE_HEAD_WIDTH), test_every=4)
         render_capture(load_mesh(DATA / "head.obj"), cfg, capture_dir, progress=progress)
-    capture = read_capture(capture_dir / "transforms.json", test_every=4)
+    capture = read_capture(capture_dir / "transforms.json", test_every=4,
+                           test_views=range(0, 32, 4) if args.split == "every" else None)
     summary = summarize(capture)
     bounds = tuple(torch.tensor(b, dtype=torch.float32) for b in (summary.bounds_min, summary.bounds_max))
     train = load_views(capture, capture.split.train)
@@ -413,7 +381,7 @@ def main() -> None:
     for name, (run, s) in runs.items():
         table.add_row(name, f"{n_params(run.result.field):,}", str(run.steps), f"{run.seconds:.0f}", fmt(s.psnr),
                       fmt(s.psnr_masked), fmt(s.ssim, 4), fmt(s.psnr_back), fmt(s.psnr_back_masked))
-        record[name] = {"steps": run.steps, "seconds": run.seconds, "chunks": run.chunks,
+        record[name] = {"steps": run.steps, "seconds": run.seconds,
                         "params": n_params(run.result.field), **dataclasses.asdict(s)}
     console.print(table)
 

@@ -354,6 +354,11 @@ def test_volsdf_beta_annealing_caps_beta_and_old_state_dicts_load():
     assert beta_cap(cfg, 0) == pytest.approx(b0) and beta_cap(cfg, 100) == pytest.approx(1e-3)
     assert beta_cap(cfg, 50) == pytest.approx(math.sqrt(b0 * 1e-3)) and beta_cap(cfg, 500) == pytest.approx(1e-3)
     assert beta_cap(FieldTrainConfig(steps=100), 50) == math.inf
+    # a time budget further along than the steps takes over; one behind them changes nothing
+    assert beta_cap(cfg, 10, budget_share=0.5) == pytest.approx(math.sqrt(b0 * 1e-3))
+    assert beta_cap(cfg, 50, budget_share=0.1) == pytest.approx(beta_cap(cfg, 50))
+    with pytest.raises(ValueError, match="set max_seconds"):
+        FieldTrainConfig(anneal_over_budget=True)
     with pytest.raises(ValueError, match="SDF field"):
         FieldTrainConfig(beta_final=1e-3)  # density fields have no beta
     field = RadianceField(FieldConfig(encoding="triplane", sdf=True))
@@ -367,3 +372,27 @@ def test_volsdf_beta_annealing_caps_beta_and_old_state_dicts_load():
     fresh = RadianceField(field.cfg)
     fresh.load_state_dict(old)
     assert float(fresh.volsdf.beta) == pytest.approx(b0)
+
+
+def test_anneal_over_budget_decays_the_lr_with_the_time_spent(monkeypatch):
+    """With anneal_over_budget the lr follows the share of max_seconds spent (here faked: half the budget after
+    one step of 1000), reaching lr x decay^(steps / 2); without it the same step decays the lr by one step only."""
+    from headforge.stages import field_train as ft
+
+    cfg = ft.FieldTrainConfig(steps=1000, lr=1e-2, lr_final=1e-4, max_seconds=10.0, anneal_over_budget=True)
+    clock = iter([0.0, 5.0])
+    monkeypatch.setattr(ft.time, "perf_counter", lambda: next(clock))
+    budget = ft.BudgetClock(cfg)
+    assert budget.share() == pytest.approx(0.5)
+    param = torch.nn.Parameter(torch.zeros(1))
+    optimizer = torch.optim.Adam([param], lr=cfg.lr)
+    task = ft.FieldTask.__new__(ft.FieldTask)
+    task.optimizer, task.cfg, task.budget, task.decay = optimizer, cfg, ft.BudgetClock.__new__(ft.BudgetClock), \
+        (cfg.lr_final / cfg.lr) ** (1 / cfg.steps)
+    task.budget.max_seconds, task.budget.share = 10.0, lambda: 0.5
+    task.update(1)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-3)  # sqrt(1e-2 x 1e-4): half-way in the budget
+    task.cfg = ft.FieldTrainConfig(steps=1000, lr=1e-2, lr_final=1e-4)
+    optimizer.param_groups[0]["lr"] = 1e-2
+    task.update(1)
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-2 * task.decay)

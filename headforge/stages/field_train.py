@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import time
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -69,6 +70,9 @@ class FieldTrainConfig:
     checkpoint_every: int = 1000
     checkpoint_minutes: float | None = 10.0  # also checkpoint after this much wall time (None: only by steps)
     max_seconds: float | None = None  # wall-clock budget of one run: stop (with a checkpoint) once it is spent
+    # with max_seconds: the lr decay and the beta annealing follow the share of the budget spent or of the steps
+    # done, whichever is further (a run of unknown length still anneals fully); off: they follow the steps only
+    anneal_over_budget: bool = False
     eval_chunk: int = 8192  # rays per evaluation batch
     seed: int = 0
 
@@ -89,6 +93,8 @@ class FieldTrainConfig:
                              f"got {self.sdf_skip!r}") from None
         if self.beta_anneal_steps is not None and self.beta_anneal_steps < 1:
             raise ValueError(f"FieldTrainConfig.beta_anneal_steps must be >= 1, got {self.beta_anneal_steps}")
+        if self.anneal_over_budget and self.max_seconds is None:
+            raise ValueError("FieldTrainConfig.anneal_over_budget anneals over max_seconds: set max_seconds too")
         if not (0 <= self.early_stop_eps < 1 and 0 <= self.alpha_thre < 1):
             raise ValueError(f"FieldTrainConfig: early_stop_eps and alpha_thre must be in [0, 1), got {self}")
 
@@ -131,13 +137,15 @@ def eikonal_points(samples: Tensor, bounds: tuple[Tensor, Tensor], n: int, gener
     return torch.cat(parts)
 
 
-def beta_cap(cfg: FieldTrainConfig, step: int) -> float:
-    """Upper bound on VolSDF's beta at ``step``: geometric from beta_init to beta_final (inf without annealing)."""
+def beta_cap(cfg: FieldTrainConfig, step: int, budget_share: float = 0.0) -> float:
+    """Upper bound on VolSDF's beta at ``step``: geometric from beta_init to beta_final (inf without annealing).
+    ``budget_share`` (in [0, 1]: the share of ``max_seconds`` spent, with ``anneal_over_budget``) takes over when it
+    is further along than the steps."""
     if cfg.beta_final is None:
         return math.inf
     b0 = cfg.field.sdf_net.volsdf.beta_init
     n = cfg.beta_anneal_steps or max(cfg.steps, 1)
-    return b0 * (cfg.beta_final / b0) ** min(step / n, 1.0)
+    return b0 * (cfg.beta_final / b0) ** min(max(step / n, budget_share), 1.0)
 
 
 def field_bounds(lo: Tensor, hi: Tensor, margin: float = 1.05) -> tuple[tuple[float, ...], tuple[float, ...]]:
@@ -192,11 +200,23 @@ class FieldStep:
 class BetaCapHook(Hook):
     """SDF fields: before each step, cap VolSDF's beta at :func:`beta_cap` (the annealing schedule)."""
 
-    def __init__(self, model: RadianceField, cfg: FieldTrainConfig):
-        self.model, self.cfg = model, cfg
+    def __init__(self, model: RadianceField, cfg: FieldTrainConfig, budget: BudgetClock):
+        self.model, self.cfg, self.budget = model, cfg, budget
 
     def step_pre(self, step: int) -> None:
-        self.model.volsdf.beta_max.fill_(beta_cap(self.cfg, step))
+        self.model.volsdf.beta_max.fill_(beta_cap(self.cfg, step, self.budget.share()))
+
+
+class BudgetClock:
+    """The share of ``cfg.max_seconds`` spent since this run started, in [0, 1]; always 0 unless
+    ``cfg.anneal_over_budget`` (the schedules then follow the steps alone, deterministically)."""
+
+    def __init__(self, cfg: FieldTrainConfig):
+        self.max_seconds = cfg.max_seconds if cfg.anneal_over_budget else None
+        self.t0 = time.perf_counter()
+
+    def share(self) -> float:
+        return 0.0 if self.max_seconds is None else min((time.perf_counter() - self.t0) / self.max_seconds, 1.0)
 
 
 class OccupancyHook(Hook):
@@ -217,8 +237,9 @@ class FieldTask:
     """One field training step: a random batch of rays, colour (+ mask, + eikonal) loss; lr decays per step."""
 
     def __init__(self, model: RadianceField, grid: OccupancyGrid, optimizer: torch.optim.Optimizer, bank: RayBank,
-                 background: TrainingBackground, cfg: FieldTrainConfig, generator: torch.Generator, device: str):
-        self.model, self.grid, self.optimizer, self.bank = model, grid, optimizer, bank
+                 background: TrainingBackground, cfg: FieldTrainConfig, generator: torch.Generator, device: str,
+                 budget: BudgetClock):
+        self.model, self.grid, self.optimizer, self.bank, self.budget = model, grid, optimizer, bank, budget
         self.background, self.cfg, self.generator, self.device = background, cfg, generator, device
         self.rcfg = VolumeRendererConfig(stratified=True, normals=False, early_stop_eps=cfg.early_stop_eps,
                                          alpha_thre=cfg.alpha_thre)
@@ -246,6 +267,11 @@ class FieldTask:
 
     def update(self, step: int) -> None:
         self.optimizer.step()
+        if self.cfg.anneal_over_budget:  # lr = initial lr x decay^(steps x progress), progress by budget or steps
+            progress = max(step / max(self.cfg.steps, 1), self.budget.share())
+            for g in self.optimizer.param_groups:
+                g["lr"] = g.setdefault("initial_lr", g["lr"]) * self.decay ** (self.cfg.steps * min(progress, 1.0))
+            return
         for g in self.optimizer.param_groups:
             g["lr"] *= self.decay
 
@@ -284,8 +310,9 @@ def train_field(train: ViewBatch, bounds: tuple[Tensor, Tensor], cfg: FieldTrain
         optimizer.load_state_dict(st["optimizer"])
         background.load_state(st["background"])
         restore_rng(payload, gen)
-    hooks = ([BetaCapHook(model, cfg)] if cfg.field.sdf else []) + [OccupancyHook(model, grid, cfg, gen)]
-    task = FieldTask(model, grid, optimizer, RayBank.from_views(train), background, cfg, gen, device)
+    budget = BudgetClock(cfg)
+    hooks = ([BetaCapHook(model, cfg, budget)] if cfg.field.sdf else []) + [OccupancyHook(model, grid, cfg, gen)]
+    task = FieldTask(model, grid, optimizer, RayBank.from_views(train), background, cfg, gen, device, budget)
     ck = None if checkpoint_dir is None else Checkpointing(checkpoint_dir, CheckpointKind.FIELD, cfg,
                                                            cfg.checkpoint_every, cfg.checkpoint_minutes)
     options = LoopOptions(f"train {cfg.field.encoding}", cfg.steps, log_every=25,
