@@ -59,8 +59,8 @@ def scores_line(rec: Reconstruction) -> str:
 
 def render_capture(mesh: Annotated[Path, tyro.conf.Positional], out: Path, rig: RigKind = RigKind.SPHERE32,
                    resolution: int = 512, num_views: int = 32, fov_deg: float = 30.0,
-                   units: Units | None = None, head_width: float | None = None, up: Axis = "+y",
-                   forward: Axis = "+z", supersample: int = 2, overwrite: bool = False) -> None:
+                   units: Units | None = None, head_width: float | None = None, up: Axis = Axis.POS_Y,
+                   forward: Axis = Axis.POS_Z, supersample: int = 2, overwrite: bool = False) -> None:
     """Render a textured mesh into a multi-view capture (RGBA, masks, depth, transforms.json, opencv_cameras.json).
 
     The capture holds no train/test split: `reconstruct` and `inspect` choose one (--test-every).

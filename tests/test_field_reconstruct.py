@@ -72,15 +72,17 @@ def test_extract_mesh_from_a_finished_run(tiny_capture_dir, tmp_path, tiny_prese
     assert main(["extract-mesh", str(tmp_path / "run"), "--resolution", "48", "--target-faces", "4000",
                  "--texture-size", "128"]) == 0
     for name in ("mesh.obj", "mesh.mtl", "mesh.png", "mesh.ply", "mesh.glb"):
-        assert (tmp_path / "run" / name).is_file(), name
-    scene = trimesh.load(tmp_path / "run" / "mesh.glb")
+        assert (tmp_path / "run" / "mesh" / name).is_file(), name
+    scene = trimesh.load(tmp_path / "run" / "mesh" / "mesh.glb")
     geom = list(scene.geometry.values())[0]
     assert len(geom.faces) > 100 and geom.visual.material.baseColorTexture is not None
     # at VolSDF's silhouette level the mesh is the zero level set grown outward by h (a few beta)
-    zero = trimesh.load(tmp_path / "run" / "mesh.ply")
+    zero = trimesh.load(tmp_path / "run" / "mesh" / "mesh.ply")
     assert main(["extract-mesh", str(tmp_path / "run"), "--resolution", "48", "--target-faces", "4000",
-                 "--texture-size", "128", "--silhouette-level"]) == 0
-    grown = trimesh.load(tmp_path / "run" / "mesh.ply")
+                 "--texture-size", "128", "--silhouette-level"]) == 2  # the mesh folder exists: refused
+    assert main(["extract-mesh", str(tmp_path / "run"), "--resolution", "48", "--target-faces", "4000",
+                 "--texture-size", "128", "--silhouette-level", "--overwrite"]) == 0
+    grown = trimesh.load(tmp_path / "run" / "mesh" / "mesh.ply")
     assert float(grown.extents.max()) > float(zero.extents.max())
     assert main(["extract-mesh", str(tmp_path / "run"), "--silhouette-level", "--level", "0.001"]) == 2
 

@@ -81,7 +81,7 @@ def render_capture(mesh: TexturedMesh, cfg: RenderCaptureConfig, out_dir: str | 
                 views.append(View(stage / "images" / f"{names[i]}.png", stage / "masks" / f"{names[i]}.png",
                                   stage / "depth" / f"{names[i]}.png"))
         capture = Capture(cameras, tuple(views), Split.spread(cameras, cfg.test_every),
-                          source_format="render", source_path=stage, depth_unit=cfg.depth_unit)
+                          source_path=stage, depth_unit=cfg.depth_unit)
         for fmt in (CaptureFormat.NERFSTUDIO, CaptureFormat.OPENCV_JSON):
             write_camera_file(capture, stage, fmt)
     from headforge.captures.formats import read_capture
