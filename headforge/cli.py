@@ -132,7 +132,7 @@ def reconstruct(capture: Annotated[Path, tyro.conf.Positional], out: Path,
         method: gaussians (splats.ply/.splat/.glb) or a neural field: hashgrid, triplane, trigrid (field.pt;
             then `headforge extract-mesh OUT`).
         sdf: Neural fields: VolSDF geometry (signed distance) for clean meshes.
-        preset: fast, default, quality (configs/<gaussians|fields>_<preset>.toml), or a path to a TOML preset.
+        preset: fast, default, quality (headforge/presets/<gaussians|fields>_<preset>.toml), or a path to a TOML preset.
         resolution: Longest image side to train and evaluate at (overrides the preset).
         steps: Training steps (overrides the preset).
         test_every: Hold out ceil(views / test_every) views spread over azimuth (front, sides, back) for

@@ -102,7 +102,7 @@ class Trained:
 
 def load_preset(method: Method, name: str, *, resolution: int | None, steps: int | None,
                 sdf: bool = False) -> GaussianPreset | FieldPreset:
-    """``configs/<family>_<name>.toml`` (or a TOML path) with command-line overrides applied."""
+    """``headforge/presets/<family>_<name>.toml`` (or a TOML path) with command-line overrides applied."""
     family, cls = ("gaussians", GaussianPreset) if method == Method.GAUSSIANS else ("fields", FieldPreset)
     source = name if name.endswith(".toml") else f"{family}_{name}"
     preset = load_config(cls, source)

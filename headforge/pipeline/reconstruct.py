@@ -67,7 +67,7 @@ class ReconstructOptions:
 
     method: Method = Method.GAUSSIANS
     sdf: bool = False  # neural fields: VolSDF geometry instead of density
-    preset: str = "default"  # configs/<gaussians|fields>_<preset>.toml, or a path to a TOML file
+    preset: str = "default"  # headforge/presets/<gaussians|fields>_<preset>.toml, or a path to a TOML file
     resolution: int | None = None  # overrides the preset
     steps: int | None = None  # overrides the preset
     device: Device = Device.AUTO
