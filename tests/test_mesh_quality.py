@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import math
-from types import SimpleNamespace
 
 import numpy as np
 import pytest
 import torch
+from test_mesh_extract import HI, LO
+from test_mesh_extract import AnalyticField as Field  # cfg.sdf, bounds, sdf/density, red-blue colour
 
 from headforge.errors import InputError
 from headforge.representations.mesh import TexturedMesh
@@ -20,7 +21,6 @@ from headforge.stages.mesh_types import MeshExtractConfig, UnwrapMethod
 from headforge.stages.texture_bake import rasterize_uv, unwrap_uvs
 from headforge.stages.uv_unwrap import UnwrapTimeout
 
-LO, HI = (-0.2, -0.2, -0.2), (0.2, 0.2, 0.2)
 TETRA_V = np.array([[0.0, 0, 0], [1, 0, 0], [0, 1, 0], [0, 0, 1]])
 TETRA_F = np.array([[0, 2, 1], [0, 1, 3], [0, 3, 2], [1, 2, 3]])  # counter-clockwise seen from outside
 
@@ -37,23 +37,6 @@ def thin_density(p):  # a blob with a sheet about one grid cell thick and a rod 
     rod = 1500 * torch.sigmoid((0.003 - (p[:, :2] - torch.tensor([0.0, 0.12])).norm(dim=-1)) / 0.0005)
     ripples = 60 * torch.sin(90 * p[:, 0]) * torch.sin(70 * p[:, 1])
     return (blob + sheet + rod + ripples).clamp_min(0)[:, None]
-
-
-class Field:
-    def __init__(self, sdf=None, density=None):
-        self.cfg = SimpleNamespace(sdf=sdf is not None)
-        self._sdf, self._density = sdf, density
-        self.bounds = (torch.tensor(LO), torch.tensor(HI))
-
-    def sdf(self, points):
-        return self._sdf(points)
-
-    def density(self, points):
-        return self._density(points)
-
-    def color(self, points, directions):  # red on +x, blue on -x
-        t = torch.sigmoid(points[:, 0] / 0.02)
-        return torch.stack([t, torch.full_like(t, 0.25), 1 - t], -1)
 
 
 def test_report_counts_hand_made_defects():
