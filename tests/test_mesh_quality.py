@@ -52,6 +52,19 @@ def test_report_counts_hand_made_defects():
     assert two.components == 2 and two.non_manifold_edges == 0
     holed = report_arrays(TETRA_V, TETRA_F[1:])
     assert holed.boundary_edges == 3 and not holed.engine_ready
+    assert (ok.genus, two.genus, holed.genus, fin.genus) == (0, 0, None, None)  # genus of closed manifolds only
+
+
+def test_report_counts_handles():
+    """A torus has one handle, two tori two (as pieces), a double torus (two tori fused) would have two."""
+    import trimesh
+
+    torus = trimesh.creation.torus(major_radius=1.0, minor_radius=0.3)
+    one = report_arrays(np.asarray(torus.vertices), np.asarray(torus.faces))
+    assert one.engine_ready and one.euler_characteristic == 0 and one.genus == 1
+    v, f = np.asarray(torus.vertices), np.asarray(torus.faces)
+    pair = report_arrays(np.concatenate([v, v + 5]), np.concatenate([f, f + len(v)]))
+    assert pair.components == 2 and pair.genus == 2 and "genus 2" in pair.summary()
 
 
 def test_duplicate_face_mask_keeps_one_copy_and_drops_sheets():

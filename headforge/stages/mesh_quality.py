@@ -120,4 +120,5 @@ def report_arrays(vertices: np.ndarray, faces: np.ndarray, faces_uv: np.ndarray 
         ratio = len(corners) / len(used)
     return MeshReport(vertices=int(len(used)), faces=int(len(faces)), non_manifold_edges=int(bad.sum()),
                       duplicate_faces=dup, components=comps, boundary_edges=int((ucount == 1).sum()),
-                      charts=charts, vertex_ratio=float(ratio))
+                      charts=charts, vertex_ratio=float(ratio),
+                      euler_characteristic=int(len(used) - len(ucount) + len(faces)))

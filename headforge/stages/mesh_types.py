@@ -81,6 +81,15 @@ class MeshReport:
     boundary_edges: int  # edges used by one face only (holes, open borders)
     charts: int  # UV charts (faces connected through shared UV edges); 0 without UVs
     vertex_ratio: float  # vertices an engine needs (distinct (position, uv) corners) / welded vertices
+    euler_characteristic: int = 2  # V - E + F over the used vertices (2 for one sphere-like closed piece)
+
+    @property
+    def genus(self) -> int | None:
+        """Handles of a closed manifold mesh, (2 x pieces - (V - E + F)) / 2; None when it is not one. Each handle
+        must be cut before a UV chart is a disc, so a high genus means many charts."""
+        if self.non_manifold_edges or self.boundary_edges:
+            return None
+        return (2 * self.components - self.euler_characteristic) // 2
 
     @property
     def engine_ready(self) -> bool:
@@ -92,7 +101,7 @@ class MeshReport:
         return (f"{self.vertices} vertices, {self.faces} triangles, {self.components} piece(s), "
                 f"{self.non_manifold_edges} non-manifold edges, {self.duplicate_faces} duplicate faces, "
                 f"{self.boundary_edges} boundary edges, {self.charts} UV charts, "
-                f"vertex ratio {self.vertex_ratio:.2f}")
+                f"vertex ratio {self.vertex_ratio:.2f}" + ("" if self.genus is None else f", genus {self.genus}"))
 
 
 @dataclass(frozen=True)
