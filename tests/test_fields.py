@@ -374,24 +374,23 @@ def test_volsdf_beta_annealing_caps_beta_and_old_state_dicts_load():
     assert float(fresh.volsdf.beta.detach()) == pytest.approx(b0)
 
 
-def test_anneal_over_budget_decays_the_lr_with_the_time_spent(monkeypatch):
-    """With anneal_over_budget the lr follows the share of max_seconds spent (here faked: half the budget after
-    one step of 1000), reaching lr x decay^(steps / 2); without it the same step decays the lr by one step only."""
+def test_anneal_over_budget_decays_the_lr_with_the_time_spent():
+    """With anneal_over_budget the lr follows the share of max_seconds spent (half the budget gone after one step
+    of 1000: lr x decay^(steps / 2)); without it the same step decays the lr by one step only."""
     from headforge.stages import field_train as ft
 
-    cfg = ft.FieldTrainConfig(steps=1000, lr=1e-2, lr_final=1e-4, max_seconds=10.0, anneal_over_budget=True)
-    clock = iter([0.0, 5.0])
-    monkeypatch.setattr(ft.time, "perf_counter", lambda: next(clock))
+    cfg = ft.FieldTrainConfig(steps=1000, lr=1e-2, lr_final=1e-4, max_seconds=1000.0, anneal_over_budget=True)
     budget = ft.BudgetClock(cfg)
-    assert budget.share() == pytest.approx(0.5)
+    budget.t0 -= 500.0  # as if half of the 1000 s budget had been spent
+    assert budget.share() == pytest.approx(0.5, abs=1e-3)
+    assert ft.BudgetClock(ft.FieldTrainConfig(max_seconds=1000.0)).share() == 0.0  # off: the steps alone
     param = torch.nn.Parameter(torch.zeros(1))
     optimizer = torch.optim.Adam([param], lr=cfg.lr)
-    task = ft.FieldTask.__new__(ft.FieldTask)
-    task.optimizer, task.cfg, task.budget, task.decay = optimizer, cfg, ft.BudgetClock.__new__(ft.BudgetClock), \
-        (cfg.lr_final / cfg.lr) ** (1 / cfg.steps)
-    task.budget.max_seconds, task.budget.share = 10.0, lambda: 0.5
+    task = ft.FieldTask.__new__(ft.FieldTask)  # update() needs only these
+    task.optimizer, task.cfg, task.budget = optimizer, cfg, budget
+    task.decay = (cfg.lr_final / cfg.lr) ** (1 / cfg.steps)
     task.update(1)
-    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-3)  # sqrt(1e-2 x 1e-4): half-way in the budget
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(1e-3, rel=1e-2)  # sqrt(1e-2 x 1e-4): half-way
     task.cfg = ft.FieldTrainConfig(steps=1000, lr=1e-2, lr_final=1e-4)
     optimizer.param_groups[0]["lr"] = 1e-2
     task.update(1)
