@@ -15,16 +15,19 @@ from typing import TYPE_CHECKING, Annotated
 import tyro
 
 from headforge.errors import HeadforgeError, InputError
-from headforge.geometry.camera_rigs import RigConfig, RigKind
-from headforge.geometry.head_frame import Axis, HeadFrameSpec, Units
+from headforge.geometry.camera_rigs import FovDeg, RigConfig, RigKind, ViewCount
+from headforge.geometry.head_frame import Axis, HeadFrameSpec, HeadWidth, Units
 from headforge.pipeline.methods import Device, Method
+from headforge.stages.mesh_types import GridResolution, TargetFaces, TextureSize
+from headforge.stages.render_capture import Supersample
+from headforge.validation import Count, ImageSide, NonNegativeInt, Seconds, checked_command
 
 if TYPE_CHECKING:
     from headforge.pipeline.reconstruct import Reconstruction
 
 
 def run(out: Path = Path("outputs/sample_head"), mesh: Path | None = None, rig: RigKind = RigKind.SPHERE32,
-        resolution: int = 256, preset: str = "fast", steps: int | None = None, overwrite: bool = False) -> None:
+        resolution: ImageSide = 256, preset: str = "fast", steps: Count | None = None, overwrite: bool = False) -> None:
     """Main job: render the built-in sample head (or --mesh) into a capture and reconstruct it as Gaussians.
 
     Args:
@@ -58,9 +61,9 @@ def scores_line(rec: Reconstruction) -> str:
 
 
 def render_capture(mesh: Annotated[Path, tyro.conf.Positional], out: Path, rig: RigKind = RigKind.SPHERE32,
-                   resolution: int = 512, num_views: int = 32, fov_deg: float = 30.0,
-                   units: Units | None = None, head_width: float | None = None, up: Axis = Axis.POS_Y,
-                   forward: Axis = Axis.POS_Z, supersample: int = 2, overwrite: bool = False) -> None:
+                   resolution: ImageSide = 512, num_views: ViewCount = 32, fov_deg: FovDeg = 30.0,
+                   units: Units | None = None, head_width: HeadWidth | None = None, up: Axis = Axis.POS_Y,
+                   forward: Axis = Axis.POS_Z, supersample: Supersample = 2, overwrite: bool = False) -> None:
     """Render a textured mesh into a multi-view capture (RGBA, masks, depth, transforms.json, opencv_cameras.json).
 
     The capture holds no train/test split: `reconstruct` and `inspect` choose one (--test-every).
@@ -87,7 +90,7 @@ def render_capture(mesh: Annotated[Path, tyro.conf.Positional], out: Path, rig: 
     if units is not None and head_width is not None:
         raise InputError("give either --units or --head-width, not both", fix="drop one of them")
     spec = HeadFrameSpec(up=up, forward=forward, units=units,
-                         head_width_m=None if units is not None else (head_width or 0.155))
+                         head_width_m=None if units is not None else (0.155 if head_width is None else head_width))
     rig_cfg = RigConfig(kind=rig, resolution=resolution, num_views=num_views, fov_deg=fov_deg)
     cfg = RenderCaptureConfig(rig=rig_cfg, head_frame=spec, supersample=supersample)
     result = render(load_mesh(mesh), cfg, out, overwrite=overwrite)
@@ -121,8 +124,8 @@ def inspect(capture: Annotated[Path, tyro.conf.Positional],
 
 def reconstruct(capture: Annotated[Path, tyro.conf.Positional], out: Path,
                 method: Method = Method.GAUSSIANS, sdf: bool = False,
-                preset: str = "default", resolution: int | None = None, steps: int | None = None,
-                test_every: int = 8, device: Device = Device.AUTO, init_ply: Path | None = None,
+                preset: str = "default", resolution: ImageSide | None = None, steps: Count | None = None,
+                test_every: NonNegativeInt = 8, device: Device = Device.AUTO, init_ply: Path | None = None,
                 resume: bool = False, overwrite: bool = False) -> None:
     """Reconstruct a head from a multi-view capture: metrics.json, contact sheet, turntable and exports.
 
@@ -151,9 +154,10 @@ def reconstruct(capture: Annotated[Path, tyro.conf.Positional], out: Path,
     print(f"wrote {result.out_dir} in {result.seconds:.0f} s: {scores_line(result)}, {result.summary.describe()}")
 
 
-def extract_mesh(run_dir: Annotated[Path, tyro.conf.Positional], resolution: int = 256, level: float | None = None,
-                 silhouette_level: bool = False, target_faces: int | None = 100_000, texture_size: int = 1024,
-                 unwrap_seconds: float = 180.0, out: Path | None = None, overwrite: bool = False) -> None:
+def extract_mesh(run_dir: Annotated[Path, tyro.conf.Positional], resolution: GridResolution = 256,
+                 level: float | None = None, silhouette_level: bool = False, target_faces: TargetFaces | None = 100_000,
+                 texture_size: TextureSize = 1024, unwrap_seconds: Seconds = 180.0, out: Path | None = None,
+                 overwrite: bool = False) -> None:
     """Extract a textured mesh from a finished neural-field run into RUN_DIR/mesh/ (mesh.obj + .mtl + .png, mesh.ply,
     mesh.glb), written as one folder: it appears complete or not at all. The mesh is repaired to be manifold,
     closed where holes are small and single-piece; a quality report is printed.
@@ -194,8 +198,10 @@ def extract_mesh(run_dir: Annotated[Path, tyro.conf.Positional], resolution: int
         print("warning: the mesh is not engine-ready (see the counts above)", file=sys.stderr)
 
 
-COMMANDS = {"run": run, "reconstruct": reconstruct, "extract-mesh": extract_mesh, "render-capture": render_capture,
-            "inspect": inspect}
+# Each command checks its arguments against their declared ranges (headforge.validation) before it runs.
+COMMANDS = {name: checked_command(fn) for name, fn in (
+    ("run", run), ("reconstruct", reconstruct), ("extract-mesh", extract_mesh), ("render-capture", render_capture),
+    ("inspect", inspect))}
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -16,7 +16,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
+import annotated_types as at
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -29,19 +31,22 @@ from headforge.geometry.camera_rigs import RigConfig, make_rig
 from headforge.geometry.head_frame import HeadFrameSpec, to_head_frame
 from headforge.renderers.mesh_render import render_mesh
 from headforge.representations.mesh import TexturedMesh
+from headforge.validation import Checked, Count, NonNegativeInt, Positive
+
+Supersample = Annotated[int, at.Ge(1), at.Le(8)]  # render at k x the resolution and filter down
 
 
 @dataclass(frozen=True)
-class RenderCaptureConfig:
+class RenderCaptureConfig(Checked):
     rig: RigConfig = field(default_factory=RigConfig)
     head_frame: HeadFrameSpec | None = field(default_factory=lambda: HeadFrameSpec(head_width_m=0.155))
-    supersample: int = 2  # render at k x resolution and box-filter (clean anti-aliased edges)
+    supersample: Supersample = 2  # render at k x resolution and box-filter (clean anti-aliased edges)
     shading: bool = False  # unlit albedo by default (what reconstruction is scored against)
     # Split of the returned capture (Split.spread: ceil(N / test_every) views spread over azimuth). Not written
     # into the files: whoever reads them chooses a split (reconstruct / inspect --test-every).
-    test_every: int = 8
-    depth_unit: float = 1e-4  # metres per 16-bit depth unit (0.1 mm; up to 6.5 m)
-    batch: int = 4  # views rendered together (memory vs speed)
+    test_every: NonNegativeInt = 8
+    depth_unit: Positive = 1e-4  # metres per 16-bit depth unit (0.1 mm; up to 6.5 m)
+    batch: Count = 4  # views rendered together (memory vs speed)
 
 
 @dataclass(frozen=True)
