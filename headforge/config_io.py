@@ -54,7 +54,7 @@ def _convert(value: Any, tp: Any, where: str, path: Path) -> Any:
             raise InputError(f"{where} = {value!r} is not one of: {choices}", path=path,
                              fix="use one of the listed values") from None
     if origin is tuple:
-        if not isinstance(value, list):
+        if not isinstance(value, list | tuple):  # TOML arrays; tuples from a saved config (asdict)
             raise OptionError(where, value, "an array", path=path)
         return tuple(value)
     if tp is Path:
