@@ -82,10 +82,10 @@ class FieldTrainConfig(Checked):
         if self.eikonal_points < 2:
             raise OptionError("eikonal_points", self.eikonal_points, ">= 2 (half are drawn near the surface)")
         if self.beta_final is not None and not self.field.sdf:
-            raise OptionError("beta_final", self.beta_final, "none unless the field is an SDF: it anneals VolSDF's "
-                              "beta (use --sdf, or drop beta_final)")
+            raise OptionError("beta_final", self.beta_final, "unset: beta_final anneals VolSDF's beta, so it needs an "
+                              "SDF field (--sdf)")
         if self.anneal_over_budget and self.max_seconds is None:
-            raise OptionError("anneal_over_budget", True, "false unless max_seconds is set (it anneals over it)")
+            raise OptionError("anneal_over_budget", True, "false, or set max_seconds too (it anneals over that budget)")
         if not (self.early_stop_eps < 1 and self.alpha_thre < 1):
             raise OptionError("early_stop_eps" if self.early_stop_eps >= 1 else "alpha_thre",
                               max(self.early_stop_eps, self.alpha_thre), "< 1")
