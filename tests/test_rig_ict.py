@@ -242,6 +242,16 @@ def test_bad_folders(ict_dir, npz, tmp_path):
         load_ict_facekit(bad)
 
 
+def test_jaw_hinge_refuses_a_jaw_open_that_does_not_open(rig):
+    tpl = rig.template.double().numpy()
+    with pytest.raises(InputError, match="does not move the lower teeth") as info:
+        jaw_hinge(tpl, np.zeros_like(tpl), Path("shapes.npz"))
+    assert "shapes.npz" in str(info.value) and "Fix:" in str(info.value)
+    tiny_turn = rig.expression_basis[row("jawOpen")].double().numpy() * 0.1  # ~2.5 degrees
+    with pytest.raises(InputError, match="turns the lower teeth by only"):
+        jaw_hinge(tpl, tiny_turn, Path("shapes.npz"))
+
+
 def test_wrong_topology(tmp_path, ict_dir):
     d = tmp_path / "tiny"
     d.mkdir()

@@ -74,7 +74,7 @@ def load_ict_facekit(folder: str | Path) -> HeadRig:
         neutral, expr, ident = _read_packed(folder / PACKED_NPZ, neutral_obj)
     else:
         neutral, expr, ident = _read_kit(folder, neutral_obj, indices)
-    return _build_rig(neutral, expr, ident, faces, uvs, indices, source=f"ICT-FaceKit ({layout} layout) {folder}")
+    return _build_rig(neutral, expr, ident, faces, uvs, indices, folder, layout)
 
 
 # ---------------------------------------------------------------------------------------------- files
@@ -217,10 +217,11 @@ def _require_names(expr: dict[str, np.ndarray], path: Path) -> None:
 
 # ---------------------------------------------------------------------------------------------- rig
 def _build_rig(neutral: np.ndarray, expr: dict[str, np.ndarray], ident: np.ndarray, faces: np.ndarray,
-               uvs: np.ndarray, indices: dict, source: str) -> HeadRig:
+               uvs: np.ndarray, indices: dict, folder: Path, layout: IctLayout) -> HeadRig:
+    shapes_file = folder / (PACKED_NPZ if layout is IctLayout.PACKED else "{name}.obj")
     for what, arr in (("neutral", neutral), ("identity shapes", ident), *expr.items()):
         if not np.isfinite(arr).all():
-            raise InputError(f"ICT-FaceKit {what} has non-finite values", path=source.split(" ", 3)[-1],
+            raise InputError(f"ICT-FaceKit {what} has non-finite values", path=shapes_file,
                              fix="restore the kit's files")
     skin = torch.from_numpy(neutral[SKIN])
     T = head_frame_transform(skin, HeadFrameSpec(units=Units.CM))  # [4, 4] float64 similarity
@@ -235,13 +236,14 @@ def _build_rig(neutral: np.ndarray, expr: dict[str, np.ndarray], ident: np.ndarr
         present[k] = bool(names)
     ident_m = ident @ A.T
     jaw_delta = basis[ARKIT_NAMES.index(ArkitShape.JAW_OPEN)]
-    regions, region_names, regressor, weights = ict_skeleton(template, jaw_delta)
+    jaw_file = folder / (PACKED_NPZ if layout is IctLayout.PACKED else "jawOpen.obj")
+    regions, region_names, regressor, weights = ict_skeleton(template, jaw_delta, jaw_file)
     tri_of_vertex = np.full(len(template), -1, np.int64)
     for corner in range(3):  # a face holding each vertex (the last one written wins; any is exact)
         tri_of_vertex[faces[:, corner]] = np.arange(len(faces))
     lm = np.asarray(indices["idx_to_landmark_verts"], np.int64)
     if lm.min() < 0 or lm.max() >= len(template) or (tri_of_vertex[lm] < 0).any():
-        raise InputError("idx_to_landmark_verts names vertices outside the mesh's faces", path=source,
+        raise InputError("idx_to_landmark_verts names vertices outside the mesh's faces", path=folder / INDICES_JSON,
                          fix="restore the kit's vertex_indices.json")
     tri = tri_of_vertex[lm]
     bary = (faces[tri] == lm[:, None]).astype(np.float64)  # one-hot on the landmark's corner
@@ -252,4 +254,4 @@ def _build_rig(neutral: np.ndarray, expr: dict[str, np.ndarray], ident: np.ndarr
         expression_present=torch.from_numpy(present), joint_regressor=regressor.to(f32), skin_weights=weights.to(f32),
         identity_basis=torch.tensor(ident_m, dtype=f32),
         landmarks={LandmarkSet.IBUG_68: LandmarkEmbedding(torch.from_numpy(tri), torch.tensor(bary, dtype=f32))},
-        source=source, licence=LICENCE)
+        source=f"ICT-FaceKit ({layout} layout) {folder}", licence=LICENCE)

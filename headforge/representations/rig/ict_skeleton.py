@@ -38,6 +38,8 @@ Skinning weights (rows sum to 1).
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import torch
 from torch import Tensor
@@ -93,17 +95,20 @@ def smoothstep(x: np.ndarray) -> np.ndarray:
     return x * x * (3 - 2 * x)
 
 
-def jaw_hinge(template: np.ndarray, jaw_delta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """-> jaw joint [3], lower-teeth vertex indices, and the rigid turn (R [3, 3], t [3]) jawOpen applies to them."""
+def jaw_hinge(template: np.ndarray, jaw_delta: np.ndarray, source: Path | None = None
+              ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """-> jaw joint [3], lower-teeth vertex indices, and the rigid turn (R [3, 3], t [3]) jawOpen applies to them.
+
+    ``source`` is the file the jawOpen shape came from, named in errors."""
     moved = np.linalg.norm(jaw_delta[TEETH], axis=1)
     lower = TEETH[moved > JAW_MIN_MOTION]
     if len(lower) < 4:
-        raise InputError("ICT-FaceKit's jawOpen shape does not move the lower teeth", path="jawOpen",
+        raise InputError("ICT-FaceKit's jawOpen shape does not move the lower teeth", path=source,
                          fix="restore the kit's jawOpen shape (the jaw joint is derived from it)")
     R, t = kabsch(template[lower], template[lower] + jaw_delta[lower])
     angle = np.degrees(np.arccos(np.clip((np.trace(R) - 1) / 2, -1, 1)))
     if angle < MIN_JAW_TURN_DEG:
-        raise InputError(f"ICT-FaceKit's jawOpen turns the lower teeth by only {angle:.1f} degrees", path="jawOpen",
+        raise InputError(f"ICT-FaceKit's jawOpen turns the lower teeth by only {angle:.1f} degrees", path=source,
                          fix="restore the kit's jawOpen shape (the jaw joint is derived from it)")
     yz = np.linalg.solve(np.eye(2) - R[1:, 1:], t[1:])  # fixed point of the sagittal turn
     return np.array([template[lower, 0].mean(), yz[0], yz[1]]), lower, R, t
@@ -128,19 +133,22 @@ def ict_regions(template: np.ndarray, jaw_y: float, eye_y: float, eye_z: float) 
     return regions
 
 
-def ict_skeleton(template: np.ndarray, jaw_delta: np.ndarray) -> tuple[Tensor, tuple[Region, ...], Tensor, Tensor]:
+def ict_skeleton(template: np.ndarray, jaw_delta: np.ndarray, source: Path | None = None
+                 ) -> tuple[Tensor, tuple[Region, ...], Tensor, Tensor]:
     """template [V, 3], jawOpen delta [V, 3] (head frame, metres) -> regions [V], region names,
-    joint regressor [J, V] and skinning weights [V, J] (float64), by the rules in the module docstring."""
+    joint regressor [J, V] and skinning weights [V, J] (float64), by the rules in the module docstring.
+    ``source`` is the file the shapes came from, named in errors."""
     V = len(template)
     eye_left, eye_right = sphere_centre(template[EYEBALL_LEFT]), sphere_centre(template[EYEBALL_RIGHT])
-    jaw, lower, R, t = jaw_hinge(template, jaw_delta)
+    jaw, lower, R, t = jaw_hinge(template, jaw_delta, source)
     eyes = 0.5 * (eye_left + eye_right)
     regions = ict_regions(template, jaw[1], eyes[1], eyes[2])
     names = tuple(Region)
     ear_idx = np.nonzero(regions == names.index(Region.EARS))[0]
     left_ear, right_ear = ear_idx[template[ear_idx, 0] > 0], ear_idx[template[ear_idx, 0] < 0]
     if len(left_ear) < 4 or len(right_ear) < 4:
-        raise InputError("could not find both ears on the ICT-FaceKit mesh", path="generic_neutral_mesh.obj",
+        raise InputError("could not find both ears on the ICT-FaceKit mesh",
+                         path=None if source is None else source.parent / "generic_neutral_mesh.obj",
                          fix="use the kit's unmodified neutral mesh")
     head = 0.5 * (template[left_ear].mean(0) + template[right_ear].mean(0))
     head[1] = jaw[1]
