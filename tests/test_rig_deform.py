@@ -12,7 +12,14 @@ import torch
 
 from headforge.errors import InputError
 from headforge.geometry.rotations import quat_to_rotmat
-from headforge.representations.rig.arkit import ARKIT_NAMES, NUM_ARKIT, ArkitShape
+from headforge.representations.rig.arkit import (
+    ARKIT_NAMES,
+    ICT_TO_ARKIT,
+    NUM_ARKIT,
+    ArkitShape,
+    arkit_index,
+    ict_expression_names,
+)
 from headforge.representations.rig.deform import (
     RigPose,
     axis_angle_to_matrix,
@@ -63,6 +70,24 @@ def tiny_rig(V: int = 10, F: int = 8, K: int = 3) -> HeadRig:
 def random_pose(B: int, J: int = len(JOINTS), scale: float = 0.6, seed: int = 1) -> RigPose:
     g = torch.Generator().manual_seed(seed)
     return RigPose(torch.randn(B, J, 3, generator=g, dtype=D) * scale, torch.randn(B, 3, generator=g, dtype=D) * 0.1)
+
+
+# ------------------------------------------------------------------------------------------ names
+def test_arkit_order_and_ict_map():
+    assert len(set(ARKIT_NAMES)) == NUM_ARKIT == 52
+    # group starts of Apple's documented order (the indices Unreal's EARFaceBlendShape gives them)
+    starts = {"eyeBlinkLeft": 0, "eyeBlinkRight": 7, "jawForward": 14, "jawOpen": 17, "mouthClose": 18,
+              "browDownLeft": 41, "cheekPuff": 46, "noseSneerLeft": 49, "tongueOut": 51}
+    assert {n: ARKIT_NAMES.index(n) for n in starts} == starts
+    assert arkit_index("eyeBlink_L") == arkit_index(ArkitShape.EYE_BLINK_LEFT) == 0
+    assert arkit_index("mouthSmile_R") == ARKIT_NAMES.index("mouthSmileRight")
+    with pytest.raises(KeyError, match="not one of the 52"):
+        arkit_index("cheekRaiser_L")
+    assert ICT_TO_ARKIT[ArkitShape.CHEEK_PUFF] == ("cheekPuff_L", "cheekPuff_R")
+    assert ICT_TO_ARKIT[ArkitShape.MOUTH_LEFT] == ("mouthLeft",)
+    assert ICT_TO_ARKIT[ArkitShape.EYE_WIDE_RIGHT] == ("eyeWide_R",)
+    assert ICT_TO_ARKIT[ArkitShape.TONGUE_OUT] == ()
+    assert len(ict_expression_names()) == 53  # 51 ARKit shapes, two of them split in halves
 
 
 # ------------------------------------------------------------------------------------------ rotations

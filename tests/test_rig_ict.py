@@ -236,6 +236,12 @@ def test_bad_folders(ict_dir, npz, tmp_path):
         load_ict_facekit(wrong)
     assert PACKED_NPZ in str(info.value) and "Fix:" in str(info.value)
     shutil.rmtree(wrong)
+    for garbage in (b"not an npz", b"PK\x03\x04 truncated zip"):
+        broken = _folder(tmp_path, ict_dir, None)
+        (broken / PACKED_NPZ).write_bytes(garbage)
+        with pytest.raises(InputError, match="cannot read npz"):
+            load_ict_facekit(broken)
+        shutil.rmtree(broken)
     small = dict(npz, identity_deltas=npz["identity_deltas"][:3, :100])
     bad = _folder(tmp_path, ict_dir, small)
     with pytest.raises(InputError, match="identity_deltas has shape"):

@@ -65,7 +65,7 @@ class LandmarkSet(StrEnum):
 LANDMARK_COUNTS: dict[LandmarkSet, int] = {LandmarkSet.MEDIAPIPE_478: 478, LandmarkSet.IBUG_68: 68}
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)  # eq=False: tensors have no single truth value; compare fields explicitly
 class LandmarkEmbedding:
     """Landmarks fixed on the surface: point l = sum_k barycentrics[l, k] * vertex(faces[triangles[l], k])."""
 
@@ -73,7 +73,7 @@ class LandmarkEmbedding:
     barycentrics: Tensor  # [L, 3] float, rows sum to 1
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class HeadRig:
     template: Tensor  # [V, 3] metres, head frame
     faces: Tensor  # [F, 3] int64

@@ -15,6 +15,7 @@ skinning weights come from the kit's documented vertex ranges by the rules in ``
 from __future__ import annotations
 
 import json
+import zipfile
 from enum import StrEnum
 from pathlib import Path
 
@@ -159,7 +160,7 @@ def _read_packed(path: Path, neutral_obj: np.ndarray) -> tuple[np.ndarray, dict[
             if missing:
                 raise InputError(f"npz lacks the keys {missing} (it has {sorted(z.files)})", path=path, fix=fix)
             data = {k: z[k] for k in PACKED_KEYS}
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, zipfile.BadZipFile) as e:
         raise InputError(f"cannot read npz ({e})", path=path, fix=fix) from e
     V = ICT_NUM_VERTICES
     neutral = data["neutral"].astype(np.float64)
