@@ -236,24 +236,26 @@ def pop_debug_option(argv: list[str]) -> tuple[bool, list[str]]:
     return debug or len(rest) != len(argv), rest
 
 
-def interrupted_line(stopped: Interrupted, argv: list[str]) -> str:
-    """One line: where training stopped, its checkpoint and the command that continues it."""
-    line = f"headforge: {stopped}"
-    if stopped.checkpoint is not None and argv[:1] == ["reconstruct"]:
+def interrupted_line(stopped: Interrupted, argv: list[str], command: str | None) -> str:
+    """One line: where training stopped, its checkpoint and the command (``argv`` and ``--resume``) that
+    continues it; only ``reconstruct`` can resume."""
+    text = f"headforge: {stopped}"
+    if stopped.checkpoint is not None and command == "reconstruct":
         again = [a for a in argv if a != "--overwrite"] + ([] if "--resume" in argv else ["--resume"])
-        line += f"; continue with: headforge {shlex.join(again)}"
-    return line
+        text += f"; continue with: headforge {shlex.join(again)}"
+    return text
 
 
 def main(argv: list[str] | None = None) -> int:
     """The ``headforge`` command; returns the exit status (see the module docstring)."""
     from headforge.threads import configure_threads, pop_threads_option
 
-    debug, args = pop_debug_option(sys.argv[1:] if argv is None else list(argv))
+    debug, line = pop_debug_option(sys.argv[1:] if argv is None else list(argv))
+    args = line
     try:
         # Global option ``--threads N`` (anywhere on the line) or $HEADFORGE_THREADS; default: the cores this
         # process may use (affinity, cgroup quota). See headforge/threads.py.
-        threads, args = pop_threads_option(args)
+        threads, args = pop_threads_option(line)
         if args[:1] == ["--version"]:
             print(f"headforge {__version__}")
             return 0
@@ -261,7 +263,7 @@ def main(argv: list[str] | None = None) -> int:
         tyro.extras.subcommand_cli_from_dict(COMMANDS, args=args, prog="headforge",
                                              config=(tyro.conf.EnumChoicesFromValues,))
     except Interrupted as stopped:
-        print(interrupted_line(stopped, args), file=sys.stderr)
+        print(interrupted_line(stopped, line, args[0] if args else None), file=sys.stderr)
         return 128 + stopped.signum
     except HeadforgeError as error:
         print(f"headforge: error: {error}", file=sys.stderr)
