@@ -6,7 +6,8 @@ looks complete is left behind (every writer stages its output and renames it at 
 
 Exit status: 0 done; 2 a user error; 1 a bug (``headforge: internal error: ...`` and where to report it; the
 traceback with ``--debug`` or ``HEADFORGE_DEBUG=1``); 130 / 143 training stopped by SIGINT / SIGTERM, with
-a checkpoint and the command that continues it (elsewhere ctrl-C exits 130 with one line).
+a checkpoint and the command that continues it (elsewhere ctrl-C / SIGTERM exit 130 / 143 with one line, after
+the staging folders and the output lock are cleaned up).
 Global options, anywhere on the line: ``--threads N``, ``--debug``; ``headforge --version``.
 """
 
@@ -15,7 +16,9 @@ from __future__ import annotations
 import json
 import os
 import shlex
+import signal
 import sys
+import threading
 import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -246,8 +249,26 @@ def interrupted_line(stopped: Interrupted, argv: list[str], command: str | None)
     return text
 
 
+class Terminated(BaseException):
+    """SIGTERM outside training: unwinds like ctrl-C, so staging folders and the output lock are cleaned up."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     """The ``headforge`` command; returns the exit status (see the module docstring)."""
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
+    try:
+        return _main(argv)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None) -> int:
     from headforge.threads import configure_threads, pop_threads_option
 
     debug, line = pop_debug_option(sys.argv[1:] if argv is None else list(argv))
@@ -271,6 +292,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print("headforge: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("headforge: terminated", file=sys.stderr)
+        return 143
     except Exception as bug:  # a bug: short message, traceback on request
         if debug:
             traceback.print_exc()

@@ -157,6 +157,21 @@ def test_ctrl_c_outside_training_is_one_line_and_130(tiny_capture_dir, monkeypat
     assert capsys.readouterr().err == "headforge: interrupted\n"
 
 
+def test_sigterm_outside_training_unwinds_cleanly_and_exits_143(tmp_path, monkeypatch, capsys, sample_head):
+    """SIGTERM while render-capture renders: the staging folder and the lock go, one line, exit 143."""
+    import headforge.stages.render_capture as stage
+    from headforge.representations.mesh_io import save_glb
+
+    save_glb(sample_head.mesh, tmp_path / "head.glb")
+    monkeypatch.setattr(stage, "render_mesh", lambda *a, **k: os.kill(os.getpid(), signal.SIGTERM))
+    before = signal.getsignal(signal.SIGTERM)
+    assert main(["render-capture", str(tmp_path / "head.glb"), "--out", str(tmp_path / "cap"), "--rig", "ring",
+                 "--num-views", "4", "--resolution", "32"]) == 143
+    assert capsys.readouterr().err.strip().splitlines()[-1] == "headforge: terminated"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["head.glb"]
+    assert signal.getsignal(signal.SIGTERM) == before
+
+
 def test_inspect_writes_no_plot_unless_asked(tiny_capture_dir, tmp_path, monkeypatch, capsys):
     monkeypatch.chdir(tmp_path)
     assert main(["inspect", str(tiny_capture_dir)]) == 0
