@@ -24,6 +24,7 @@ import contextlib
 import fcntl
 import json
 import os
+import shlex
 import socket
 import sys
 import time
@@ -47,7 +48,7 @@ class LockRecord:
     @classmethod
     def ours(cls) -> LockRecord:
         return cls(os.getpid(), socket.gethostname(), time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                   " ".join(sys.argv))
+                   shlex.join([Path(sys.argv[0]).name, *sys.argv[1:]]) if sys.argv else "?")
 
     @classmethod
     def parse(cls, text: str) -> LockRecord | None:
