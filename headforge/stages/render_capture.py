@@ -9,7 +9,9 @@ Output layout (``out/``)::
     opencv_cameras.json GS-LRM / FaceLift layout (OpenCV world-to-camera)
 
 The mesh is first brought into the canonical head frame (geometry/head_frame.py) unless
-``head_frame`` is None, so every rig sees the head the same way.
+``head_frame`` is None, so every rig sees the head the same way. The mesh and the rig are checked
+before anything is written; the folder is written under ``OUT.lock`` (headforge/locks.py) as one
+staged directory, so ``overwrite`` replaces an earlier capture only once the new one is complete.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from headforge.captures.formats import CaptureFormat, write_camera_file
 from headforge.captures.images import write_image
 from headforge.geometry.camera_rigs import RigConfig, make_rig
 from headforge.geometry.head_frame import HeadFrameSpec, to_head_frame
+from headforge.locks import output_lock
 from headforge.renderers.mesh_render import render_mesh
 from headforge.representations.mesh import TexturedMesh
 from headforge.validation import Checked, Count, NonNegativeInt, Positive
@@ -67,7 +70,7 @@ def render_capture(mesh: TexturedMesh, cfg: RenderCaptureConfig, out_dir: str | 
     cameras = make_rig(cfg.rig)
     names = cameras.names
     far = float(cameras.centers().norm(dim=-1).max()) * 3
-    with atomic_directory(out_dir, overwrite=overwrite) as stage:
+    with output_lock(out_dir), atomic_directory(out_dir, overwrite=overwrite) as stage:
         for sub in ("images", "masks", "depth"):
             (stage / sub).mkdir()
         views = []
