@@ -43,17 +43,18 @@ from headforge.pipeline.reconstruct import (
 )
 from headforge.representations.mesh import TexturedMesh
 from headforge.stages.render_capture import RenderCaptureConfig, render_capture
+from headforge.validation import Checked, Count
 from headforge.viz.sheets import colorize, contact_sheet, save_sheet
 
 
 @dataclass(frozen=True)
-class MainJobConfig:
+class MainJobConfig(Checked):
     out: Path = Path("outputs/sample_head")
     mesh: Path | None = None  # default: the built-in sample head
     rig: RigConfig = field(default_factory=lambda: RigConfig(kind=RigKind.SPHERE32, resolution=256))
     head_frame: HeadFrameSpec = field(default_factory=lambda: HeadFrameSpec(head_width_m=0.155))
     preset: str = "fast"
-    steps: int | None = None  # overrides the preset
+    steps: Count | None = None  # overrides the preset
     overwrite: bool = False
     progress: bool = True
 

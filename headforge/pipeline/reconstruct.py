@@ -66,6 +66,7 @@ from headforge.stages.evaluate import (
 )
 from headforge.stages.views import ViewBatch, load_views
 from headforge.training.checkpoint import latest_checkpoint
+from headforge.validation import Checked, Count, ImageSide, NonNegativeInt
 
 __all__ = ["Device", "HeldOutView", "Method", "PreparedJob", "ReconstructConfig", "ReconstructOptions",
            "Reconstruction", "check_job_inputs", "check_resumable_output", "prepare", "reconstruct", "run_prepared",
@@ -73,17 +74,17 @@ __all__ = ["Device", "HeldOutView", "Method", "PreparedJob", "ReconstructConfig"
 
 
 @dataclass(frozen=True, kw_only=True)
-class ReconstructOptions:
+class ReconstructOptions(Checked):
     """What to train and how; the capture and the output directory come separately."""
 
     method: Method = Method.GAUSSIANS
     sdf: bool = False  # neural fields: VolSDF geometry instead of density
     preset: str = "default"  # headforge/presets/<gaussians|fields>_<preset>.toml, or a path to a TOML file
-    resolution: int | None = None  # overrides the preset
-    steps: int | None = None  # overrides the preset
+    resolution: ImageSide | None = None  # overrides the preset
+    steps: Count | None = None  # overrides the preset
     device: Device = Device.AUTO
     init_ply: Path | None = None  # Gaussians: continue from exported splats instead of initialising
-    turntable_frames: int = 36
+    turntable_frames: Count = 36
     progress: bool = True
 
 
@@ -93,7 +94,7 @@ class ReconstructConfig(ReconstructOptions):
 
     capture: Path
     out: Path
-    test_every: int = 8  # hold out ceil(N / test_every) views spread over azimuth (Split.spread)
+    test_every: NonNegativeInt = 8  # hold out ceil(N / test_every) views spread over azimuth (Split.spread)
     resume: bool = False  # continue from the last checkpoint in out/checkpoints
     overwrite: bool = False  # replace out, at the end of a successful run
 

@@ -39,6 +39,7 @@ from tqdm import tqdm
 
 from headforge.errors import Interrupted
 from headforge.training.checkpoint import CheckpointKind, save_checkpoint
+from headforge.validation import Checked, Count, NonNegativeInt, OptionError, Seconds
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
@@ -47,19 +48,6 @@ def seed_everything(seed: int) -> torch.Generator:
     """Seed torch's global RNG (model initialisation) and return the run's own generator (every draw of a step)."""
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
-
-
-def check_loop_options(cfg) -> None:
-    """Validate a trainer config's loop keys (``steps``, ``checkpoint_every``, ``checkpoint_minutes``,
-    ``max_seconds``); raises ValueError naming the config class."""
-    name = type(cfg).__name__
-    if cfg.steps < 0 or cfg.checkpoint_every < 1:
-        raise ValueError(f"{name}: steps >= 0 and checkpoint_every >= 1 are needed, got {cfg.steps} and "
-                         f"{cfg.checkpoint_every}")
-    for key in ("checkpoint_minutes", "max_seconds"):
-        value = getattr(cfg, key)
-        if value is not None and not value > 0:
-            raise ValueError(f"{name}.{key} must be > 0 or None (none), got {value}")
 
 
 class StepOutput(Protocol):
@@ -101,18 +89,19 @@ class Checkpointing:
 
 
 @dataclass(frozen=True)
-class LoopOptions:
+class LoopOptions(Checked):
     name: str  # progress-bar label and error messages
-    steps: int  # the last step to run
-    log_every: int
-    start: int = 0  # the step resumed from (0: a fresh run)
-    max_seconds: float | None = None  # wall-clock budget of this run (None: none)
+    steps: NonNegativeInt  # the last step to run
+    log_every: Count
+    start: NonNegativeInt = 0  # the step resumed from (0: a fresh run)
+    max_seconds: Seconds | None = None  # wall-clock budget of this run (None: none)
     divergence_hint: str | None = None  # appended to the divergence error
     checkpointing: Checkpointing | None = None
 
     def __post_init__(self):
-        if self.max_seconds is not None and not self.max_seconds > 0:
-            raise ValueError(f"max_seconds must be > 0 or None, got {self.max_seconds}")
+        super().__post_init__()
+        if self.start > self.steps:
+            raise OptionError("steps", self.steps, f">= the step resumed from ({self.start})")
 
 
 @dataclass(frozen=True)
