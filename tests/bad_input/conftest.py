@@ -36,7 +36,8 @@ FINAL_DIRS = frozenset({"mesh", "reconstruction", "capture", "renders"})
 TINY_GAUSSIANS = "resolution = 32\n[train]\nsteps = 2\nmax_sh_degree = 1\ninit_points = 300\n"
 # Tiny neural-field preset (a hash grid small enough to build in milliseconds).
 TINY_FIELD = ("resolution = 32\n[train]\nsteps = 2\nrays_per_batch = 256\n[train.occupancy]\nresolution = 16\n"
-              "warmup_steps = 1\n[train.field.hashgrid]\nn_levels = 4\nlog2_table_size = 10\nmax_resolution = 64\n")
+              "warmup_steps = 1\n[train.field.hashgrid]\nn_levels = 4\nlog2_table_size = 10\nmax_resolution = 64\n"
+              "backend = \"torch\"\n")  # the torch hash grid: no compiled kernel to build in a subprocess
 # A gigantic size: refused up front by the documented maximum, never allocated. Cases that might reach an
 # allocator on a branch without validation run in a subprocess under an address-space limit.
 GIGANTIC = 200_000
@@ -242,4 +243,4 @@ def write_tetra(folder: Path, obj: str = TETRA_OBJ, mtl: str | None = TETRA_MTL,
 @pytest.fixture
 def tetra(tmp_path) -> Path:
     """A valid tiny textured mesh (render-capture of it at 16 px takes well under a second)."""
-    return write_tetra(tmp_path / "mesh")
+    return write_tetra(tmp_path / "tetra")

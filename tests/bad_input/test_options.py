@@ -64,7 +64,7 @@ def test_gigantic_size_is_refused_up_front(command, tetra, tiny_capture, field_r
     args = {"render-capture": [tetra, "--out", tmp_path / "out", "--rig", "ring", "--num-views", "2",
                                "--supersample", "1"],
             "reconstruct": [tiny_capture, "--out", tmp_path / "out", "--steps", "1", "--device", "cpu"],
-            "extract-mesh": [field_run, "--out", tmp_path / "mesh", "--resolution", "8"]}[command]
+            "extract-mesh": [field_run, "--out", tmp_path / "extracted", "--resolution", "8"]}[command]
     before = snapshot(tmp_path)
     result = subproc(command, *args, option, str(GIGANTIC), timeout=180)
     assert_refused(result, option, str(GIGANTIC), root=tmp_path, before=before)
