@@ -1,0 +1,1 @@
+"""Bad input stops at the door (issue 10): every case exits 2 with one clear message and leaves nothing behind."""
