@@ -41,6 +41,9 @@ def check_output_path(path: str | Path, *, directory: bool) -> Path:
     """Refuse, before any work, an output that cannot be written: a directory where a file is
     wanted (or the reverse), or a path under an existing file."""
     path = Path(path)
+    if path.is_symlink() and not path.exists():
+        raise InputError("the output path is a symlink that leads nowhere (dangling, or a loop)", path=path,
+                         fix="remove the link, or choose another output path")
     if path.exists() and path.is_dir() != directory:
         what = "a file" if directory else "a directory"
         raise InputError(f"the output path is {what}", path=path,
