@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from headforge.errors import InputError
-from headforge.io.files import read_toml
+from headforge.io.files import is_missing, read_toml
 
 T = TypeVar("T")
 
@@ -85,7 +85,7 @@ def config_path(path: str | Path) -> Path:
 def load_config(cls: type[T], path: str | Path) -> T:
     """Read a TOML preset into ``cls``; a bare name like ``gaussians_fast`` is a shipped preset."""
     path = config_path(path)
-    if not path.exists() and not path.is_symlink():
+    if is_missing(path):
         raise InputError("config file not found", path=path,
                          fix=f"give a TOML file, or one of the shipped presets: {', '.join(preset_names())}")
     return from_dict(cls, read_toml(path, "config file"), path)  # folders, loops, not UTF-8, bad TOML

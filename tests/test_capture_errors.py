@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -288,6 +289,12 @@ def test_symlink_loops_in_a_capture(tmp_path):
     camera_file.symlink_to(camera_file)
     with raises(InputError, camera_file, "symlink loop"):
         read_capture(cam_dir)
+    cameras = written(tmp_path, CaptureFormat.COLMAP)
+    images = cameras.parent.parent.parent / "images"
+    shutil.rmtree(images)
+    images.symlink_to(images)  # every image path now runs through a looping folder
+    with raises(InputError, str(images / "00000.png"), "symlink loop"):
+        read_capture(cameras)
 
 
 def test_float_image_with_nan_is_refused_at_load(tmp_path):

@@ -16,6 +16,7 @@ from headforge.errors import InputError
 from headforge.io.files import (
     InputKind,
     image_header,
+    is_missing,
     load_torch,
     read_bytes,
     read_json,
@@ -86,6 +87,19 @@ def test_resolve_input_refusals(tmp_path):
     os.mkfifo(fifo)
     with refused(fifo, "not a regular file"):
         resolve_input(fifo)
+
+
+def test_is_missing(tmp_path):
+    (tmp_path / "f").write_text("x")
+    assert not is_missing(tmp_path / "f") and not is_missing(tmp_path)
+    assert is_missing(tmp_path / "nope")
+    (tmp_path / "broken").symlink_to(tmp_path / "gone")
+    assert is_missing(tmp_path / "broken")
+    loop = tmp_path / "loop"
+    loop.symlink_to(loop)
+    assert not is_missing(loop) and not is_missing(loop / "below")  # present: resolve_input names the loop
+    with refused(loop / "below", "symlink loop"):
+        resolve_input(loop / "below")
 
 
 @pytest.mark.skipif(os.geteuid() == 0, reason="root reads files without read permission")

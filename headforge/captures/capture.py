@@ -19,7 +19,7 @@ from torch import Tensor
 from headforge.captures.images import read_image, read_mask, resize_image
 from headforge.errors import CaptureError
 from headforge.geometry.cameras import Cameras
-from headforge.io.files import resolve_input
+from headforge.io.files import is_missing, resolve_input
 
 
 class CaptureFormat(StrEnum):
@@ -252,7 +252,7 @@ class Capture:
             for p, what in ((v.image_path, "image"), (v.mask_path, "mask"), (v.depth_path, "depth map")):
                 if p is None:
                     continue
-                if not p.is_file() and not p.is_symlink():
+                if is_missing(p):
                     raise CaptureError(f"{what} listed by the capture does not exist: {p}",
                                        path=self.source_path, fix="fix the path or restore the file")
                 resolve_input(p, what=f"{what} listed by {self.source_path}")  # symlink loops, folders, permissions

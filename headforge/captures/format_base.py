@@ -24,7 +24,7 @@ from headforge.captures.capture import Capture, CaptureFormat, Split, View
 from headforge.captures.images import read_image, read_mask, write_image
 from headforge.errors import CameraError, CaptureError, InputError
 from headforge.geometry.cameras import Cameras
-from headforge.io.files import image_header, read_json
+from headforge.io.files import image_header, is_missing, read_json
 
 # read(camera_file, *, test_every, test_views, **options) -> Capture
 Reader = Callable[..., Capture]
@@ -172,7 +172,7 @@ def resolve_image(root: Path, relative: str) -> Path:
 
 def image_size(path: Path, camera_file: Path) -> tuple[int, int]:
     """(width, height) from an image's header without decoding it; a file that is not an image is refused."""
-    if not path.is_file() and not path.is_symlink():
+    if is_missing(path):
         raise CaptureError(f"image listed by the capture does not exist: {path}", path=camera_file,
                            fix="fix the path or restore the file")
     width, height, _ = image_header(path, f"image listed by {camera_file}")

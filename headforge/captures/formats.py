@@ -23,7 +23,7 @@ from headforge.captures import colmap, nerfstudio, nersemble, opencv_json
 from headforge.captures.capture import Capture, CaptureFormat
 from headforge.captures.format_base import FormatSpec, check_exportable, json_text
 from headforge.errors import CaptureError, InputError
-from headforge.io.files import InputKind, resolve_input
+from headforge.io.files import InputKind, is_missing, resolve_input
 
 __all__ = ["FORMATS", "CaptureFormat", "FormatSpec", "detect_format", "format_spec", "read_capture",
            "write_camera_file", "write_capture"]
@@ -54,7 +54,7 @@ def detect_format(path: str | Path) -> tuple[CaptureFormat, Path]:
     """
     path = Path(path)
     looked_for = [c for spec in FORMATS.values() for c in spec.camera_files]
-    if not path.exists() and not path.is_symlink():
+    if is_missing(path):
         raise InputError("capture path does not exist", path=path,
                          fix="give a capture directory or its camera file")
     resolve_input(path, kind=InputKind.ANY, what="capture path")  # symlink loops, permissions

@@ -41,6 +41,19 @@ class InputKind(StrEnum):
     ANY = "any"  # a file or a directory
 
 
+def is_missing(path: PathLike) -> bool:
+    """Whether nothing at all is at ``path`` (a broken link counts as missing). A symlink loop, in the path
+    itself or in a folder above it, and a permission problem count as present, so that a caller that words
+    "missing" its own way still hands them to :func:`resolve_input` to be named."""
+    try:
+        os.stat(path)
+    except FileNotFoundError:
+        return True
+    except (OSError, ValueError):
+        return False
+    return False
+
+
 def resolve_input(path: PathLike, *, kind: InputKind = InputKind.FILE, what: str = "file",
                   fix: str | None = None) -> Path:
     """``path`` after checking that it exists, is of ``kind``, is readable and is no symlink loop."""

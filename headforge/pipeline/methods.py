@@ -20,7 +20,7 @@ from torch import Tensor
 from headforge.atomic import atomic_path
 from headforge.config_io import config_path, from_dict, load_config
 from headforge.errors import InputError
-from headforge.io.files import load_torch, require_finite
+from headforge.io.files import is_missing, load_torch, require_finite
 from headforge.stages.evaluate import RenderFn
 from headforge.stages.field_train import FieldTrainConfig, field_render_fn, train_field
 from headforge.stages.gaussian_train import GaussianTrainConfig, render_splats, train_gaussians
@@ -170,7 +170,7 @@ def load_field(path: Path, device: str = "cpu"):
 
     fix = "re-run the reconstruction (`headforge reconstruct --method hashgrid|triplane|trigrid` writes " \
           "field.pt at the end)"
-    if not path.exists() and not path.is_symlink():
+    if is_missing(path):
         raise InputError("no field.pt in the run directory", path=path,
                          fix="point at the output of `headforge reconstruct --method hashgrid|triplane|trigrid` "
                              "that finished (field.pt is written at the end)")

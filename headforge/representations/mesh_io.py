@@ -45,7 +45,7 @@ from PIL import Image
 from headforge.atomic import atomic_path
 from headforge.errors import InputError, MeshError
 from headforge.geometry.bilinear import bilinear_image
-from headforge.io.files import read_bytes, read_pil_image, require_finite, resolve_input
+from headforge.io.files import is_missing, read_bytes, read_pil_image, require_finite, resolve_input
 from headforge.io.gltf import GltfBuilder
 from headforge.io.gltf_types import AccessorType, BufferTarget, Material, Node, Primitive
 from headforge.representations.mesh import TexturedMesh, uv_to_texel
@@ -59,7 +59,7 @@ def load_mesh(path: str | Path, *, texture_path: str | Path | None = None, weld:
               require_texture: bool = True) -> TexturedMesh:
     """Load an OBJ, PLY, GLB or GLTF file as a validated :class:`TexturedMesh` (see module docstring)."""
     path = Path(path)
-    if not path.exists() and not path.is_symlink():
+    if is_missing(path):
         raise InputError("mesh file does not exist", path=path, fix="check the path (and the working directory)")
     resolve_input(path, what="mesh file")  # a folder, a symlink loop, no read permission
     suffix = path.suffix.lower()
@@ -87,7 +87,7 @@ def load_mesh(path: str | Path, *, texture_path: str | Path | None = None, weld:
 def read_texture(path: Path) -> torch.Tensor:  # -> [H, W, 3] float32 in [0, 1]
     """A texture image as RGB; a missing file, or one that is not a whole image, is an InputError."""
     fix = "put the image next to the mesh (or fix the map_Kd line in the MTL)"
-    if not path.exists() and not path.is_symlink():
+    if is_missing(path):
         raise InputError("texture image does not exist", path=path, fix=fix)
     im = read_pil_image(path, "texture image", fix=None)
     try:
@@ -266,7 +266,7 @@ def _read_mtl_libraries(obj_path: Path, names: list[str], require_texture: bool
     library: dict[str, tuple[list[float] | None, Path | None]] = {}
     for name in names:
         mtl = obj_path.parent / name.replace("\\", "/")
-        if not mtl.exists() and not mtl.is_symlink():
+        if is_missing(mtl):
             if require_texture:
                 raise InputError(f"the OBJ names material library {name!r}, which does not exist", path=mtl,
                                 fix="put the .mtl (and its textures) next to the OBJ, or load with "
