@@ -304,12 +304,12 @@ def test_float_image_with_nan_is_refused_at_load(tmp_path):
     capture = read_capture(path)
     tif = capture.views[0].image_path.with_suffix(".tiff")
     img = np.full((H, W, 3), 0.5, np.float32)
-    assert cv2.imwrite(str(tif), img)
+    assert cv2.imwrite(str(tif), img, [cv2.IMWRITE_TIFF_COMPRESSION, 1])  # uncompressed: exact floats
     edit_json(path, lambda m: m["frames"][0].update(file_path=f"images/{tif.name}"))
     loaded = read_capture(path)
     view = next(i for i, v in enumerate(loaded.views) if v.image_path.name == tif.name)
     assert float(loaded.load(view).rgb.mean()) == pytest.approx(0.5)  # negative control: finite floats load
     img[1, 2, 0], img[5, 6, :] = np.nan, np.inf
-    assert cv2.imwrite(str(tif), img)
+    assert cv2.imwrite(str(tif), img, [cv2.IMWRITE_TIFF_COMPRESSION, 1])  # uncompressed: exact floats
     with raises(InputError, tif, "image has 2 of 768 pixels with NaN or Inf"):
         loaded.load(view)

@@ -61,8 +61,8 @@ def resolve_input(path: PathLike, *, kind: InputKind = InputKind.FILE, what: str
     try:
         path.resolve(strict=True)  # RuntimeError (Python < 3.13) or OSError(ELOOP) on a loop
         mode = path.stat().st_mode  # follows links; every component must be reachable
-    except RuntimeError as e:
-        raise InputError(f"{what} is a symlink loop ({e})", path=path,
+    except RuntimeError:
+        raise InputError(f"{what} is a symlink loop", path=path,
                          fix=fix or "point the link at a real file or folder") from None
     except FileNotFoundError:
         broken = f" (a broken symlink to {os.readlink(path)})" if path.is_symlink() else ""
