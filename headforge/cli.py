@@ -3,28 +3,43 @@
 User errors (:class:`HeadforgeError`) print one clear message and exit with status 2; nothing that
 looks complete is left behind (every writer stages its output and renames it at the end). Closed sets
 (rig, method, device) are StrEnums; the command line spells them by value (``--rig sphere32``).
+
+Exit status: 0 done; 2 a user error; 1 a bug (``headforge: internal error: ...`` and where to report it; the
+traceback with ``--debug`` or ``HEADFORGE_DEBUG=1``); 130 / 143 training stopped by SIGINT / SIGTERM, with
+a checkpoint and the command that continues it (elsewhere ctrl-C / SIGTERM exit 130 / 143 with one line, after
+the staging folders and the output lock are cleaned up).
+Global options, anywhere on the line: ``--threads N``, ``--debug``; ``headforge --version``.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import shlex
+import signal
 import sys
+import threading
+import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import tyro
 
-from headforge.errors import HeadforgeError, InputError
-from headforge.geometry.camera_rigs import RigConfig, RigKind
-from headforge.geometry.head_frame import Axis, HeadFrameSpec, Units
+from headforge import __version__
+from headforge.errors import HeadforgeError, InputError, Interrupted
+from headforge.geometry.camera_rigs import FovDeg, RigConfig, RigKind, ViewCount
+from headforge.geometry.head_frame import Axis, HeadFrameSpec, HeadWidth, Units
 from headforge.pipeline.methods import Device, Method
+from headforge.stages.mesh_types import GridResolution, TargetFaces, TextureSize
+from headforge.stages.render_capture import Supersample
+from headforge.validation import Count, ImageSide, NonNegativeInt, Seconds, checked_command
 
 if TYPE_CHECKING:
     from headforge.pipeline.reconstruct import Reconstruction
 
 
 def run(out: Path = Path("outputs/sample_head"), mesh: Path | None = None, rig: RigKind = RigKind.SPHERE32,
-        resolution: int = 256, preset: str = "fast", steps: int | None = None, overwrite: bool = False) -> None:
+        resolution: ImageSide = 256, preset: str = "fast", steps: Count | None = None, overwrite: bool = False) -> None:
     """Main job: render the built-in sample head (or --mesh) into a capture and reconstruct it as Gaussians.
 
     Args:
@@ -58,9 +73,9 @@ def scores_line(rec: Reconstruction) -> str:
 
 
 def render_capture(mesh: Annotated[Path, tyro.conf.Positional], out: Path, rig: RigKind = RigKind.SPHERE32,
-                   resolution: int = 512, num_views: int = 32, fov_deg: float = 30.0,
-                   units: Units | None = None, head_width: float | None = None, up: Axis = Axis.POS_Y,
-                   forward: Axis = Axis.POS_Z, supersample: int = 2, overwrite: bool = False) -> None:
+                   resolution: ImageSide = 512, num_views: ViewCount = 32, fov_deg: FovDeg = 30.0,
+                   units: Units | None = None, head_width: HeadWidth | None = None, up: Axis = Axis.POS_Y,
+                   forward: Axis = Axis.POS_Z, supersample: Supersample = 2, overwrite: bool = False) -> None:
     """Render a textured mesh into a multi-view capture (RGBA, masks, depth, transforms.json, opencv_cameras.json).
 
     The capture holds no train/test split: `reconstruct` and `inspect` choose one (--test-every).
@@ -87,7 +102,7 @@ def render_capture(mesh: Annotated[Path, tyro.conf.Positional], out: Path, rig: 
     if units is not None and head_width is not None:
         raise InputError("give either --units or --head-width, not both", fix="drop one of them")
     spec = HeadFrameSpec(up=up, forward=forward, units=units,
-                         head_width_m=None if units is not None else (head_width or 0.155))
+                         head_width_m=None if units is not None else (0.155 if head_width is None else head_width))
     rig_cfg = RigConfig(kind=rig, resolution=resolution, num_views=num_views, fov_deg=fov_deg)
     cfg = RenderCaptureConfig(rig=rig_cfg, head_frame=spec, supersample=supersample)
     result = render(load_mesh(mesh), cfg, out, overwrite=overwrite)
@@ -96,33 +111,37 @@ def render_capture(mesh: Annotated[Path, tyro.conf.Positional], out: Path, rig: 
 
 def inspect(capture: Annotated[Path, tyro.conf.Positional],
             json_output: Annotated[bool, tyro.conf.arg(name="json")] = False, plot: Path | None = None,
-            test_every: int = 8) -> None:
-    """Summarise a capture (nerfstudio, opencv_cameras.json, NeRSemble, COLMAP) and plot its cameras.
+            test_every: NonNegativeInt = 8) -> None:
+    """Summarise a capture (nerfstudio, opencv_cameras.json, NeRSemble, COLMAP); --plot draws its cameras.
 
     Args:
         capture: Capture directory or camera file.
         json_output: Print the summary as JSON.
-        plot: Where to write the camera-frusta PNG (default: cameras.png in the current directory).
+        plot: Write a PNG of the camera frusta to this file (default: no plot).
         test_every: Hold out ceil(views / test_every) views spread over azimuth (front, sides, back), as
             reconstruct does; 0 holds out none.
     """
+    from headforge.atomic import check_output_path
     from headforge.captures.formats import read_capture
     from headforge.captures.inspect import format_summary, plot_frusta, summarize
 
+    if plot is not None:
+        check_output_path(plot, directory=False)  # refused before the capture is read
     cap = read_capture(capture, test_every=test_every)
     summary = summarize(cap)
-    plot_path = plot_frusta(cap, plot if plot is not None else Path("cameras.png"))
+    plot_path = plot_frusta(cap, plot, summary=summary) if plot is not None else None
     if json_output:
         print(json.dumps(summary.to_json(), indent=2))
     else:
         print(format_summary(summary))
-        print(f"camera plot: {plot_path}")
+        print(f"camera plot: {plot_path}" if plot_path is not None
+              else "camera plot: none (pass --plot PATH to draw the camera frusta)")
 
 
 def reconstruct(capture: Annotated[Path, tyro.conf.Positional], out: Path,
                 method: Method = Method.GAUSSIANS, sdf: bool = False,
-                preset: str = "default", resolution: int | None = None, steps: int | None = None,
-                test_every: int = 8, device: Device = Device.AUTO, init_ply: Path | None = None,
+                preset: str = "default", resolution: ImageSide | None = None, steps: Count | None = None,
+                test_every: NonNegativeInt = 8, device: Device = Device.AUTO, init_ply: Path | None = None,
                 resume: bool = False, overwrite: bool = False) -> None:
     """Reconstruct a head from a multi-view capture: metrics.json, contact sheet, turntable and exports.
 
@@ -151,9 +170,10 @@ def reconstruct(capture: Annotated[Path, tyro.conf.Positional], out: Path,
     print(f"wrote {result.out_dir} in {result.seconds:.0f} s: {scores_line(result)}, {result.summary.describe()}")
 
 
-def extract_mesh(run_dir: Annotated[Path, tyro.conf.Positional], resolution: int = 256, level: float | None = None,
-                 silhouette_level: bool = False, target_faces: int | None = 100_000, texture_size: int = 1024,
-                 unwrap_seconds: float = 180.0, out: Path | None = None, overwrite: bool = False) -> None:
+def extract_mesh(run_dir: Annotated[Path, tyro.conf.Positional], resolution: GridResolution = 256,
+                 level: float | None = None, silhouette_level: bool = False, target_faces: TargetFaces | None = 100_000,
+                 texture_size: TextureSize = 1024, unwrap_seconds: Seconds = 180.0, out: Path | None = None,
+                 overwrite: bool = False) -> None:
     """Extract a textured mesh from a finished neural-field run into RUN_DIR/mesh/ (mesh.obj + .mtl + .png, mesh.ply,
     mesh.glb), written as one folder: it appears complete or not at all. The mesh is repaired to be manifold,
     closed where holes are small and single-piece; a quality report is printed.
@@ -194,23 +214,101 @@ def extract_mesh(run_dir: Annotated[Path, tyro.conf.Positional], resolution: int
         print("warning: the mesh is not engine-ready (see the counts above)", file=sys.stderr)
 
 
-COMMANDS = {"run": run, "reconstruct": reconstruct, "extract-mesh": extract_mesh, "render-capture": render_capture,
-            "inspect": inspect}
+# Each command checks its arguments against their declared ranges (headforge.validation) before it runs.
+COMMANDS = {name: checked_command(fn) for name, fn in (
+    ("run", run), ("reconstruct", reconstruct), ("extract-mesh", extract_mesh), ("render-capture", render_capture),
+    ("inspect", inspect))}
+
+
+ISSUES_FALLBACK = "the headforge issue tracker"
+
+
+def issue_tracker() -> str:
+    """Where to report a bug: the package's ``Issues`` (or ``Bug Tracker``) project URL when it declares one."""
+    from importlib.metadata import PackageNotFoundError, metadata
+
+    try:
+        urls = metadata("headforge").get_all("Project-URL") or []
+    except PackageNotFoundError:
+        return ISSUES_FALLBACK
+    for entry in urls:
+        label, _, url = entry.partition(",")
+        if label.strip().lower() in ("issues", "bug tracker", "bugs", "tracker"):
+            return url.strip()
+    return ISSUES_FALLBACK
+
+
+def pop_debug_option(argv: list[str]) -> tuple[bool, list[str]]:
+    """``--debug`` anywhere on the line (or ``HEADFORGE_DEBUG=1``): print the traceback of an internal error."""
+    debug = os.environ.get("HEADFORGE_DEBUG", "").strip() not in ("", "0")
+    rest = [a for a in argv if a != "--debug"]
+    return debug or len(rest) != len(argv), rest
+
+
+def interrupted_line(stopped: Interrupted, argv: list[str], command: str | None) -> str:
+    """One line: where training stopped, its checkpoint and the command (``argv`` and ``--resume``) that
+    continues it; only ``reconstruct`` can resume."""
+    text = f"headforge: {stopped}"
+    if stopped.checkpoint is not None and command == "reconstruct":
+        again = [a for a in argv if a != "--overwrite"] + ([] if "--resume" in argv else ["--resume"])
+        text += f"; continue with: headforge {shlex.join(again)}"
+    return text
+
+
+class Terminated(BaseException):
+    """SIGTERM outside training: unwinds like ctrl-C, so staging folders and the output lock are cleaned up."""
+
+
+def _terminate(signum, frame):
+    raise Terminated
 
 
 def main(argv: list[str] | None = None) -> int:
+    """The ``headforge`` command; returns the exit status (see the module docstring)."""
+    main_thread = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
+    try:
+        return _main(argv)
+    finally:
+        if main_thread:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _main(argv: list[str] | None) -> int:
     from headforge.threads import configure_threads, pop_threads_option
 
+    debug, line = pop_debug_option(sys.argv[1:] if argv is None else list(argv))
+    args = line
     try:
         # Global option ``--threads N`` (anywhere on the line) or $HEADFORGE_THREADS; default: the cores this
         # process may use (affinity, cgroup quota). See headforge/threads.py.
-        threads, argv = pop_threads_option(sys.argv[1:] if argv is None else list(argv))
+        threads, args = pop_threads_option(line)
+        if args[:1] == ["--version"]:
+            print(f"headforge {__version__}")
+            return 0
         configure_threads(threads)
-        tyro.extras.subcommand_cli_from_dict(COMMANDS, args=argv, prog="headforge",
+        tyro.extras.subcommand_cli_from_dict(COMMANDS, args=args, prog="headforge",
                                              config=(tyro.conf.EnumChoicesFromValues,))
+    except Interrupted as stopped:
+        print(interrupted_line(stopped, line, args[0] if args else None), file=sys.stderr)
+        return 128 + stopped.signum
     except HeadforgeError as error:
         print(f"headforge: error: {error}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print("headforge: interrupted", file=sys.stderr)
+        return 130
+    except Terminated:
+        print("headforge: terminated", file=sys.stderr)
+        return 143
+    except Exception as bug:  # a bug: short message, traceback on request
+        if debug:
+            traceback.print_exc()
+        print(f"headforge: internal error: {type(bug).__name__}: {bug}\n"
+              f"This is a bug in headforge {__version__}; please report it at {issue_tracker()} with the command "
+              f"line{'' if debug else ' and the traceback (rerun with --debug or HEADFORGE_DEBUG=1)'}.",
+              file=sys.stderr)
+        return 1
     return 0
 
 

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from headforge.errors import InputError
 from headforge.io.files import is_missing, read_toml
+from headforge.validation import OptionError
 
 T = TypeVar("T")
 
@@ -43,8 +44,8 @@ def _convert(value: Any, tp: Any, where: str, path: Path) -> Any:
         return _convert(value, args[0], where, path) if len(args) == 1 else value
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
-            raise InputError(f"{where} must be a table", path=path, fix=f"write it as [{where}]")
-        return from_dict(tp, value, path, where)
+            raise InputError(f"{where} must be a table", path=path, fix=f"write it as [{where}] (or under it)")
+        return from_dict(tp, value, path, f"{where}.")
     if isinstance(tp, type) and issubclass(tp, enum.Enum):
         try:
             return tp(value)
@@ -53,12 +54,16 @@ def _convert(value: Any, tp: Any, where: str, path: Path) -> Any:
             raise InputError(f"{where} = {value!r} is not one of: {choices}", path=path,
                              fix="use one of the listed values") from None
     if origin is tuple:
+        if not isinstance(value, list | tuple):  # TOML arrays; tuples from a saved config (asdict)
+            raise OptionError(where, value, "an array", path=path)
         return tuple(value)
     if tp is Path:
+        if not isinstance(value, str):
+            raise OptionError(where, value, "a path (a string)", path=path)
         return Path(value)
-    if tp is float and isinstance(value, int):
+    if tp is float and isinstance(value, int) and not isinstance(value, bool):
         return float(value)
-    return value
+    return value  # its type and range are checked by the config class (headforge.validation)
 
 
 def from_dict(cls: type[T], data: dict, path: Path, prefix: str = "") -> T:
@@ -71,7 +76,9 @@ def from_dict(cls: type[T], data: dict, path: Path, prefix: str = "") -> T:
     kwargs = {k: _convert(v, hints[k], f"{prefix}{k}", path) for k, v in data.items()}
     try:
         return cls(**kwargs)
-    except ValueError as e:  # the dataclass's own validation: name the file
+    except OptionError as e:  # the declared ranges (headforge.validation): name the file and the key
+        raise e.relocated(prefix + e.option.removeprefix(f"{cls.__name__}."), path) from None
+    except ValueError as e:  # a hand-written check of the dataclass: name the file
         raise InputError(str(e), path=path, fix=f"fix the value{' under ' + prefix.rstrip('.') if prefix else ''}") \
             from None
 

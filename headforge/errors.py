@@ -36,3 +36,18 @@ class CaptureError(HeadforgeError):
 
 class MeshError(HeadforgeError):
     """A mesh cannot be read or is unusable (no faces, non-finite vertices)."""
+
+
+class Interrupted(HeadforgeError):
+    """Training stopped by SIGINT or SIGTERM after a completed step (the CLI exits 128 + signal number).
+
+    ``checkpoint`` is the checkpoint written at ``step`` (None: none was kept, ``note`` says why)."""
+
+    def __init__(self, step: int, steps: int, signum: int, checkpoint: Path | None, note: str | None = None):
+        self.step, self.steps, self.signum, self.checkpoint, self.note = step, steps, signum, checkpoint, note
+        where = f"checkpoint {checkpoint}" if checkpoint is not None else f"no checkpoint kept ({note or 'none'})"
+        super().__init__(f"interrupted at step {step} of {steps}; {where}")
+
+    def checkpoint_lost(self, note: str) -> Interrupted:
+        """The same interruption after its checkpoint was removed with a staging folder."""
+        return Interrupted(self.step, self.steps, self.signum, None, note)

@@ -11,11 +11,17 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Annotated
 
+import annotated_types as at
 import torch
 
 from headforge.geometry.cameras import Cameras
 from headforge.geometry.rotations import look_at
+from headforge.validation import Checked, ImageSide, Positive
+
+FovDeg = Annotated[float, at.Gt(0), at.Lt(180)]  # a pinhole's field of view, degrees
+ViewCount = Annotated[int, at.Ge(1), at.Le(1024)]  # cameras of a generated rig
 
 
 class RigKind(StrEnum):
@@ -26,14 +32,14 @@ class RigKind(StrEnum):
 
 
 @dataclass(frozen=True)
-class RigConfig:
+class RigConfig(Checked):
     kind: RigKind = RigKind.SPHERE32
-    num_views: int = 32  # used by ring and sphere
-    resolution: int = 512  # image height in pixels (width = round(resolution * aspect))
-    fov_deg: float = 30.0  # vertical field of view
-    subject_radius: float = 0.16  # metres; a head with neck fits in ~0.16 m
-    fill: float = 0.9  # fraction of the image's shorter side the subject ball spans
-    elevation_deg: float = 0.0  # ring elevation
+    num_views: ViewCount = 32  # used by ring and sphere
+    resolution: ImageSide = 512  # image height in pixels (width = round(resolution * aspect))
+    fov_deg: FovDeg = 30.0  # vertical field of view
+    subject_radius: Positive = 0.16  # metres; a head with neck fits in ~0.16 m
+    fill: Annotated[float, at.Gt(0), at.Le(1)] = 0.9  # fraction of the image's shorter side the subject ball spans
+    elevation_deg: Annotated[float, at.Ge(-90), at.Le(90)] = 0.0  # ring elevation
     target: tuple[float, float, float] = (0.0, 0.0, 0.0)
 
 

@@ -25,14 +25,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass, replace
 from enum import StrEnum
-from typing import Protocol, Self, TypeVar
+from typing import Annotated, Protocol, Self, TypeVar
 
+import annotated_types as at
 import torch
 from torch import Tensor
 
 from headforge.errors import InputError, MeshError
 from headforge.geometry.cameras import Cameras
 from headforge.geometry.rotations import make_rigid
+from headforge.validation import Checked
 
 
 class Axis(StrEnum):
@@ -58,34 +60,27 @@ CENTRE_DEPTH = 0.75  # centre height = crown - CENTRE_DEPTH * cranium width
 WIDTH_BAND = 0.1  # head width measured within +-WIDTH_BAND * cranium width of the centre height
 
 
+# An ear-to-ear width in metres: 0.155 for a real adult head, 0.25 for the Chamfer convention.
+HeadWidth = Annotated[float, at.Gt(0), at.Le(1)]
+
+
 @dataclass(frozen=True)
-class HeadFrameSpec:
+class HeadFrameSpec(Checked):
     """How a source mesh relates to the canonical frame. Give exactly one of units / head_width_m."""
 
     up: Axis = Axis.POS_Y  # source axis that points up
     forward: Axis = Axis.POS_Z  # source axis the face looks along
     units: Units | None = None  # source units, or None to scale to head_width_m
-    head_width_m: float | None = None  # scale so the ear-to-ear width is this many metres
+    head_width_m: HeadWidth | None = None  # scale so the ear-to-ear width is this many metres
 
     def __post_init__(self):
-        for name, kind in (("up", Axis), ("forward", Axis), ("units", Units)):
-            value = getattr(self, name)
-            if value is None:
-                continue
-            try:
-                object.__setattr__(self, name, kind(value))
-            except ValueError:
-                raise InputError(f"head frame: unknown {name} {value!r}",
-                                 fix=f"use one of {', '.join(kind)}") from None
+        super().__post_init__()
         if self.up[1] == self.forward[1]:
             raise InputError(f"head frame: up {self.up!r} and forward {self.forward!r} must be different axes",
                              fix="pick two perpendicular axes, e.g. up='+y', forward='+z'")
         if (self.units is None) == (self.head_width_m is None):
             raise InputError("head frame: give exactly one of units (m/cm/mm) or head_width_m",
                              fix="e.g. HeadFrameSpec(units='cm') or HeadFrameSpec(head_width_m=0.25)")
-        if self.head_width_m is not None and not self.head_width_m > 0:
-            raise InputError(f"head frame: head_width_m must be > 0 (got {self.head_width_m})",
-                             fix="e.g. 0.15 for a real head, 0.25 for the Chamfer convention")
 
 
 @dataclass(frozen=True)

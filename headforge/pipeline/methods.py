@@ -25,6 +25,7 @@ from headforge.stages.evaluate import RenderFn
 from headforge.stages.field_train import FieldTrainConfig, field_render_fn, train_field
 from headforge.stages.gaussian_train import GaussianTrainConfig, render_splats, train_gaussians
 from headforge.stages.views import ViewBatch
+from headforge.validation import Checked, ImageSide, OptionError
 
 
 class Method(StrEnum):
@@ -79,14 +80,14 @@ class FieldSummary:
 
 
 @dataclass(frozen=True)
-class GaussianPreset:
-    resolution: int = 512  # longest image side used for training and evaluation
+class GaussianPreset(Checked):
+    resolution: ImageSide = 512  # longest image side used for training and evaluation
     train: GaussianTrainConfig = field(default_factory=GaussianTrainConfig)
 
 
 @dataclass(frozen=True)
-class FieldPreset:
-    resolution: int = 256
+class FieldPreset(Checked):
+    resolution: ImageSide = 256
     train: FieldTrainConfig = field(default_factory=FieldTrainConfig)
 
 
@@ -113,11 +114,11 @@ def load_preset(method: Method, name: str, *, resolution: int | None, steps: int
             train = replace(train, steps=steps)
         if method != Method.GAUSSIANS:
             train = replace(train, field=replace(train.field, encoding=method.value, sdf=sdf))
-        return replace(preset, resolution=resolution or preset.resolution, train=train)
-    except ValueError as e:
-        raise InputError(f"the preset does not fit the command line: {e}", path=config_path(source),
-                         fix="pick options that match the preset (e.g. --sdf for an SDF preset) or another preset") \
-            from None
+        return replace(preset, resolution=preset.resolution if resolution is None else resolution, train=train)
+    except OptionError as e:
+        raise InputError(f"the preset does not fit the command line: {e.problem}", path=config_path(source),
+                         fix=f"{e.fix}; or pick options that match the preset (e.g. --sdf for an SDF preset), or "
+                             "another preset") from None
 
 
 def train_gaussian_method(train: ViewBatch, bounds, cfg: GaussianTrainConfig, *, checkpoint_dir: Path,

@@ -17,6 +17,14 @@ Two layers:
   ``out/final.partial-*/``, merged in at the end with ``metrics.json`` last. ``--overwrite`` of an
   existing ``out`` trains in a staging directory beside it that replaces ``out`` only when
   everything succeeded: a failed run leaves the previous output as it was.
+
+Safety of the file job: it holds ``OUT.lock`` (:func:`headforge.locks.output_lock`) from before its
+first write to the end, so a second run on the same ``out`` is refused; every input (options, preset,
+capture and its images, ``--init-ply``) is read and checked before anything is written or replaced;
+``--resume`` without a checkpoint in ``out/checkpoints`` is refused. A stop by SIGINT/SIGTERM during
+training (:class:`headforge.errors.Interrupted`) leaves the checkpoint of the last completed step in
+``out/checkpoints`` for ``--resume``; an ``--overwrite`` run's checkpoints live in its staging folder and
+go with it (the previous output stays).
 """
 
 from __future__ import annotations
@@ -34,7 +42,8 @@ from headforge.captures.capture import Capture, viewing_angles
 from headforge.captures.formats import read_capture
 from headforge.captures.images import write_image
 from headforge.captures.inspect import CaptureSummary, summarize
-from headforge.errors import InputError
+from headforge.errors import InputError, Interrupted
+from headforge.locks import output_lock
 from headforge.pipeline.methods import (
     Device,
     FieldPreset,
@@ -56,23 +65,26 @@ from headforge.stages.evaluate import (
     write_turntable,
 )
 from headforge.stages.views import ViewBatch, load_views
+from headforge.training.checkpoint import latest_checkpoint
+from headforge.validation import Checked, Count, ImageSide, NonNegativeInt
 
 __all__ = ["Device", "HeldOutView", "Method", "PreparedJob", "ReconstructConfig", "ReconstructOptions",
-           "Reconstruction", "prepare", "reconstruct", "run_prepared", "run_reconstruct"]
+           "Reconstruction", "check_job_inputs", "check_resumable_output", "prepare", "reconstruct", "run_prepared",
+           "run_reconstruct"]
 
 
 @dataclass(frozen=True, kw_only=True)
-class ReconstructOptions:
+class ReconstructOptions(Checked):
     """What to train and how; the capture and the output directory come separately."""
 
     method: Method = Method.GAUSSIANS
     sdf: bool = False  # neural fields: VolSDF geometry instead of density
     preset: str = "default"  # headforge/presets/<gaussians|fields>_<preset>.toml, or a path to a TOML file
-    resolution: int | None = None  # overrides the preset
-    steps: int | None = None  # overrides the preset
+    resolution: ImageSide | None = None  # overrides the preset
+    steps: Count | None = None  # overrides the preset
     device: Device = Device.AUTO
     init_ply: Path | None = None  # Gaussians: continue from exported splats instead of initialising
-    turntable_frames: int = 36
+    turntable_frames: Count = 36
     progress: bool = True
 
 
@@ -82,7 +94,7 @@ class ReconstructConfig(ReconstructOptions):
 
     capture: Path
     out: Path
-    test_every: int = 8  # hold out ceil(N / test_every) views spread over azimuth (Split.spread)
+    test_every: NonNegativeInt = 8  # hold out ceil(N / test_every) views spread over azimuth (Split.spread)
     resume: bool = False  # continue from the last checkpoint in out/checkpoints
     overwrite: bool = False  # replace out, at the end of a successful run
 
@@ -156,12 +168,23 @@ def check_options(opts: ReconstructOptions) -> None:
         raise InputError("--init-ply applies to --method gaussians only", path=opts.init_ply, fix="drop --init-ply")
 
 
-def prepare(capture: Capture, opts: ReconstructOptions, *, source: str | None = None) -> PreparedJob:
-    """Check the options, load the preset and the views (train and held out, as ``capture.split`` says)."""
-    started = time.perf_counter()
+def check_job_inputs(opts: ReconstructOptions) -> tuple[Device, GaussianPreset | FieldPreset]:
+    """Everything but the capture that a job reads, checked before it writes: the options, the device, the
+    preset and ``--init-ply``. Returns the device to run on and the preset with the overrides applied."""
     check_options(opts)
     device = resolve_device(opts.device)
     preset = load_preset(opts.method, opts.preset, resolution=opts.resolution, steps=opts.steps, sdf=opts.sdf)
+    if opts.init_ply is not None:
+        from headforge.representations.splat_io import load_splats_ply
+
+        load_splats_ply(opts.init_ply)  # refused here, before any output is touched (training reads it again)
+    return device, preset
+
+
+def prepare(capture: Capture, opts: ReconstructOptions, *, source: str | None = None) -> PreparedJob:
+    """Check the options, load the preset and the views (train and held out, as ``capture.split`` says)."""
+    started = time.perf_counter()
+    device, preset = check_job_inputs(opts)
     capture = capture.at_resolution(preset.resolution)
     summary = summarize(capture)
     train = load_views(capture, capture.split.train, progress=opts.progress)
@@ -217,22 +240,41 @@ def reconstruct(capture: Capture, opts: ReconstructOptions, out_dir: Path, *, ch
     return run_prepared(prepare(capture, opts, source=source), out_dir, checkpoint_dir=checkpoint_dir, resume=resume)
 
 
+def check_resumable_output(out: Path) -> Path:
+    """The checkpoint ``--resume`` would continue from; ``InputError`` when there is nothing to resume."""
+    fresh = "start a fresh run: the same command without --resume"
+    if not out.exists():
+        raise InputError("nothing to resume: the output directory does not exist", path=out, fix=fresh)
+    found = latest_checkpoint(out / "checkpoints")
+    if found is None:
+        raise InputError("nothing to resume: no checkpoint (checkpoints/step_*.pt) in the output directory",
+                         path=out, fix=f"{fresh}, with --overwrite to replace this folder or into another --out")
+    return found
+
+
 def run_reconstruct(cfg: ReconstructConfig) -> Reconstruction:
     """The file job behind ``headforge reconstruct`` (output policy in the module docstring)."""
     out = check_output_path(cfg.out, directory=True)
     if cfg.resume and cfg.overwrite:
         raise InputError("--resume continues the run in the output directory and --overwrite replaces it",
                          path=out, fix="give one of them")
-    if out.exists() and not (cfg.resume or cfg.overwrite):
-        raise InputError("output directory already exists", path=out,
-                         fix="pass --overwrite to replace it (when the new run has finished), --resume to "
-                             "continue its training, or another --out")
-    capture = read_capture(cfg.capture, test_every=cfg.test_every)
-    job = prepare(capture, cfg.options(), source=str(cfg.capture))
-    if cfg.overwrite and out.exists():
-        with atomic_directory(out, overwrite=True) as stage:
-            rec = run_prepared(job, stage)
-    else:
-        with atomic_merge(out, last="metrics.json") as stage:
-            rec = run_prepared(job, stage, checkpoint_dir=out / "checkpoints", resume=cfg.resume)
+    with output_lock(out):
+        if out.exists() and not (cfg.resume or cfg.overwrite):
+            raise InputError("output directory already exists", path=out,
+                             fix="pass --overwrite to replace it (when the new run has finished), --resume to "
+                                 "continue its training, or another --out")
+        if cfg.resume:
+            check_resumable_output(out)
+        capture = read_capture(cfg.capture, test_every=cfg.test_every)
+        job = prepare(capture, cfg.options(), source=str(cfg.capture))
+        if cfg.overwrite and out.exists():
+            try:
+                with atomic_directory(out, overwrite=True) as stage:
+                    rec = run_prepared(job, stage)
+            except Interrupted as stopped:
+                raise stopped.checkpoint_lost("an --overwrite run trains in a staging folder, removed when it "
+                                              f"stops; {out} is unchanged") from None
+        else:
+            with atomic_merge(out, last="metrics.json") as stage:
+                rec = run_prepared(job, stage, checkpoint_dir=out / "checkpoints", resume=cfg.resume)
     return replace(rec, out_dir=out)

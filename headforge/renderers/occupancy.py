@@ -16,26 +16,25 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Annotated
 
+import annotated_types as at
 import torch
 from torch import Tensor, nn
 
 from headforge.renderers.samples import PackedSamples, Sampling
+from headforge.validation import Checked, Count, Fraction, NonNegative, NonNegativeInt, Positive
 
 
 @dataclass(frozen=True)
-class OccupancyConfig:
-    resolution: int = 128
-    step_size: float | None = None  # marching step in metres; None: box diagonal / 512
-    occ_thre: float = 0.01
-    ema_decay: float = 0.95
-    warmup_steps: int = 256
-    update_every: int = 16
-    chunk: int = 1 << 16  # points per density evaluation during updates
-
-    def __post_init__(self):
-        if self.resolution < 1 or self.update_every < 1 or not 0 <= self.ema_decay <= 1:
-            raise ValueError(f"invalid occupancy grid config {self}")
+class OccupancyConfig(Checked):
+    resolution: Annotated[int, at.Ge(1), at.Le(1024)] = 128  # cells per side (1024^3 bytes: 1 GiB)
+    step_size: Positive | None = None  # marching step in metres; None: box diagonal / 512
+    occ_thre: NonNegative = 0.01
+    ema_decay: Fraction = 0.95
+    warmup_steps: NonNegativeInt = 256
+    update_every: Count = 16
+    chunk: Count = 1 << 16  # points per density evaluation during updates
 
 
 def cell_points(indices: Tensor, res: int, lo: Tensor, hi: Tensor, jitter: Tensor) -> Tensor:

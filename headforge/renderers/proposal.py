@@ -15,23 +15,23 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Annotated
 
+import annotated_types as at
 import torch
 from torch import Tensor
 
 from headforge.renderers.samples import ProposalLevel, Sampling
 from headforge.renderers.volume import composite_dense, pack_dense, uniform_edges
+from headforge.validation import Checked, Count, Fraction
 
 
 @dataclass(frozen=True)
-class ProposalConfig:
-    samples_per_level: tuple[int, ...] = (128, 64)  # intervals evaluated by each proposal function
-    n_samples: int = 32  # final intervals per ray (evaluated by the radiance field)
-    padding: float = 0.01  # uniform probability mass mixed into each PDF (keeps every interval reachable)
-
-    def __post_init__(self):
-        if not self.samples_per_level or min(self.samples_per_level) < 1 or self.n_samples < 1:
-            raise ValueError(f"proposal sampling needs >= 1 level and positive sample counts, got {self}")
+class ProposalConfig(Checked):
+    # intervals evaluated by each proposal function (at least one level)
+    samples_per_level: Annotated[tuple[Count, ...], at.MinLen(1)] = (128, 64)
+    n_samples: Count = 32  # final intervals per ray (evaluated by the radiance field)
+    padding: Fraction = 0.01  # uniform probability mass mixed into each PDF (keeps every interval reachable)
 
 
 def sample_pdf(edges: Tensor, weights: Tensor, n: int, stratified: bool, padding: float = 0.01,

@@ -25,6 +25,7 @@ from torch import Tensor
 
 from headforge.geometry.rays import Rays
 from headforge.renderers.samples import PackedSamples, ProposalLevel, RaySampler, Sampling
+from headforge.validation import Checked, Count, Fraction, NonNegative
 
 Vec3 = tuple[float, float, float]
 
@@ -45,23 +46,17 @@ class Field(Protocol):  # RadianceField or any analytic stand-in
 
 
 @dataclass(frozen=True)
-class VolumeRendererConfig:
-    n_samples: int = 128  # per ray, uniform sampling (no occupancy grid / proposal sampler)
+class VolumeRendererConfig(Checked):
+    n_samples: Count = 128  # per ray, uniform sampling (no occupancy grid / proposal sampler)
     stratified: bool = False  # jitter samples (training)
-    near_plane: float = 0.0  # metres along the ray
+    near_plane: NonNegative = 0.0  # metres along the ray
     background: Vec3 | None = None  # blended where the ray is not opaque; None: no blend
     normals: bool | None = None  # render normals; None: the field's default (SDF fields do, density fields don't).
     # False skips the gradient pass (SDF training then draws its eikonal points separately)
-    alpha_thre: float = 0.0  # drop samples with alpha below this (needs an extra density pass)
-    early_stop_eps: float = 0.0  # drop samples behind transmittance below this (extra density pass)
+    alpha_thre: Fraction = 0.0  # drop samples with alpha below this (needs an extra density pass)
+    early_stop_eps: Fraction = 0.0  # drop samples behind transmittance below this (extra density pass)
     backend: VolumeBackend = VolumeBackend.TORCH  # compositing: torch, nerfacc (CUDA only) or auto
 
-    def __post_init__(self):
-        if self.n_samples < 1:
-            raise ValueError(f"n_samples must be >= 1, got {self.n_samples}")
-        if self.backend not in set(VolumeBackend):
-            raise ValueError(f"backend must be one of {', '.join(VolumeBackend)}, got {self.backend!r}")
-        object.__setattr__(self, "backend", VolumeBackend(self.backend))
 
 
 @dataclass(frozen=True)

@@ -1,1 +1,1 @@
-"""Scene representations: meshes, Gaussian splats, neural fields (hash grid, tri-plane, tri-grid); rigs later."""
+"""Scene representations: meshes, Gaussian splats, neural fields (hash grid, tri-plane, tri-grid), head rigs (rig/)."""

@@ -29,19 +29,20 @@ from headforge.geometry.rotations import quat_to_rotmat
 from headforge.renderers.gaussian_raster import GaussianRender
 from headforge.representations.gaussians import GaussianModel
 from headforge.training.loop import Hook
+from headforge.validation import Checked, Count, Fraction, NonNegativeInt, Positive
 
 
 @dataclass(frozen=True)
-class DensifyConfig:
-    prune_opa: float = 0.005
-    grow_grad2d: float = 0.0002
-    grow_scale3d: float = 0.01
-    prune_scale3d: float = 0.1
-    refine_start: int = 500
-    refine_stop: int = 15_000
-    refine_every: int = 100
-    reset_every: int = 3000
-    max_gaussians: int = 1_000_000  # growth stops at this count
+class DensifyConfig(Checked):
+    prune_opa: Fraction = 0.005
+    grow_grad2d: Positive = 0.0002
+    grow_scale3d: Positive = 0.01
+    prune_scale3d: Positive = 0.1
+    refine_start: NonNegativeInt = 500
+    refine_stop: NonNegativeInt = 15_000
+    refine_every: Count = 100
+    reset_every: Count = 3000
+    max_gaussians: Count = 1_000_000  # growth stops at this count
 
 
 @dataclass

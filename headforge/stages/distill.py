@@ -30,8 +30,9 @@ from __future__ import annotations
 import dataclasses
 import time
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Annotated, Protocol
 
+import annotated_types as at
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -42,41 +43,35 @@ from headforge.renderers.volume import Sampling, VolumeRendererConfig, clip_rays
 from headforge.representations.fields.field import FieldConfig, RadianceField
 from headforge.representations.fields.sdf import eikonal_loss
 from headforge.training.loop import Hook, LoopOptions, run_loop, seed_everything
+from headforge.validation import Checked, Count, Fraction, NonNegative, NonNegativeInt, OptionError, Positive, Seconds
 
 
 @dataclass(frozen=True)
-class DistillConfig:
-    steps: int = 2000
-    batch_points: int = 8192
-    uniform_share: float = 0.2  # of each batch: uniform in the box
-    occupied_share: float = 0.2  # in the teacher's occupied grid cells; the rest from the surface pool
-    pool_rays: int = 4096  # rays rendered with the teacher to build the surface pool
-    pool_points: int = 65536  # points drawn (by rendering weight) into the pool
-    pool_refresh: int = 250  # steps between pool rebuilds
-    alpha_scales: tuple[float, ...] = (1.0, 16.0)  # density loss intervals, in teacher-grid marching steps
-    density_weight: float = 1.0
-    color_weight: float = 1.0
-    eikonal_weight: float = 0.1  # SDF students only
-    lr: float = 1e-2
-    lr_final: float = 1e-3
-    max_seconds: float | None = None  # stop when this much wall time is spent (None: run all steps); the lr then
+class DistillConfig(Checked):
+    steps: NonNegativeInt = 2000
+    batch_points: Count = 8192
+    uniform_share: Fraction = 0.2  # of each batch: uniform in the box
+    occupied_share: Fraction = 0.2  # in the teacher's occupied grid cells; the rest from the surface pool
+    pool_rays: Count = 4096  # rays rendered with the teacher to build the surface pool
+    pool_points: Count = 65536  # points drawn (by rendering weight) into the pool
+    pool_refresh: Count = 250  # steps between pool rebuilds
+    # density loss intervals, in teacher-grid marching steps
+    alpha_scales: Annotated[tuple[Positive, ...], at.MinLen(1)] = (1.0, 16.0)
+    density_weight: NonNegative = 1.0
+    color_weight: NonNegative = 1.0
+    eikonal_weight: NonNegative = 0.1  # SDF students only
+    lr: Positive = 1e-2
+    lr_final: Positive = 1e-3
+    max_seconds: Seconds | None = None  # stop when this much wall time is spent (None: run all steps); the lr then
     # decays with the share of this time spent, reaching lr_final at the end
-    grid_rounds: int = 4  # random points per cell when the student's occupancy grid is rebuilt
-    seed: int = 0
+    grid_rounds: Count = 4  # random points per cell when the student's occupancy grid is rebuilt
+    seed: NonNegativeInt = 0
 
     def __post_init__(self):
-        if self.steps < 0 or self.batch_points < 1 or self.pool_rays < 1 or self.pool_points < 1:
-            raise ValueError(f"DistillConfig: steps >= 0 and positive batch/pool sizes needed, got {self}")
-        if not (0 <= self.uniform_share <= 1 and 0 <= self.occupied_share <= 1
-                and self.uniform_share + self.occupied_share <= 1):
-            raise ValueError("DistillConfig: uniform_share and occupied_share must be in [0, 1] and sum to <= 1, "
-                             f"got {self.uniform_share} and {self.occupied_share}")
-        if not self.alpha_scales or any(s <= 0 for s in self.alpha_scales):
-            raise ValueError(f"DistillConfig.alpha_scales must be positive, got {self.alpha_scales}")
-        if self.lr <= 0 or self.lr_final <= 0 or self.pool_refresh < 1 or self.grid_rounds < 1:
-            raise ValueError(f"DistillConfig: lr, lr_final, pool_refresh and grid_rounds must be positive: {self}")
-        if self.max_seconds is not None and self.max_seconds <= 0:
-            raise ValueError(f"DistillConfig.max_seconds must be > 0 or None, got {self.max_seconds}")
+        super().__post_init__()
+        if self.uniform_share + self.occupied_share > 1:
+            raise OptionError("occupied_share", self.occupied_share,
+                              f"<= 1 - uniform_share ({1 - self.uniform_share:g}): the two shares sum to <= 1")
 
 
 @dataclass(frozen=True)

@@ -38,7 +38,8 @@ from headforge.representations.fields.sdf import eikonal_loss
 from headforge.stages.views import ViewBatch
 from headforge.training.background import Background, TrainingBackground
 from headforge.training.checkpoint import CheckpointKind, load_for_resume, restore_rng
-from headforge.training.loop import Checkpointing, Hook, LoopOptions, check_loop_options, run_loop, seed_everything
+from headforge.training.loop import Checkpointing, Hook, LoopOptions, run_loop, seed_everything
+from headforge.validation import Checked, Count, Fraction, NonNegative, NonNegativeInt, OptionError, Positive, Seconds
 
 
 class SdfSkip(StrEnum):
@@ -49,54 +50,45 @@ class SdfSkip(StrEnum):
 
 
 @dataclass(frozen=True)
-class FieldTrainConfig:
+class FieldTrainConfig(Checked):
     field: FieldConfig = dataclasses.field(default_factory=FieldConfig)
     occupancy: OccupancyConfig = dataclasses.field(default_factory=OccupancyConfig)
-    steps: int = 3000
-    rays_per_batch: int = 2048
-    lr: float = 1e-2
-    lr_final: float = 1e-3
-    weight_decay: float = 1e-6  # on the MLPs only
-    mask_weight: float = 0.05  # BCE between rendered opacity and the mask (captures with masks)
-    eikonal_weight: float = 0.1  # SDF fields
-    eikonal_points: int = 4096  # SDF fields: points per step for the eikonal loss (half near the surface)
-    beta_final: float | None = None  # SDF fields: anneal an upper bound on VolSDF's beta from beta_init to this
-    beta_anneal_steps: int | None = None  # ... geometrically over this many steps (None: all steps), then hold it
+    steps: Count = 3000
+    rays_per_batch: Count = 2048
+    lr: Positive = 1e-2
+    lr_final: Positive = 1e-3
+    weight_decay: NonNegative = 1e-6  # on the MLPs only
+    mask_weight: NonNegative = 0.05  # BCE between rendered opacity and the mask (captures with masks)
+    eikonal_weight: NonNegative = 0.1  # SDF fields
+    eikonal_points: Count = 4096  # SDF fields: points per step for the eikonal loss (half near the surface)
+    beta_final: Positive | None = None  # SDF fields: anneal an upper bound on VolSDF's beta from beta_init to this
+    beta_anneal_steps: Count | None = None  # ... geometrically over this many steps (None: all steps), then hold it
     sdf_skip: SdfSkip = SdfSkip.DISTANCE  # SDF fields: how occupancy cells are scored (see SdfSkip)
-    early_stop_eps: float = 1e-4  # drop samples behind transmittance below this (0: keep all)
-    alpha_thre: float = 0.0  # drop samples with alpha below this (0: keep all)
+    early_stop_eps: Fraction = 1e-4  # drop samples behind transmittance below this (0: keep all)
+    alpha_thre: Fraction = 0.0  # drop samples with alpha below this (0: keep all)
     background: Background = Background.RANDOM
     skip_empty_space: bool = True
-    checkpoint_every: int = 1000
-    checkpoint_minutes: float | None = 10.0  # also checkpoint after this much wall time (None: only by steps)
-    max_seconds: float | None = None  # wall-clock budget of one run: stop (with a checkpoint) once it is spent
+    checkpoint_every: Count = 1000
+    checkpoint_minutes: Positive | None = 10.0  # also checkpoint after this much wall time (None: only by steps)
+    max_seconds: Seconds | None = None  # wall-clock budget of one run: stop (with a checkpoint) once it is spent
     # with max_seconds: the lr decay and the beta annealing follow the share of the budget spent or of the steps
     # done, whichever is further (a run of unknown length still anneals fully); off: they follow the steps only
     anneal_over_budget: bool = False
-    eval_chunk: int = 8192  # rays per evaluation batch
-    seed: int = 0
+    eval_chunk: Count = 8192  # rays per evaluation batch
+    seed: NonNegativeInt = 0
 
     def __post_init__(self):
-        check_loop_options(self)
-        if self.steps < 0 or self.rays_per_batch < 1 or self.eikonal_points < 2 or self.eval_chunk < 1:
-            raise ValueError("FieldTrainConfig: steps >= 0, rays_per_batch >= 1, eikonal_points >= 2 and "
-                             f"eval_chunk >= 1 are needed, got {self}")
+        super().__post_init__()
+        if self.eikonal_points < 2:
+            raise OptionError("eikonal_points", self.eikonal_points, ">= 2 (half are drawn near the surface)")
         if self.beta_final is not None and not self.field.sdf:
-            raise ValueError("FieldTrainConfig.beta_final anneals VolSDF's beta: it needs an SDF field (--sdf), "
-                             "or drop beta_final")
-        if self.beta_final is not None and not self.beta_final > 0:
-            raise ValueError(f"FieldTrainConfig.beta_final must be > 0 metres, got {self.beta_final}")
-        try:
-            SdfSkip(self.sdf_skip)
-        except ValueError:
-            raise ValueError(f"FieldTrainConfig.sdf_skip must be one of {', '.join(SdfSkip)}, "
-                             f"got {self.sdf_skip!r}") from None
-        if self.beta_anneal_steps is not None and self.beta_anneal_steps < 1:
-            raise ValueError(f"FieldTrainConfig.beta_anneal_steps must be >= 1, got {self.beta_anneal_steps}")
+            raise OptionError("beta_final", self.beta_final, "unset: beta_final anneals VolSDF's beta, so it needs an "
+                              "SDF field (--sdf)")
         if self.anneal_over_budget and self.max_seconds is None:
-            raise ValueError("FieldTrainConfig.anneal_over_budget anneals over max_seconds: set max_seconds too")
-        if not (0 <= self.early_stop_eps < 1 and 0 <= self.alpha_thre < 1):
-            raise ValueError(f"FieldTrainConfig: early_stop_eps and alpha_thre must be in [0, 1), got {self}")
+            raise OptionError("anneal_over_budget", True, "false, or set max_seconds too (it anneals over that budget)")
+        if not (self.early_stop_eps < 1 and self.alpha_thre < 1):
+            raise OptionError("early_stop_eps" if self.early_stop_eps >= 1 else "alpha_thre",
+                              max(self.early_stop_eps, self.alpha_thre), "< 1")
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from enum import StrEnum
 from pathlib import Path
+from typing import Annotated
 
+import annotated_types as at
 import torch
 from torch import Tensor
 
@@ -26,7 +28,8 @@ from headforge.stages.gaussian_init import hull_surface_points, point_colors, ra
 from headforge.stages.views import ViewBatch, composite
 from headforge.training.background import Background, TrainingBackground
 from headforge.training.checkpoint import CheckpointKind, latest_checkpoint, load_for_resume, restore_rng
-from headforge.training.loop import Checkpointing, LoopOptions, check_loop_options, run_loop, seed_everything
+from headforge.training.loop import Checkpointing, LoopOptions, run_loop, seed_everything
+from headforge.validation import Checked, Count, Fraction, NonNegative, NonNegativeInt, Positive, Seconds
 
 __all__ = ["Background", "GaussianTrainConfig", "GaussianTrainResult", "InitKind", "initial_splats",
            "latest_checkpoint", "make_optimizer", "render_splats", "scene_scale", "train_gaussians"]
@@ -38,32 +41,29 @@ class InitKind(StrEnum):
 
 
 @dataclass(frozen=True)
-class GaussianTrainConfig:
-    steps: int = 7000
-    max_sh_degree: int = 3
-    sh_degree_interval: int = 1000
+class GaussianTrainConfig(Checked):
+    steps: Count = 7000
+    max_sh_degree: Annotated[int, at.Ge(0), at.Le(3)] = 3
+    sh_degree_interval: Count = 1000
     init: InitKind = InitKind.VISUAL_HULL
-    init_points: int = 30_000
-    init_opacity: float = 0.1
-    hull_resolution: int = 96
-    means_lr: float = 1.6e-4  # x scene scale, decayed to means_lr_final
-    means_lr_final: float = 1.6e-6
-    scales_lr: float = 5e-3
-    quats_lr: float = 1e-3
-    opacities_lr: float = 5e-2
-    sh0_lr: float = 2.5e-3
-    shN_lr: float = 2.5e-3 / 20
-    ssim_lambda: float = 0.2
+    init_points: Annotated[int, at.Ge(1), at.Le(10_000_000)] = 30_000
+    init_opacity: Annotated[float, at.Gt(0), at.Lt(1)] = 0.1
+    hull_resolution: Annotated[int, at.Ge(8), at.Le(512)] = 96
+    means_lr: NonNegative = 1.6e-4  # x scene scale, decayed to means_lr_final
+    means_lr_final: NonNegative = 1.6e-6
+    scales_lr: NonNegative = 5e-3
+    quats_lr: NonNegative = 1e-3
+    opacities_lr: NonNegative = 5e-2
+    sh0_lr: NonNegative = 2.5e-3
+    shN_lr: NonNegative = 2.5e-3 / 20
+    ssim_lambda: Fraction = 0.2
     background: Background = Background.RANDOM
     densify: DensifyConfig = field(default_factory=DensifyConfig)
     antialiased: bool = False
-    checkpoint_every: int = 1000
-    checkpoint_minutes: float | None = 10.0  # also checkpoint after this much wall time (None: only by steps)
-    max_seconds: float | None = None  # wall-clock budget of one run: stop (with a checkpoint) once it is spent
-    seed: int = 0
-
-    def __post_init__(self):
-        check_loop_options(self)
+    checkpoint_every: Count = 1000
+    checkpoint_minutes: Positive | None = 10.0  # also checkpoint after this much wall time (None: only by steps)
+    max_seconds: Seconds | None = None  # wall-clock budget of one run: stop (with a checkpoint) once it is spent
+    seed: NonNegativeInt = 0
 
 
 @dataclass(frozen=True)

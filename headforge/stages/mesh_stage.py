@@ -5,6 +5,7 @@
 (:func:`headforge.stages.mesh_quality.mesh_report`) and writes ``mesh.obj`` + ``mesh.mtl`` + ``mesh.png``,
 ``mesh.ply`` and ``mesh.glb`` into ``out_dir`` through :func:`headforge.atomic.atomic_directory`: the folder
 appears complete or not at all, and with ``overwrite`` a failed run leaves the previous folder as it was.
+The folder is written under ``OUT.lock`` (:func:`headforge.locks.output_lock`): a second writer is refused.
 Every stage's wall time is logged as it ends (``cfg.progress``) and returned in :class:`MeshExtraction`.
 """
 
@@ -13,6 +14,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from headforge.atomic import atomic_directory
+from headforge.locks import output_lock
 from headforge.stages.mesh_extract import SurfaceField, export_mesh, field_device, field_geometry, iso_level
 from headforge.stages.mesh_quality import mesh_report
 from headforge.stages.mesh_types import MeshExtractConfig, MeshExtraction, MeshFiles, StageClock
@@ -30,7 +32,7 @@ def extract_mesh_stage(field: SurfaceField, cfg: MeshExtractConfig, out_dir: str
     """
     out_dir = Path(out_dir)
     clock = StageClock(progress=cfg.progress)
-    with atomic_directory(out_dir, overwrite=overwrite) as staging:
+    with output_lock(out_dir), atomic_directory(out_dir, overwrite=overwrite) as staging:
         mesh = field_geometry(field, cfg, clock)
         with clock.stage("unwrap", f"{mesh.num_faces} triangles, {cfg.unwrap.value}"):
             mesh, method = unwrap_uvs(mesh, cfg)

@@ -1,7 +1,7 @@
 """Types shared by the mesh-extraction stages (config, quality report, stage result, stage clock).
 
 :mod:`mesh_extract`, :mod:`mesh_cleanup`, :mod:`uv_unwrap`, :mod:`texture_bake` and :mod:`mesh_stage` all import
-from here and never from each other in a cycle. This module imports nothing from headforge (and no torch), so
+from here and never from each other in a cycle. This module imports only :mod:`headforge.validation` (and no torch), so
 the xatlas worker process that :mod:`uv_unwrap` spawns starts quickly.
 """
 
@@ -15,6 +15,11 @@ import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
+
+import annotated_types as at
+
+from headforge.validation import Checked, Count, NonNegativeInt, OptionError, Positive, Seconds
 
 Vec3 = tuple[float, float, float]
 DEFAULT_DENSITY_LEVEL = math.log(2.0) / 0.01  # per metre: alpha 0.5 over 1 cm of material
@@ -28,45 +33,42 @@ class UnwrapMethod(enum.StrEnum):
     CUBE = "cube"  # central projection onto a cube's six sides: 6 charts, seconds for any size
 
 
+# Marching-cubes cells along the longest side: a 1024^3 float32 grid is 4 GiB, the most a 24 GiB machine
+# samples alongside the field.
+GridResolution = Annotated[int, at.Ge(2), at.Le(1024)]
+TargetFaces = Annotated[int, at.Ge(4)]  # a closed mesh has at least 4 triangles
+TextureSize = Annotated[int, at.Ge(8), at.Le(16384)]  # 16384: the largest texture engines and GPUs accept
+
+
 @dataclass(frozen=True)
-class MeshExtractConfig:
-    resolution: int = 256  # marching-cubes grid cells along the longest side of the bounds
+class MeshExtractConfig(Checked):
+    resolution: GridResolution = 256  # marching-cubes grid cells along the longest side of the bounds
     level: float | None = None  # iso level; None: 0 for SDF fields, DEFAULT_DENSITY_LEVEL for density fields
     bounds_min: Vec3 | None = None  # metres, head frame; None: the field's bounds
     bounds_max: Vec3 | None = None
-    chunk: int = 65536  # points per field query (grid sampling and texture baking)
+    chunk: Count = 65536  # points per field query (grid sampling and texture baking)
     keep_largest_component: bool = True
-    fill_holes_max_edges: int = 64  # boundary loops of at most this many edges are closed (0: none)
-    target_faces: int | None = 100_000  # decimate to this many triangles (None: keep all)
-    texture_size: int = 1024  # square texture, pixels
-    bake_supersample: int = 2  # colour samples per texel = bake_supersample ** 2 (averaged)
-    texture_padding: int = 2  # pixels between UV charts in the atlas
-    texture_dilation: int = 4  # pixels each chart's colours are grown outwards (hides seams under filtering)
+    fill_holes_max_edges: NonNegativeInt = 64  # boundary loops of at most this many edges are closed (0: none)
+    target_faces: TargetFaces | None = 100_000  # decimate to this many triangles (None: keep all)
+    texture_size: TextureSize = 1024  # square texture, pixels
+    bake_supersample: Annotated[int, at.Ge(1), at.Le(8)] = 2  # colour samples per texel = bake_supersample ** 2
+    texture_padding: NonNegativeInt = 2  # pixels between UV charts in the atlas
+    texture_dilation: NonNegativeInt = 4  # pixels each chart's colours are grown outwards (hides seams)
     unwrap: UnwrapMethod = UnwrapMethod.AUTO
-    unwrap_seconds: float = 180.0  # wall-clock budget of xatlas (it runs in a child process that is stopped)
-    chart_max_cost: float = 8.0  # xatlas ChartOptions.max_cost (its default 2 makes many small charts)
-    chart_max_iterations: int = 1  # xatlas ChartOptions.max_iterations (its default is 1)
-    chart_smoothing: int = 10  # Taubin smoothing rounds of the copy xatlas charts (0: chart the mesh itself)
+    unwrap_seconds: Seconds = 180.0  # wall-clock budget of xatlas (it runs in a child process that is stopped)
+    chart_max_cost: Positive = 8.0  # xatlas ChartOptions.max_cost (its default 2 makes many small charts)
+    chart_max_iterations: Count = 1  # xatlas ChartOptions.max_iterations (its default is 1)
+    chart_smoothing: NonNegativeInt = 10  # Taubin smoothing rounds of the copy xatlas charts (0: the mesh itself)
     progress: bool = True  # tqdm bars / log lines for every stage that can take more than a few seconds
 
     def __post_init__(self):
-        if self.resolution < 2:
-            raise ValueError(f"MeshExtractConfig.resolution must be >= 2, got {self.resolution}")
-        if self.chunk < 1:
-            raise ValueError(f"MeshExtractConfig.chunk must be >= 1, got {self.chunk}")
+        super().__post_init__()
         if (self.bounds_min is None) != (self.bounds_max is None):
-            raise ValueError("MeshExtractConfig: give both bounds_min and bounds_max, or neither")
+            raise OptionError("bounds_max" if self.bounds_max is None else "bounds_min", None,
+                              "given together with the other bound (or both left out)")
         if self.bounds_min is not None and any(
                 hi <= lo for lo, hi in zip(self.bounds_min, self.bounds_max, strict=True)):
-            raise ValueError(f"MeshExtractConfig bounds need max > min, got {self.bounds_min}, {self.bounds_max}")
-        if self.target_faces is not None and self.target_faces < 4:
-            raise ValueError(f"MeshExtractConfig.target_faces must be >= 4 or None, got {self.target_faces}")
-        if self.texture_size < 8 or self.bake_supersample < 1 or self.texture_padding < 0 or self.texture_dilation < 0:
-            raise ValueError(f"MeshExtractConfig texture settings out of range: {self}")
-        if (not self.unwrap_seconds > 0 or not self.chart_max_cost > 0 or self.chart_max_iterations < 1
-                or self.chart_smoothing < 0):
-            raise ValueError(f"MeshExtractConfig unwrap settings out of range: {self}")
-        object.__setattr__(self, "unwrap", UnwrapMethod(self.unwrap))
+            raise OptionError("bounds_max", self.bounds_max, f"greater than bounds_min {self.bounds_min} on every axis")
 
 
 @dataclass(frozen=True)

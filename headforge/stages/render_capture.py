@@ -9,14 +9,18 @@ Output layout (``out/``)::
     opencv_cameras.json GS-LRM / FaceLift layout (OpenCV world-to-camera)
 
 The mesh is first brought into the canonical head frame (geometry/head_frame.py) unless
-``head_frame`` is None, so every rig sees the head the same way.
+``head_frame`` is None, so every rig sees the head the same way. The mesh and the rig are checked
+before anything is written; the folder is written under ``OUT.lock`` (headforge/locks.py) as one
+staged directory, so ``overwrite`` replaces an earlier capture only once the new one is complete.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
+import annotated_types as at
 import numpy as np
 import torch
 from tqdm import tqdm
@@ -27,21 +31,25 @@ from headforge.captures.formats import CaptureFormat, write_camera_file
 from headforge.captures.images import write_image
 from headforge.geometry.camera_rigs import RigConfig, make_rig
 from headforge.geometry.head_frame import HeadFrameSpec, to_head_frame
+from headforge.locks import output_lock
 from headforge.renderers.mesh_render import render_mesh
 from headforge.representations.mesh import TexturedMesh
+from headforge.validation import Checked, Count, NonNegativeInt, Positive
+
+Supersample = Annotated[int, at.Ge(1), at.Le(8)]  # render at k x the resolution and filter down
 
 
 @dataclass(frozen=True)
-class RenderCaptureConfig:
+class RenderCaptureConfig(Checked):
     rig: RigConfig = field(default_factory=RigConfig)
     head_frame: HeadFrameSpec | None = field(default_factory=lambda: HeadFrameSpec(head_width_m=0.155))
-    supersample: int = 2  # render at k x resolution and box-filter (clean anti-aliased edges)
+    supersample: Supersample = 2  # render at k x resolution and box-filter (clean anti-aliased edges)
     shading: bool = False  # unlit albedo by default (what reconstruction is scored against)
     # Split of the returned capture (Split.spread: ceil(N / test_every) views spread over azimuth). Not written
     # into the files: whoever reads them chooses a split (reconstruct / inspect --test-every).
-    test_every: int = 8
-    depth_unit: float = 1e-4  # metres per 16-bit depth unit (0.1 mm; up to 6.5 m)
-    batch: int = 4  # views rendered together (memory vs speed)
+    test_every: NonNegativeInt = 8
+    depth_unit: Positive = 1e-4  # metres per 16-bit depth unit (0.1 mm; up to 6.5 m)
+    batch: Count = 4  # views rendered together (memory vs speed)
 
 
 @dataclass(frozen=True)
@@ -62,7 +70,7 @@ def render_capture(mesh: TexturedMesh, cfg: RenderCaptureConfig, out_dir: str | 
     cameras = make_rig(cfg.rig)
     names = cameras.names
     far = float(cameras.centers().norm(dim=-1).max()) * 3
-    with atomic_directory(out_dir, overwrite=overwrite) as stage:
+    with output_lock(out_dir), atomic_directory(out_dir, overwrite=overwrite) as stage:
         for sub in ("images", "masks", "depth"):
             (stage / sub).mkdir()
         views = []

@@ -12,15 +12,23 @@ One step, in this order (the order is part of the numerics: a refactor must keep
     history row every ``log_every`` steps and at the last step
     checkpoint every ``checkpoint_every`` steps, at the last step, and every ``checkpoint_minutes``
     stop when ``max_seconds`` ran out (after writing a checkpoint at that step)
+    stop when SIGINT or SIGTERM arrived during the step: checkpoint at that step, raise ``Interrupted``
+                                         (also at the last step: the user asked to stop)
 
-Steps count from 1; ``LoopResult.steps`` is the last completed one.
+Steps count from 1; ``LoopResult.steps`` is the last completed one. While the loop runs (in the main
+thread) SIGINT and SIGTERM only set a flag, read between steps (never mid-step, never mid-save: a second
+ctrl-C during the checkpoint's write just sets the flag again); the previous handlers come back when the
+loop ends, however it ends.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
+import signal
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -29,26 +37,17 @@ import torch
 from torch import Tensor
 from tqdm import tqdm
 
+from headforge.errors import Interrupted
 from headforge.training.checkpoint import CheckpointKind, save_checkpoint
+from headforge.validation import Checked, Count, NonNegativeInt, OptionError, Seconds
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
 def seed_everything(seed: int) -> torch.Generator:
     """Seed torch's global RNG (model initialisation) and return the run's own generator (every draw of a step)."""
     torch.manual_seed(seed)
     return torch.Generator().manual_seed(seed)
-
-
-def check_loop_options(cfg) -> None:
-    """Validate a trainer config's loop keys (``steps``, ``checkpoint_every``, ``checkpoint_minutes``,
-    ``max_seconds``); raises ValueError naming the config class."""
-    name = type(cfg).__name__
-    if cfg.steps < 0 or cfg.checkpoint_every < 1:
-        raise ValueError(f"{name}: steps >= 0 and checkpoint_every >= 1 are needed, got {cfg.steps} and "
-                         f"{cfg.checkpoint_every}")
-    for key in ("checkpoint_minutes", "max_seconds"):
-        value = getattr(cfg, key)
-        if value is not None and not value > 0:
-            raise ValueError(f"{name}.{key} must be > 0 or None (none), got {value}")
 
 
 class StepOutput(Protocol):
@@ -90,18 +89,19 @@ class Checkpointing:
 
 
 @dataclass(frozen=True)
-class LoopOptions:
+class LoopOptions(Checked):
     name: str  # progress-bar label and error messages
-    steps: int  # the last step to run
-    log_every: int
-    start: int = 0  # the step resumed from (0: a fresh run)
-    max_seconds: float | None = None  # wall-clock budget of this run (None: none)
+    steps: NonNegativeInt  # the last step to run
+    log_every: Count
+    start: NonNegativeInt = 0  # the step resumed from (0: a fresh run)
+    max_seconds: Seconds | None = None  # wall-clock budget of this run (None: none)
     divergence_hint: str | None = None  # appended to the divergence error
     checkpointing: Checkpointing | None = None
 
     def __post_init__(self):
-        if self.max_seconds is not None and not self.max_seconds > 0:
-            raise ValueError(f"max_seconds must be > 0 or None, got {self.max_seconds}")
+        super().__post_init__()
+        if self.start > self.steps:
+            raise OptionError("steps", self.steps, f">= the step resumed from ({self.start})")
 
 
 @dataclass(frozen=True)
@@ -122,6 +122,33 @@ def diverged(name: str, step: int, loss: float, checkpointing: Checkpointing | N
     return "; ".join(parts)
 
 
+class StopRequest:
+    """The first stop signal received while the loop runs (None: none)."""
+
+    def __init__(self):
+        self.signum: int | None = None
+
+    def __call__(self, signum, frame) -> None:  # a signal handler: only records the signal
+        if self.signum is None:
+            self.signum = signum
+
+
+@contextlib.contextmanager
+def stop_requests() -> Iterator[StopRequest]:
+    """Route SIGINT and SIGTERM to a :class:`StopRequest` for the block, then restore the previous handlers.
+    Outside the main thread (where Python cannot set handlers) the request never fires."""
+    request = StopRequest()
+    if threading.current_thread() is not threading.main_thread():
+        yield request
+        return
+    previous = {s: signal.signal(s, request) for s in STOP_SIGNALS}
+    try:
+        yield request
+    finally:
+        for s, handler in previous.items():
+            signal.signal(s, handler)
+
+
 def run_loop(task: Task, options: LoopOptions, generator: torch.Generator, hooks: Sequence[Hook] = (), *,
              progress: bool = True) -> LoopResult:
     """Run steps ``options.start + 1 .. options.steps`` of ``task`` (see the module docstring)."""
@@ -137,30 +164,34 @@ def run_loop(task: Task, options: LoopOptions, generator: torch.Generator, hooks
 
     bar = tqdm(range(options.start + 1, options.steps + 1), desc=options.name, unit="step", disable=not progress,
                initial=options.start, total=options.steps)
-    for step in bar:
-        for h in hooks:
-            h.step_pre(step)
-        out = task.forward(step)
-        for h in hooks:
-            h.step_pre_backward(step, out)
-        task.optimizer.zero_grad(set_to_none=True)
-        out.loss.backward()
-        if not math.isfinite(out.loss.item()):
-            raise FloatingPointError(diverged(options.name, step, out.loss.item(), ck, options.divergence_hint))
-        for h in hooks:
-            h.step_post_backward(step, out)
-        task.update(step)
-        done = step
-        if step % options.log_every == 0 or step == options.steps:
-            row = task.log_row(step, out)
-            history.append(row)
-            bar.set_postfix(task.postfix(row))
-        now = time.perf_counter()
-        out_of_time = options.max_seconds is not None and now - t0 >= options.max_seconds and step < options.steps
-        if ck is not None and (step % ck.every == 0 or step == options.steps or out_of_time
-                               or (ck.minutes is not None and now - last_save >= 60 * ck.minutes)):
-            save(step)
-        if out_of_time:
-            break
-    bar.close()
+    with stop_requests() as stop, contextlib.closing(bar):
+        for step in bar:
+            for h in hooks:
+                h.step_pre(step)
+            out = task.forward(step)
+            for h in hooks:
+                h.step_pre_backward(step, out)
+            task.optimizer.zero_grad(set_to_none=True)
+            out.loss.backward()
+            if not math.isfinite(out.loss.item()):
+                raise FloatingPointError(diverged(options.name, step, out.loss.item(), ck, options.divergence_hint))
+            for h in hooks:
+                h.step_post_backward(step, out)
+            task.update(step)
+            done = step
+            if step % options.log_every == 0 or step == options.steps:
+                row = task.log_row(step, out)
+                history.append(row)
+                bar.set_postfix(task.postfix(row))
+            now = time.perf_counter()
+            out_of_time = options.max_seconds is not None and now - t0 >= options.max_seconds and step < options.steps
+            if ck is not None and (step % ck.every == 0 or step == options.steps or out_of_time
+                                   or (ck.minutes is not None and now - last_save >= 60 * ck.minutes)
+                                   or stop.signum is not None):
+                save(step)
+            if stop.signum is not None:  # the checkpoint above is at this step (a signal during it changes nothing)
+                raise Interrupted(step, options.steps, stop.signum, written[-1] if ck is not None else None,
+                                  None if ck is not None else "this loop writes no checkpoints")
+            if out_of_time:
+                break
     return LoopResult(done, time.perf_counter() - t0, tuple(history), out_of_time, tuple(written))

@@ -14,11 +14,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Annotated
 
+import annotated_types as at
 import torch
 from torch import Tensor, nn
 
 from headforge.geometry.sh import num_sh_bases, sh_basis
+from headforge.validation import Checked, Count, NonNegativeInt
 
 
 class ViewMode(StrEnum):
@@ -43,13 +46,9 @@ def trunc_exp(x: Tensor) -> Tensor:  # exp with a gradient clamped at exp(15)
 
 
 @dataclass(frozen=True)
-class MLPConfig:
-    hidden: int = 64
-    layers: int = 1  # hidden layers
-
-    def __post_init__(self):
-        if self.hidden < 1 or self.layers < 0:
-            raise ValueError(f"MLP needs hidden >= 1 and layers >= 0, got {self}")
+class MLPConfig(Checked):
+    hidden: Count = 64
+    layers: NonNegativeInt = 1  # hidden layers
 
 
 class MLP(nn.Module):
@@ -68,9 +67,9 @@ class MLP(nn.Module):
 
 
 @dataclass(frozen=True)
-class DensityConfig:
+class DensityConfig(Checked):
     mlp: MLPConfig = MLPConfig()
-    geo_features: int = 15  # features handed to the colour head
+    geo_features: NonNegativeInt = 15  # features handed to the colour head
     density_bias: float = -1.0  # added to the raw output before trunc_exp (starts nearly empty)
 
 
@@ -88,16 +87,10 @@ class DensityDecoder(nn.Module):
 
 
 @dataclass(frozen=True)
-class ColorConfig:
+class ColorConfig(Checked):
     mlp: MLPConfig = MLPConfig(hidden=64, layers=2)
     view: ViewMode = ViewMode.SH_INPUT
-    sh_degree: int = 3  # 0..3
-
-    def __post_init__(self):
-        num_sh_bases(self.sh_degree)  # validates the degree
-        if self.view not in set(ViewMode):
-            raise ValueError(f"ColorConfig.view must be 'sh_input' or 'sh_output', got {self.view!r}")
-        object.__setattr__(self, "view", ViewMode(self.view))
+    sh_degree: Annotated[int, at.Ge(0), at.Le(3)] = 3
 
 
 def direction_encoding(directions: Tensor, degree: int) -> Tensor:  # [..., 3] -> [..., (degree+1)^2]

@@ -23,6 +23,7 @@ from headforge.representations.fields.decoders import ColorConfig, ColorDecoder,
 from headforge.representations.fields.hash_grid import HashGridConfig, make_hash_grid
 from headforge.representations.fields.planes import PlaneConfig, TriGridEncoding, TriPlaneEncoding
 from headforge.representations.fields.sdf import SDFConfig, SDFNetwork, VolSDFDensity
+from headforge.validation import Checked, OptionError, Positive
 
 
 class EncodingKind(StrEnum):
@@ -40,7 +41,7 @@ Vec3 = tuple[float, float, float]
 
 
 @dataclass(frozen=True)
-class FieldConfig:
+class FieldConfig(Checked):
     encoding: EncodingKind = EncodingKind.HASHGRID
     hashgrid: HashGridConfig = field(default_factory=HashGridConfig)
     planes: PlaneConfig = field(default_factory=PlaneConfig)  # triplane / trigrid (depth used by trigrid only)
@@ -51,19 +52,13 @@ class FieldConfig:
     bounds_min: Vec3 = (-0.2, -0.2, -0.2)  # metres, head frame
     bounds_max: Vec3 = (0.2, 0.2, 0.2)
     gradient: GradientMode = GradientMode.AUTOGRAD
-    fd_step: float = 5e-4  # metres, central-difference step when gradient == "finite_difference"
+    fd_step: Positive = 5e-4  # metres, central-difference step when gradient == "finite_difference"
     prefer_tcnn: bool = True  # use tiny-cuda-nn's hash grid when it and CUDA are available
 
     def __post_init__(self):
-        if self.encoding not in set(EncodingKind):
-            raise ValueError(f"FieldConfig.encoding must be one of {', '.join(EncodingKind)}, got {self.encoding!r}")
-        if self.gradient not in set(GradientMode):
-            raise ValueError(f"FieldConfig.gradient must be one of {', '.join(GradientMode)}, got {self.gradient!r}")
-        object.__setattr__(self, "encoding", EncodingKind(self.encoding))
-        object.__setattr__(self, "gradient", GradientMode(self.gradient))
-        if len(self.bounds_min) != 3 or len(self.bounds_max) != 3 or any(
-                hi <= lo for lo, hi in zip(self.bounds_min, self.bounds_max, strict=True)):
-            raise ValueError(f"field bounds need 3 values with max > min, got {self.bounds_min}, {self.bounds_max}")
+        super().__post_init__()
+        if any(hi <= lo for lo, hi in zip(self.bounds_min, self.bounds_max, strict=True)):
+            raise OptionError("bounds_max", self.bounds_max, f"greater than bounds_min {self.bounds_min} on every axis")
 
 
 @dataclass(frozen=True)

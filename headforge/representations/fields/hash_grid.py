@@ -26,10 +26,14 @@ import math
 import warnings
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Annotated
 
+import annotated_types as at
 import numpy as np
 import torch
 from torch import Tensor, nn
+
+from headforge.validation import Checked, OptionError, Positive
 
 PRIMES = (1, 2654435761, 805459861)  # Instant-NGP / tiny-cuda-nn coherent prime hash
 
@@ -41,28 +45,21 @@ class HashGridBackend(StrEnum):
 
 
 @dataclass(frozen=True)
-class HashGridConfig:
-    n_levels: int = 16  # L
-    log2_table_size: int = 19  # T = 2^log2_table_size entries per hashed level
-    n_features: int = 2  # F per level
-    base_resolution: int = 16  # N_min
-    max_resolution: int = 2048  # N_max (finest level)
-    init_scale: float = 1e-4  # uniform(-init_scale, init_scale) like tiny-cuda-nn
+class HashGridConfig(Checked):
+    n_levels: Annotated[int, at.Ge(1), at.Le(32)] = 16  # L
+    log2_table_size: Annotated[int, at.Ge(1), at.Le(30)] = 19  # T = 2^log2_table_size entries per hashed level
+    n_features: Annotated[int, at.Ge(1), at.Le(8)] = 2  # F per level
+    base_resolution: Annotated[int, at.Ge(2)] = 16  # N_min
+    max_resolution: Annotated[int, at.Ge(2), at.Le(1 << 20)] = 2048  # N_max (finest level)
+    init_scale: Positive = 1e-4  # uniform(-init_scale, init_scale) like tiny-cuda-nn
     # "auto": the compiled CPU kernel (hash_cpu) for float32 CPU points that need no gradient (a failed build
     # warns once and uses torch); "cpu": that kernel or an error; "torch": always the torch path
     backend: HashGridBackend = HashGridBackend.AUTO
 
     def __post_init__(self):
-        if self.n_levels < 1 or self.n_features < 1:
-            raise ValueError(f"hash grid needs n_levels >= 1 and n_features >= 1, got {self}")
-        if not 1 <= self.log2_table_size <= 30:
-            raise ValueError(f"log2_table_size must be in 1..30, got {self.log2_table_size}")
-        if not 2 <= self.base_resolution <= self.max_resolution:
-            raise ValueError(f"need 2 <= base_resolution <= max_resolution, got {self.base_resolution}, "
-                             f"{self.max_resolution}")
-        if self.backend not in set(HashGridBackend):
-            raise ValueError(f"HashGridConfig.backend must be auto, cpu or torch, got {self.backend!r}")
-        object.__setattr__(self, "backend", HashGridBackend(self.backend))
+        super().__post_init__()
+        if not self.base_resolution <= self.max_resolution:
+            raise OptionError("base_resolution", self.base_resolution, f"<= max_resolution ({self.max_resolution})")
 
     @property
     def per_level_scale(self) -> float:  # b

@@ -25,10 +25,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Annotated
 
+import annotated_types as at
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
+
+from headforge.validation import MAX_IMAGE_SIDE, Checked, Count, Positive
 
 PLANE_AXES = ((0, 1, 2), (0, 2, 1), (1, 2, 0))  # (column, row, depth) axis of each plane: xy, xz, yz
 
@@ -39,19 +43,12 @@ class Reduce(StrEnum):
 
 
 @dataclass(frozen=True)
-class PlaneConfig:
-    resolution: int = 128  # R (each plane is R x R texels)
-    channels: int = 16  # C per plane
-    depth: int = 1  # D slices per plane for the tri-grid (ignored by the tri-plane)
+class PlaneConfig(Checked):
+    resolution: Annotated[int, at.Ge(2), at.Le(MAX_IMAGE_SIDE)] = 128  # R (each plane is R x R texels)
+    channels: Count = 16  # C per plane
+    depth: Count = 1  # D slices per plane for the tri-grid (ignored by the tri-plane)
     reduce: Reduce = Reduce.SUM
-    init_scale: float = 0.1  # features ~ N(0, init_scale^2)
-
-    def __post_init__(self):
-        if self.resolution < 2 or self.channels < 1 or self.depth < 1:
-            raise ValueError(f"planes need resolution >= 2, channels >= 1, depth >= 1, got {self}")
-        if self.reduce not in set(Reduce):
-            raise ValueError(f"reduce must be 'sum' or 'concat', got {self.reduce!r}")
-        object.__setattr__(self, "reduce", Reduce(self.reduce))
+    init_scale: Positive = 0.1  # features ~ N(0, init_scale^2)
 
     @property
     def output_dim(self) -> int:

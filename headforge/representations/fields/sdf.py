@@ -24,24 +24,26 @@ import torch
 from torch import Tensor, nn
 
 from headforge.representations.fields.decoders import MLPConfig
+from headforge.validation import Checked, NonNegativeInt, OptionError, Positive
 
 
 @dataclass(frozen=True)
-class VolSDFConfig:
-    beta_init: float = 0.01  # metres: the width of the density transition around the surface
-    beta_min: float = 1e-4  # metres
+class VolSDFConfig(Checked):
+    beta_init: Positive = 0.01  # metres: the width of the density transition around the surface
+    beta_min: Positive = 1e-4  # metres
 
     def __post_init__(self):
-        if not self.beta_init > self.beta_min > 0:
-            raise ValueError(f"VolSDF needs beta_init > beta_min > 0, got {self}")
+        super().__post_init__()
+        if not self.beta_init > self.beta_min:
+            raise OptionError("beta_init", self.beta_init, f"> beta_min ({self.beta_min})")
 
 
 @dataclass(frozen=True)
-class SDFConfig:
+class SDFConfig(Checked):
     mlp: MLPConfig = MLPConfig(hidden=64, layers=2)
-    geo_features: int = 15
-    init_radius: float = 0.1  # metres: radius of the initial sphere, centred on the box centre
-    softplus_beta: float = 100.0
+    geo_features: NonNegativeInt = 15
+    init_radius: Positive = 0.1  # metres: radius of the initial sphere, centred on the box centre
+    softplus_beta: Positive = 100.0
     volsdf: VolSDFConfig = VolSDFConfig()
 
 

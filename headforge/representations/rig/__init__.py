@@ -1,0 +1,2 @@
+"""Parametric head rigs: one `HeadRig` type (template, regions, ARKit expression basis, skeleton, skinning,
+landmark embeddings), differentiable deformation functions, and loaders for each source (ICT-FaceKit)."""
