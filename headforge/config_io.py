@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import enum
-import tomllib
 import types
 import typing
 from importlib import resources
@@ -19,6 +18,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from headforge.errors import InputError
+from headforge.io.files import is_missing, read_toml
 from headforge.validation import OptionError
 
 T = TypeVar("T")
@@ -92,11 +92,7 @@ def config_path(path: str | Path) -> Path:
 def load_config(cls: type[T], path: str | Path) -> T:
     """Read a TOML preset into ``cls``; a bare name like ``gaussians_fast`` is a shipped preset."""
     path = config_path(path)
-    if not path.is_file():
+    if is_missing(path):
         raise InputError("config file not found", path=path,
                          fix=f"give a TOML file, or one of the shipped presets: {', '.join(preset_names())}")
-    try:
-        data = tomllib.loads(path.read_text())
-    except tomllib.TOMLDecodeError as e:
-        raise InputError(f"invalid TOML: {e}", path=path, fix="fix the syntax") from None
-    return from_dict(cls, data, path)
+    return from_dict(cls, read_toml(path, "config file"), path)  # folders, loops, not UTF-8, bad TOML

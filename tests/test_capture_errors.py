@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -210,3 +211,105 @@ def test_nersemble_layout_errors(tmp_path):
         (path.parent / "timesteps" / "frame_00000" / name).mkdir(parents=True)
     with raises(CaptureError, path, "2 image folders"):
         read_capture(path)
+
+
+# ------------------------------------------------------------------------------------------ issue 10 holes
+def test_colmap_images_txt_without_point_lines_is_refused(tmp_path):
+    cameras = written(tmp_path, CaptureFormat.COLMAP, n=8)
+    images = cameras.parent / "images.txt"
+    assert len(read_capture(cameras)) == 8  # negative control: two lines per image, empty point lines
+    lines = images.read_text().splitlines()
+    image_lines = [ln for ln in lines if ln and not ln.startswith("#")]
+    assert len(image_lines) == 8
+    images.write_text("\n".join(lines[:2] + image_lines) + "\n")  # no 2D-point lines at all
+    with raises(InputError, images, r"line 4 should be the 2D points .* of the image on line 3, but holds 10"):
+        read_capture(cameras)
+    points = "10.5 20.5 1 30.5 40.5 -1"  # real 2D points are read and skipped
+    images.write_text("\n".join(lines[:2] + [x for ln in image_lines for x in (ln, points)]) + "\n")
+    assert len(read_capture(cameras)) == 8
+
+
+def test_colmap_stated_image_count_must_match(tmp_path):
+    cameras = written(tmp_path, CaptureFormat.COLMAP, n=4)
+    images = cameras.parent / "images.txt"
+    text = images.read_text()
+    images.write_text("# Number of images: 4, mean observations per image: 0\n" + text)
+    assert len(read_capture(cameras)) == 4
+    images.write_text("# Number of images: 32, mean observations per image: 0\n" + text)
+    with raises(InputError, images, "the header says 32 images but the file holds 4"):
+        read_capture(cameras)
+
+
+def test_colmap_duplicate_image_and_non_utf8_cameras(tmp_path):
+    cameras = written(tmp_path, CaptureFormat.COLMAP, n=4)
+    images = cameras.parent / "images.txt"
+    text = images.read_text()
+    images.write_text(text.replace(" 00002.png", " 00001.png"))
+    with raises(InputError, images, r"1 image\(s\) listed more than once: '00001.png' \(2x\)"):
+        read_capture(cameras)
+    images.write_text(text)
+    cameras.write_bytes(cameras.read_bytes().replace(b"# CAMERA_ID", b"# CAM\xe9RA_ID"))
+    with raises(InputError, cameras, r"not UTF-8 text \(byte 5, line 1\)"):
+        read_capture(cameras)
+
+
+@pytest.mark.parametrize("fmt", [CaptureFormat.NERFSTUDIO, CaptureFormat.OPENCV_JSON])
+def test_every_frame_listed_twice_is_refused(tmp_path, fmt):
+    path = written(tmp_path, fmt, n=4)
+    edit_json(path, lambda m: m.update(frames=m["frames"] + m["frames"]))
+    with raises(InputError, path, r"4 image\(s\) listed more than once: 'images/00000.png' \(2x\)"):
+        read_capture(path)
+
+
+def test_nerfstudio_without_size_reads_the_image_header(tmp_path):
+    path = written(tmp_path, CaptureFormat.NERFSTUDIO)
+    edit_json(path, lambda m: [m.pop("w"), m.pop("h")])
+    capture = read_capture(path)  # negative control: w, h come from the images
+    assert int(capture.native_cameras.width[0]) == W and int(capture.native_cameras.height[0]) == H
+    bad = capture.views[1].image_path
+    bad.write_text("not a PNG")
+    with raises(InputError, bad, "is not an image"):
+        read_capture(path)
+
+
+def test_symlink_loops_in_a_capture(tmp_path):
+    path = written(tmp_path, CaptureFormat.NERFSTUDIO)
+    image = read_capture(path).views[2].image_path
+    image.unlink()
+    image.symlink_to(image)
+    with raises(InputError, image, "symlink loop"):
+        read_capture(path)
+    loop_dir = tmp_path / "loop_capture"
+    loop_dir.symlink_to(loop_dir)
+    with raises(InputError, loop_dir, "symlink loop"):
+        read_capture(loop_dir)
+    cam_dir = written(tmp_path, CaptureFormat.OPENCV_JSON).parent
+    camera_file = cam_dir / "opencv_cameras.json"
+    camera_file.unlink()
+    camera_file.symlink_to(camera_file)
+    with raises(InputError, camera_file, "symlink loop"):
+        read_capture(cam_dir)
+    cameras = written(tmp_path, CaptureFormat.COLMAP)
+    images = cameras.parent.parent.parent / "images"
+    shutil.rmtree(images)
+    images.symlink_to(images)  # every image path now runs through a looping folder
+    with raises(InputError, str(images / "00000.png"), "symlink loop"):
+        read_capture(cameras)
+
+
+def test_float_image_with_nan_is_refused_at_load(tmp_path):
+    import cv2
+
+    path = written(tmp_path, CaptureFormat.NERFSTUDIO)
+    capture = read_capture(path)
+    tif = capture.views[0].image_path.with_suffix(".tiff")
+    img = np.full((H, W, 3), 0.5, np.float32)
+    assert cv2.imwrite(str(tif), img, [cv2.IMWRITE_TIFF_COMPRESSION, 1])  # uncompressed: exact floats
+    edit_json(path, lambda m: m["frames"][0].update(file_path=f"images/{tif.name}"))
+    loaded = read_capture(path)
+    view = next(i for i, v in enumerate(loaded.views) if v.image_path.name == tif.name)
+    assert float(loaded.load(view).rgb.mean()) == pytest.approx(0.5)  # negative control: finite floats load
+    img[1, 2, 0], img[5, 6, :] = np.nan, np.inf
+    assert cv2.imwrite(str(tif), img, [cv2.IMWRITE_TIFF_COMPRESSION, 1])  # uncompressed: exact floats
+    with raises(InputError, tif, "image has 2 of 768 pixels with NaN or Inf"):
+        loaded.load(view)

@@ -146,13 +146,13 @@ def test_missing_texture_is_an_error_unless_opted_out(tmp_path):
     m = _cube()
     save_obj(m, tmp_path / "cube.obj")
     (tmp_path / "cube.png").unlink()
-    with pytest.raises(MeshError) as info:
+    with pytest.raises(InputError) as info:
         load_mesh(tmp_path / "cube.obj")
     assert "cube.png" in str(info.value) and "Fix:" in str(info.value)
     fallback = load_mesh(tmp_path / "cube.obj", require_texture=False)
     assert fallback.texture is None and fallback.uvs is not None
     (tmp_path / "cube.mtl").unlink()
-    with pytest.raises(MeshError, match="cube.mtl"):
+    with pytest.raises(InputError, match="cube.mtl"):
         load_mesh(tmp_path / "cube.obj")
 
 
@@ -183,3 +183,58 @@ def test_glb_reads_the_same_through_trimesh_and_the_glb_reader(tmp_path):
     np.testing.assert_allclose(trim.uvs.numpy(), np.stack([uv[:, 0], 1 - uv[:, 1]], 1), atol=1e-7)  # v flipped
     np.testing.assert_allclose(m.uvs[m.faces_uv].reshape(-1, 2).numpy(), trim.uvs[trim.faces_uv].reshape(-1, 2).numpy(),
                                atol=1e-6)
+
+
+# ------------------------------------------------------------------------------------------ issue 10 holes
+def test_mtl_kd_not_numeric_names_the_mtl_and_line(tmp_path):
+    save_obj(_cube(), tmp_path / "cube.obj")
+    mtl = tmp_path / "cube.mtl"
+    assert load_mesh(tmp_path / "cube.obj").has_texture  # negative control: the written MTL is fine
+    mtl.write_text(mtl.read_text().replace("Kd 1 1 1", "Kd red 1 1"))
+    with pytest.raises(InputError, match=r"line 3: Kd must be three numbers, got 'red 1 1'") as info:
+        load_mesh(tmp_path / "cube.obj")
+    assert str(mtl) in str(info.value) and "Fix:" in str(info.value)
+    mtl.write_text(mtl.read_text().replace("Kd red 1 1", "Kd nan 1 1"))
+    with pytest.raises(InputError, match="line 3: Kd has 1 of 3 values with NaN or Inf"):
+        load_mesh(tmp_path / "cube.obj")
+
+
+def test_texture_that_is_not_an_image(tmp_path):
+    save_obj(_cube(), tmp_path / "cube.obj")
+    png = tmp_path / "cube.png"
+    png.write_bytes(png.read_bytes()[:60])  # truncated
+    with pytest.raises(InputError, match="texture image is (corrupt or truncated|not an image)") as info:
+        load_mesh(tmp_path / "cube.obj")
+    assert str(png) in str(info.value)
+    png.write_text("this is not a PNG")
+    with pytest.raises(InputError, match="texture image is not an image"):
+        load_mesh(tmp_path / "cube.obj")
+
+
+def test_untextured_mesh_warns_once(tmp_path, capsys):
+    m = _cube()
+    bare = TexturedMesh(m.vertices, m.faces)
+    save_obj(bare, tmp_path / "bare.obj")
+    loaded = load_mesh(tmp_path / "bare.obj")
+    assert loaded.texture is None
+    err = capsys.readouterr().err
+    assert err == f"warning: {tmp_path / 'bare.obj'} has no texture; the capture will be uniformly coloured\n"
+    save_obj(m, tmp_path / "cube.obj")
+    load_mesh(tmp_path / "cube.obj")  # negative control: a textured mesh loads without a word
+    save_obj(_cube(textured=False), tmp_path / "coloured.obj")
+    load_mesh(tmp_path / "coloured.obj")  # vertex colours are not uniform either
+    assert capsys.readouterr().err == ""
+
+
+def test_mesh_symlink_loop_and_folder(tmp_path):
+    loop = tmp_path / "loop.obj"
+    loop.symlink_to(loop)
+    _expect(InputError, loop, "symlink loop")
+    (tmp_path / "dir.obj").mkdir()
+    _expect(InputError, tmp_path / "dir.obj", "is a folder")
+    save_obj(_cube(), tmp_path / "cube.obj")
+    png = tmp_path / "cube.png"
+    png.unlink()
+    png.symlink_to(png)
+    with pytest.raises(InputError, match="symlink loop"):
+        load_mesh(tmp_path / "cube.obj")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import struct
 
+import numpy as np
 import pytest
 import torch
 
@@ -169,3 +170,44 @@ def test_glb_fallback_colour_is_linear_and_quantized_accessors_are_read(tmp_path
     assert float((back.quats * s.quats).sum(-1).abs().min()) > 0.9999
     torch.testing.assert_close(back.opacities, s.opacities, atol=0.5 / 255 + 1e-6, rtol=0)
     torch.testing.assert_close(back.scales, s.scales)
+
+
+# ------------------------------------------------------------------------------------------ issue 10 holes
+def test_ply_with_zero_splats_is_refused(tmp_path):
+    path = save_splats_ply(random_splats(3, 0), tmp_path / "s.ply")
+    assert len(load_splats_ply(path)) == 3  # negative control
+    raw = path.read_bytes()
+    header = raw[:raw.index(b"end_header\n") + len(b"end_header\n")]
+    path.write_bytes(header.replace(b"element vertex 3", b"element vertex 0"))
+    with pytest.raises(InputError, match=r"vertex element \(element vertex 0\) is empty") as info:
+        load_splats_ply(path)
+    assert str(path) in str(info.value)
+
+
+def test_ply_missing_properties_are_named(tmp_path):
+    path = save_splats_ply(random_splats(4, 0), tmp_path / "s.ply")
+    path.write_bytes(path.read_bytes().replace(b"property float rot_3", b"property float rot_x"))
+    with pytest.raises(InputError, match="not a 3DGS PLY: missing properties rot_3"):
+        load_splats_ply(path)
+
+
+def test_ply_non_finite_values_are_counted(tmp_path):
+    s = random_splats(6, 0)
+    path = save_splats_ply(s, tmp_path / "s.ply")
+    raw = bytearray(path.read_bytes())
+    offset = raw.index(b"end_header\n") + len(b"end_header\n")
+    data = np.frombuffer(bytes(raw[offset:]), dtype="<f4").reshape(6, -1).copy()
+    data[1, 0] = np.nan
+    data[4, -1] = np.inf
+    path.write_bytes(bytes(raw[:offset]) + data.tobytes())
+    with pytest.raises(InputError, match="splat PLY has 2 of 6 splats with NaN or Inf") as info:
+        load_splats_ply(path)
+    assert str(path) in str(info.value)
+
+
+def test_splat_readers_refuse_symlink_loops(tmp_path):
+    for name, reader in (("a.ply", load_splats_ply), ("a.splat", load_splats_dot_splat), ("a.glb", load_splats_glb)):
+        loop = tmp_path / name
+        loop.symlink_to(loop)
+        with pytest.raises(InputError, match="symlink loop"):
+            reader(loop)

@@ -19,6 +19,7 @@ from torch import Tensor
 from headforge.captures.images import read_image, read_mask, resize_image
 from headforge.errors import CaptureError
 from headforge.geometry.cameras import Cameras
+from headforge.io.files import is_missing, resolve_input
 
 
 class CaptureFormat(StrEnum):
@@ -233,7 +234,7 @@ class Capture:
         if path is None:
             raise CaptureError(f"view {index} ({self.native_cameras.name(index)}) has no depth map",
                                path=self.source_path, fix="use a capture rendered with depth (headforge render)")
-        d = read_image(path)
+        d = read_image(path, "depth map")
         if d.ndim == 3:
             d = d[..., 0]
         cam = self.native_cameras[index]
@@ -249,7 +250,10 @@ class Capture:
             return self
         for v in self.views:
             for p, what in ((v.image_path, "image"), (v.mask_path, "mask"), (v.depth_path, "depth map")):
-                if p is not None and not p.is_file():
+                if p is None:
+                    continue
+                if is_missing(p):
                     raise CaptureError(f"{what} listed by the capture does not exist: {p}",
                                        path=self.source_path, fix="fix the path or restore the file")
+                resolve_input(p, what=f"{what} listed by {self.source_path}")  # symlink loops, folders, permissions
         return self

@@ -5,7 +5,10 @@
   p2) and FULL_OPENCV when its rational terms k4 k5 k6 are zero (then it is OPENCV plus k3). They map
   to headforge's (k1, k2, k3, k4, p1, p2); COLMAP's pixel convention (centres at +0.5) is headforge's.
 - images.txt: ``IMAGE_ID QW QX QY QZ TX TY TZ CAMERA_ID NAME`` (world-to-camera, OpenCV), then one line
-  of 2D points which may be empty. Views are sorted by NAME (as 3DGS and nerfstudio do) before splitting.
+  of 2D points which may be empty. As in COLMAP's own reader the points line is required: a file without
+  it is refused (see :func:`_image_lines`), and so is one whose ``# Number of images`` header disagrees
+  with the images read, or that lists an image NAME twice. Views are sorted by NAME (as 3DGS and
+  nerfstudio do) before splitting.
 - points3D.txt (optional): ``POINT3D_ID X Y Z R G B ERROR TRACK...``; see :func:`read_points3d`.
 - Images live in ``ROOT/images`` where ROOT is the folder above ``sparse/`` (or the model folder itself
   when the model is not under ``sparse/``); failing that, the nearest ``images/`` above the model.
@@ -17,6 +20,7 @@ The writer picks PINHOLE, OPENCV or FULL_OPENCV per camera, shares identical cam
 from __future__ import annotations
 
 import math
+import re
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -32,20 +36,21 @@ from headforge.captures.format_base import (
     export_image,
     finish_capture,
     plan_image_names,
+    refuse_duplicates,
 )
 from headforge.errors import CameraError, InputError
 from headforge.geometry.rotations import make_rigid, quat_to_rotmat, rotmat_to_quat
+from headforge.io.files import read_text, resolve_input
 
 # model -> number of parameters
 MODELS = {"SIMPLE_PINHOLE": 3, "PINHOLE": 4, "SIMPLE_RADIAL": 4, "RADIAL": 5, "OPENCV": 8, "FULL_OPENCV": 12}
 
 
 def _lines(path: Path) -> list[str]:
-    if not path.is_file():
-        raise InputError("COLMAP model file not found", path=path,
-                         fix="a COLMAP text model needs cameras.txt and images.txt (export it with "
-                             "`colmap model_converter --output_type TXT`)")
-    return path.read_text(encoding="utf-8").splitlines()
+    resolve_input(path, what="COLMAP model file",
+                  fix="a COLMAP text model needs cameras.txt and images.txt (export it with "
+                      "`colmap model_converter --output_type TXT`)")
+    return read_text(path, "COLMAP model file", allow_empty=True).splitlines()
 
 
 def _numbers(tokens: Sequence[str], path: Path, lineno: int, what: str) -> list[float]:
@@ -133,21 +138,48 @@ def _image_dir(model_dir: Path) -> Path:
     return next((c for c in candidates if c.is_dir()), candidates[0])
 
 
+_IMAGE_COUNT = re.compile(r"#\s*Number of images:\s*(\d+)")
+
+
+def _image_lines(lines: list[str], path: Path) -> list[tuple[int, list[str]]]:
+    """(line number, tokens) of every image line of images.txt, checking the two-lines-per-image layout.
+
+    COLMAP writes two lines per image, the image line and its 2D points ``X Y POINT3D_ID ...`` (possibly
+    empty), and its own reader takes the line after every image line as the points, whatever it holds.
+    A file without the points lines is therefore refused, not guessed at: read pairwise it would take
+    every second image for points and lose half the views. The points line must hold a multiple of 3
+    values; a missing one at the very end of the file is accepted. When the header states
+    ``# Number of images: N``, exactly N images must be read."""
+    found, i = [], 0
+    while i < len(lines):
+        tokens, lineno = lines[i].split(), i + 1
+        i += 1
+        if not tokens or tokens[0].startswith("#"):
+            continue
+        found.append((lineno, tokens))
+        if i < len(lines):
+            points = lines[i].split()
+            if len(points) % 3 or (points and points[0].startswith("#")):
+                raise InputError(f"line {i + 1} should be the 2D points (X Y POINT3D_ID triples, possibly an empty "
+                                 f"line) of the image on line {lineno}, but holds {len(points)} values",
+                                 path=path, fix="COLMAP's images.txt has two lines per image: write an empty line "
+                                                "after every image line, or re-export with `colmap model_converter`")
+        i += 1
+    stated = next((int(m.group(1)) for ln in lines if (m := _IMAGE_COUNT.match(ln.strip()))), None)
+    if stated is not None and stated != len(found):
+        raise InputError(f"the header says {stated} images but the file holds {len(found)}", path=path,
+                         fix="restore the missing image lines, or re-export the model")
+    return found
+
+
 def read_colmap(path: str | Path, *, test_every: int = 8, test_views: Sequence[int] | None = None) -> Capture:
     """Read the model whose ``cameras.txt`` is ``path`` (``images.txt`` must sit beside it)."""
     path = Path(path)
     model_dir = path.parent
     cameras = _read_cameras(path)
     images_txt = model_dir / "images.txt"
-    lines = _lines(images_txt)
     entries = []
-    i = 0
-    while i < len(lines):
-        tokens, lineno = lines[i].split(), i + 1
-        i += 1
-        if not tokens or tokens[0].startswith("#"):
-            continue
-        i += 1  # the 2D-points line that follows every image line (possibly empty)
+    for lineno, tokens in _image_lines(_lines(images_txt), images_txt):
         if len(tokens) < 10:
             raise InputError(f"line {lineno}: expected IMAGE_ID QW QX QY QZ TX TY TZ CAMERA_ID NAME",
                              path=images_txt, fix="repair the line or re-export the model")
@@ -165,6 +197,7 @@ def read_colmap(path: str | Path, *, test_every: int = 8, test_views: Sequence[i
     if not entries:
         raise InputError("images.txt lists no images", path=images_txt,
                          fix="the capture must list at least one registered image")
+    refuse_duplicates([e[0] for e in entries], images_txt)
     entries.sort(key=lambda e: e[0])
     image_dir = _image_dir(model_dir)
     capture_cameras = cameras_from_arrays([e[1] for e in entries], np.array([e[2] for e in entries]),

@@ -19,12 +19,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from PIL import Image
 
 from headforge.captures.capture import Capture, CaptureFormat, Split, View
 from headforge.captures.images import read_image, read_mask, write_image
 from headforge.errors import CameraError, CaptureError, InputError
 from headforge.geometry.cameras import Cameras
+from headforge.io.files import image_header, is_missing, read_json
 
 # read(camera_file, *, test_every, test_views, **options) -> Capture
 Reader = Callable[..., Capture]
@@ -63,9 +63,7 @@ def relative_file(path: Path | None, directory: Path) -> str | None:
 
 def image_mode(path: Path) -> str:
     """PIL mode (``RGB``, ``RGBA``, ``L``, ...) from the image header."""
-    with Image.open(path) as im:
-        return im.mode
-
+    return image_header(path)[2]
 
 
 # ---------------------------------------------------------------------------------------- reading helpers
@@ -73,15 +71,8 @@ _MISSING: Any = object()
 
 
 def load_json(path: Path) -> Any:
-    if not path.is_file():
-        raise InputError("camera file not found", path=path, fix="check the capture path")
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise InputError(f"invalid JSON at line {e.lineno}, column {e.colno}: {e.msg}", path=path,
-                         fix="repair the JSON (a trailing comma or a missing bracket is common)") from e
-    except UnicodeDecodeError as e:
-        raise InputError("camera file is not UTF-8 text", path=path, fix="re-export it as JSON") from e
+    """A camera file's JSON (an object at the top level), through :func:`headforge.io.files.read_json`."""
+    return read_json(path, "camera file", expect=dict)
 
 
 def _absent(obj: Any, key: str, default: Any) -> bool:
@@ -169,19 +160,36 @@ def as_matrix(value: Any, label: str, path: Path, shapes=((4, 4), (3, 4))) -> np
 
 def resolve_image(root: Path, relative: str) -> Path:
     """``root / relative``; extensionless paths (Blender / instant-ngp style) get ``.png`` if that exists."""
-    p = (root / relative).resolve() if not Path(relative).is_absolute() else Path(relative)
+    try:
+        p = (root / relative).resolve() if not Path(relative).is_absolute() else Path(relative)
+    except RuntimeError:  # Python < 3.13 raises it for a symlink loop even when not strict
+        raise InputError("image path is a symlink loop", path=root / relative,
+                         fix="point the link at a real file") from None
     if not p.suffix and not p.exists() and p.with_suffix(".png").exists():
         return p.with_suffix(".png")
     return p
 
 
 def image_size(path: Path, camera_file: Path) -> tuple[int, int]:
-    """(width, height) from an image's header without decoding it."""
-    if not path.is_file():
+    """(width, height) from an image's header without decoding it; a file that is not an image is refused."""
+    if is_missing(path):
         raise CaptureError(f"image listed by the capture does not exist: {path}", path=camera_file,
                            fix="fix the path or restore the file")
-    with Image.open(path) as im:
-        return im.size
+    width, height, _ = image_header(path, f"image listed by {camera_file}")
+    return width, height
+
+
+def refuse_duplicates(names: Sequence[str], path: Path) -> None:
+    """Refuse a camera file that lists the same image more than once (e.g. every frame twice): the copies
+    would weigh those views double in training and leak them into both sides of the split."""
+    counts: dict[str, int] = {}
+    for name in names:
+        counts[name] = counts.get(name, 0) + 1
+    repeated = [f"{n!r} ({c}x)" for n, c in counts.items() if c > 1]
+    if repeated:
+        shown = ", ".join(repeated[:5]) + (f" and {len(repeated) - 5} more" if len(repeated) > 5 else "")
+        raise InputError(f"{len(repeated)} image(s) listed more than once: {shown}", path=path,
+                         fix="list every image once (remove the duplicated entries)")
 
 
 def make_split(cameras: Cameras, test_every: int, test_views: Sequence[int] | None) -> Split:

@@ -23,6 +23,7 @@ from headforge.captures import colmap, nerfstudio, nersemble, opencv_json
 from headforge.captures.capture import Capture, CaptureFormat
 from headforge.captures.format_base import FormatSpec, check_exportable, json_text
 from headforge.errors import CaptureError, InputError
+from headforge.io.files import InputKind, is_missing, resolve_input
 
 __all__ = ["FORMATS", "CaptureFormat", "FormatSpec", "detect_format", "format_spec", "read_capture",
            "write_camera_file", "write_capture"]
@@ -53,9 +54,10 @@ def detect_format(path: str | Path) -> tuple[CaptureFormat, Path]:
     """
     path = Path(path)
     looked_for = [c for spec in FORMATS.values() for c in spec.camera_files]
-    if not path.exists():
+    if is_missing(path):
         raise InputError("capture path does not exist", path=path,
                          fix="give a capture directory or its camera file")
+    resolve_input(path, kind=InputKind.ANY, what="capture path")  # symlink loops, permissions
     if path.is_file():
         fmt = _format_of_file(path)
         if fmt is None:
@@ -63,7 +65,7 @@ def detect_format(path: str | Path) -> tuple[CaptureFormat, Path]:
                              path=path, fix="rename the file or pass the capture directory")
         return fmt, path
     found = [(fmt, path / c) for fmt, spec in FORMATS.items() for c in spec.camera_files
-             if (path / c).is_file()]
+             if (path / c).is_file() or (path / c).is_symlink()]  # a broken link is read, and refused
     formats = {fmt for fmt, _ in found}
     if not found:
         raise InputError(f"no camera file found; looked for {', '.join(looked_for)}", path=path,

@@ -9,17 +9,19 @@ import numpy as np
 
 from headforge.atomic import atomic_path
 from headforge.errors import InputError
+from headforge.io.files import read_bytes, require_finite
 
 
-def read_image(path: str | Path) -> np.ndarray:
-    """Read an 8/16-bit PNG/JPEG/... as float32 [H, W, C] in [0, 1] (C = 1, 3 or 4; RGB(A) order)."""
+def read_image(path: str | Path, what: str = "image") -> np.ndarray:
+    """Read an 8/16-bit or float PNG/JPEG/TIFF/... as float32 [H, W, C] (C = 1, 3 or 4; RGB(A) order); 8/16-bit
+    samples are scaled to [0, 1]. Missing, empty, truncated or non-image files are refused, and so are float
+    images holding NaN or Inf (with the number of such pixels): they would poison training at its first step."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError("image file not found", path=path, fix="check the path listed in the camera file")
-    data = np.fromfile(path, dtype=np.uint8)
-    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED) if data.size else None
+    fix = "check the path listed in the camera file"
+    data = np.frombuffer(read_bytes(path, what, fix=fix), dtype=np.uint8)
+    img = cv2.imdecode(data, cv2.IMREAD_UNCHANGED)
     if img is None:
-        raise InputError("image is corrupt or not in a readable format", path=path,
+        raise InputError(f"{what} is not an image, or is truncated or corrupt", path=path,
                          fix="re-export it as PNG or JPEG")
     if img.dtype == np.uint8:
         scale = 255.0
@@ -30,6 +32,9 @@ def read_image(path: str | Path) -> np.ndarray:
     else:
         raise InputError(f"unsupported image sample type {img.dtype}", path=path,
                          fix="use 8- or 16-bit PNG/JPEG images")
+    if scale == 1.0:
+        require_finite(img, path, what, items="pixels", item_axes=img.ndim - 2,
+                       fix="re-export the image with finite values (clamp or fill the NaN/Inf pixels)")
     img = img.astype(np.float32) / scale
     if img.ndim == 2:
         img = img[..., None]
@@ -42,7 +47,7 @@ def read_image(path: str | Path) -> np.ndarray:
 
 def read_mask(path: str | Path) -> np.ndarray:
     """A mask image as float32 [H, W] in [0, 1] (alpha channel if present, else the mean of channels)."""
-    img = read_image(path)
+    img = read_image(path, "mask")
     return img[..., 3] if img.shape[2] == 4 else img.mean(-1)
 
 

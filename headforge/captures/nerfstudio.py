@@ -46,6 +46,7 @@ from headforge.captures.format_base import (
     json_text,
     load_json,
     plan_image_names,
+    refuse_duplicates,
     relative_file,
     resolve_image,
 )
@@ -121,6 +122,8 @@ def read_nerfstudio(path: str | Path, *, test_every: int = 8, test_views: Sequen
                               fix="set camera_model to OPENCV or remove the coefficients")
         w2c = opengl_c2w_to_opencv_w2c(torch.from_numpy(c2w)).numpy()
         frames.append(_Frame(file_path, view, w2c, intr, size, dist))
+    refuse_duplicates([f"{f.file_path} (frame_index {f.view.frame})" if f.view.frame else f.file_path
+                       for f in frames], path)
     order = sorted(range(len(frames)), key=lambda k: frames[k].file_path)
     frames = [frames[k] for k in order]
     cameras = cameras_from_arrays([f.w2c for f in frames], np.array([f.intr for f in frames]),

@@ -73,7 +73,7 @@ def _image_dirs(root: Path, camera_file: Path, image_folder: str | None) -> list
 
 def _find_image(folder: Path, serial: str, camera_file: Path) -> Path:
     for suffix in IMAGE_SUFFIXES:
-        if (folder / f"cam_{serial}{suffix}").is_file():
+        if (folder / f"cam_{serial}{suffix}").is_file() or (folder / f"cam_{serial}{suffix}").is_symlink():
             return folder / f"cam_{serial}{suffix}"
     raise CaptureError(f"camera {serial} has no image in {folder} (looked for cam_{serial}"
                        f"{{{','.join(IMAGE_SUFFIXES)}}})", path=camera_file,
@@ -99,7 +99,7 @@ def read_nersemble(path: str | Path, *, test_every: int = 8, test_views: Sequenc
         for s in serials:
             image = _find_image(folder, s, path)
             alpha = folder.parent / "alpha_map" / f"cam_{s}.png"
-            views.append(View(image, alpha if alpha.is_file() else None, frame=frame))
+            views.append(View(image, alpha if alpha.is_file() or alpha.is_symlink() else None, frame=frame))
             names.append(f"cam_{s}" if frame == 0 else f"cam_{s} (frame {frame})")
             w2cs.append(w2c[s])
     width, height = image_size(views[0].image_path, path)

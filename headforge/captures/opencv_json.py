@@ -30,6 +30,7 @@ from headforge.captures.format_base import (
     json_text,
     load_json,
     plan_image_names,
+    refuse_duplicates,
     relative_file,
     resolve_image,
 )
@@ -50,6 +51,7 @@ def read_opencv_json(path: str | Path, *, test_every: int = 8, test_views: Seque
         w2c.append(json_matrix(fj, "w2c", path, where))
         views.append(View(resolve_image(path.parent, file_path), frame=json_int(fj, "frame_index", path, where, 0)))
         names.append(f"frame {i} ({file_path})")
+    refuse_duplicates([json_str(fj, "file_path", path, "frame") for fj in frames], path)
     cameras = cameras_from_arrays(w2c, np.array(intr), np.array(sizes), None, names)
     return finish_capture(cameras, views, CaptureFormat.OPENCV_JSON, path,
                           test_every=test_every, test_views=test_views)

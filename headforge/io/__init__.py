@@ -1,5 +1,7 @@
-"""File formats built from numpy arrays (bottom layer: imports numpy, PIL and headforge.errors only).
+"""File formats built from numpy arrays, and guarded file reading (bottom layer: imports numpy, PIL, torch and
+headforge.errors only).
 
+``files``: one guarded way to read files (every failure an ``InputError`` naming the file);
 ``gltf``: a typed glTF 2.0 / GLB builder; ``glb``: a minimal GLB reader; ``gaussian_splatting``:
 the ``KHR_gaussian_splatting`` primitive. See DESIGN.md.
 """

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from headforge.errors import InputError
+from headforge.io.files import read_bytes
 from headforge.io.gltf import CHUNK_BIN, CHUNK_JSON, GLB_MAGIC
 from headforge.io.gltf_types import AccessorType, ComponentType
 
@@ -138,6 +139,4 @@ def read_glb(data: bytes, path: str | Path | None = None) -> GlbFile:
 
 def load_glb(path: str | Path) -> GlbFile:
     path = Path(path)
-    if not path.is_file():
-        raise InputError("GLB not found", path=path, fix="check the path")
-    return read_glb(path.read_bytes(), path)
+    return read_glb(read_bytes(path, "GLB"), path)

@@ -20,6 +20,7 @@ from torch import Tensor
 from headforge.atomic import atomic_path
 from headforge.config_io import config_path, from_dict, load_config
 from headforge.errors import InputError
+from headforge.io.files import is_missing, load_torch, require_finite
 from headforge.stages.evaluate import RenderFn
 from headforge.stages.field_train import FieldTrainConfig, field_render_fn, train_field
 from headforge.stages.gaussian_train import GaussianTrainConfig, render_splats, train_gaussians
@@ -147,11 +148,20 @@ def train_gaussian_method(train: ViewBatch, bounds, cfg: GaussianTrainConfig, *,
                    GaussianSummary(len(splats), degree), result.history, write_exports)
 
 
+FIELD_FORMAT = 1  # bumped when field.pt's layout changes
+
+
 def save_field(path: Path, model, grid, cfg: FieldTrainConfig) -> None:
-    payload = {"config": asdict(cfg), "field": model.state_dict(), "grid": grid.state_dict(),
-               "bounds_min": model.bounds[0].cpu(), "bounds_max": model.bounds[1].cpu()}
+    """``field.pt``: format, method (the field encoding), config, the field's and grid's tensors, bounds."""
+    payload = {"format": FIELD_FORMAT, "method": str(cfg.field.encoding), "config": asdict(cfg),
+               "field": model.state_dict(), "grid": grid.state_dict(), "bounds_min": model.bounds[0].cpu(),
+               "bounds_max": model.bounds[1].cpu()}
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
+
+
+# What save_field writes; load_field refuses a field.pt without any of them.
+FIELD_PAYLOAD_KEYS = ("format", "method", "config", "field", "grid", "bounds_min", "bounds_max")
 
 
 def load_field(path: Path, device: str = "cpu"):
@@ -159,20 +169,49 @@ def load_field(path: Path, device: str = "cpu"):
     from headforge.renderers.occupancy import OccupancyGrid
     from headforge.stages.field_train import make_field
 
-    if not path.is_file():
+    fix = "re-run the reconstruction (`headforge reconstruct --method hashgrid|triplane|trigrid` writes " \
+          "field.pt at the end)"
+    if is_missing(path):
         raise InputError("no field.pt in the run directory", path=path,
                          fix="point at the output of `headforge reconstruct --method hashgrid|triplane|trigrid` "
                              "that finished (field.pt is written at the end)")
+    payload = load_torch(path, "field.pt", fix, device=device)  # random bytes, truncation, not a dict
+    if payload.get("format") != FIELD_FORMAT:
+        found = "no format version" if "format" not in payload else f"format {payload['format']!r}"
+        raise InputError(f"field.pt has {found}; this headforge reads field format {FIELD_FORMAT}", path=path,
+                         fix=fix)
+    missing = [k for k in FIELD_PAYLOAD_KEYS if k not in payload]
+    if missing:
+        raise InputError(f"field.pt lacks {', '.join(missing)} (it is not a headforge field file)", path=path,
+                         fix=fix)
+    if not isinstance(payload["config"], dict):
+        raise InputError("field.pt's config is not a table of settings", path=path, fix=fix)
+    cfg = from_dict(FieldTrainConfig, payload["config"], path, "config.")
+    fields = [str(m) for m in Method if m is not Method.GAUSSIANS]
+    if payload["method"] not in fields or payload["method"] != str(cfg.field.encoding):
+        raise InputError(f"field.pt's method {payload['method']!r} is not its config's field encoding "
+                         f"{str(cfg.field.encoding)!r} (field methods: {', '.join(fields)})", path=path, fix=fix)
     try:
-        payload = torch.load(path, map_location=device, weights_only=False)
-        cfg = from_dict(FieldTrainConfig, payload["config"], path)
-    except (RuntimeError, KeyError, EOFError) as e:
-        raise InputError(f"field.pt is unreadable ({e})", path=path, fix="re-run the reconstruction") from None
-    model = make_field(cfg, payload["bounds_min"], payload["bounds_max"], margin=1.0).to(device)
-    model.load_state_dict(payload["field"])
+        bounds = [torch.as_tensor(payload[k]) for k in ("bounds_min", "bounds_max")]
+    except (TypeError, ValueError, RuntimeError) as e:
+        raise InputError(f"field.pt's bounds are not numbers ({e})", path=path, fix=fix) from None
+    for name, b in zip(("bounds_min", "bounds_max"), bounds, strict=True):
+        if tuple(b.shape) != (3,):
+            raise InputError(f"field.pt's {name} has shape {tuple(b.shape)}, not (3,)", path=path, fix=fix)
+        require_finite(b, path, f"field.pt's {name}", fix=fix)
+    model = make_field(cfg, bounds[0], bounds[1], margin=1.0).to(device)
+    _load_state(model, payload, "field", path, fix)
     grid = OccupancyGrid(cfg.occupancy, *model.bounds).to(device)
-    grid.load_state_dict(payload["grid"])
+    _load_state(grid, payload, "grid", path, fix)
     return model.eval(), grid, cfg
+
+
+def _load_state(module: torch.nn.Module, payload: dict, key: str, path: Path, fix: str) -> None:
+    try:
+        module.load_state_dict(payload[key])
+    except (RuntimeError, TypeError, AttributeError) as e:  # missing / unexpected keys, wrong shapes
+        detail = str(e).splitlines()[0][:200]
+        raise InputError(f"field.pt's {key} does not fit its config ({detail})", path=path, fix=fix) from None
 
 
 def train_field_method(train: ViewBatch, bounds, cfg: FieldTrainConfig, *, checkpoint_dir: Path, resume: bool,

@@ -8,9 +8,14 @@ Reading
   without an image contributes a small swatch of its ``Kd`` colour).
 - An OBJ with UVs and no ``mtllib`` (common for scans, e.g. the LPS head) uses ``texture_path`` if
   given, else the only image file (.png/.jpg/.jpeg/.tif/.tiff/.bmp) in its folder, if exactly one.
-- A missing MTL file, or a missing image named by ``map_Kd``, is an error naming the file and the
-  fix. Pass ``require_texture=False`` to load such a mesh with no texture instead (documented fallback,
-  never silent: the caller opts in).
+- A missing MTL file, or a missing image named by ``map_Kd``, is an ``InputError`` naming the file and
+  the fix. Pass ``require_texture=False`` to load such a mesh with no texture instead (documented
+  fallback, never silent: the caller opts in). An MTL ``Kd`` that is not three finite numbers, and a
+  texture that is not a whole image, are ``InputError`` s naming the file (and the MTL line).
+- A mesh that ends up with neither a texture nor vertex colours loads (its geometry is usable) but
+  prints one line to stderr, ``warning: FILE has no texture; the capture will be uniformly coloured``:
+  a deliberate choice, so that a capture rendered from it is never uniformly grey without a word.
+- Every file is read through :mod:`headforge.io.files` (missing, folder, symlink loop, permissions).
 - PLY and GLB/GLTF go through trimesh (``process=False``); scenes are flattened with their node
   transforms and concatenated; glTF ``baseColorTexture`` (trimesh already turns glTF's v-down UVs into
   the OBJ convention) or vertex colours are kept.
@@ -29,6 +34,7 @@ renamed into place last, so a failed save never leaves a complete-looking mesh):
 from __future__ import annotations
 
 import io
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -39,6 +45,7 @@ from PIL import Image
 from headforge.atomic import atomic_path
 from headforge.errors import InputError, MeshError
 from headforge.geometry.bilinear import bilinear_image
+from headforge.io.files import is_missing, read_bytes, read_pil_image, require_finite, resolve_input
 from headforge.io.gltf import GltfBuilder
 from headforge.io.gltf_types import AccessorType, BufferTarget, Material, Node, Primitive
 from headforge.representations.mesh import TexturedMesh, uv_to_texel
@@ -52,8 +59,9 @@ def load_mesh(path: str | Path, *, texture_path: str | Path | None = None, weld:
               require_texture: bool = True) -> TexturedMesh:
     """Load an OBJ, PLY, GLB or GLTF file as a validated :class:`TexturedMesh` (see module docstring)."""
     path = Path(path)
-    if not path.is_file():
+    if is_missing(path):
         raise InputError("mesh file does not exist", path=path, fix="check the path (and the working directory)")
+    resolve_input(path, what="mesh file")  # a folder, a symlink loop, no read permission
     suffix = path.suffix.lower()
     if suffix not in MESH_SUFFIXES:
         raise InputError(f"unsupported mesh format {path.suffix!r}", path=path,
@@ -69,19 +77,24 @@ def load_mesh(path: str | Path, *, texture_path: str | Path | None = None, weld:
                         fix="export the surface with its triangles (a point cloud is not a mesh)")
     if weld:
         mesh = weld_vertices(mesh)
-    return mesh.validate(path)
+    mesh = mesh.validate(path)
+    if not mesh.has_texture and mesh.vertex_colors is None:
+        # Deliberate: an untextured mesh is usable (geometry, head frame), so it loads, but never silently.
+        print(f"warning: {path} has no texture; the capture will be uniformly coloured", file=sys.stderr)
+    return mesh
 
 
 def read_texture(path: Path) -> torch.Tensor:  # -> [H, W, 3] float32 in [0, 1]
-    if not path.is_file():
-        raise MeshError("texture image does not exist", path=path,
-                        fix="put the image next to the mesh (or fix the map_Kd line in the MTL)")
+    """A texture image as RGB; a missing file, or one that is not a whole image, is an InputError."""
+    fix = "put the image next to the mesh (or fix the map_Kd line in the MTL)"
+    if is_missing(path):
+        raise InputError("texture image does not exist", path=path, fix=fix)
+    im = read_pil_image(path, "texture image", fix=None)
     try:
-        with Image.open(path) as im:
-            rgb = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
-    except (OSError, ValueError) as e:
-        raise MeshError(f"texture image cannot be read ({e})", path=path,
-                        fix="re-save it as PNG or JPEG") from e
+        rgb = np.asarray(im.convert("RGB"), dtype=np.float32) / 255.0
+    except (OSError, ValueError) as e:  # modes PIL cannot turn into RGB (e.g. some 32-bit float TIFFs)
+        raise InputError(f"texture image in mode {im.mode} cannot be read as RGB ({e})", path=path,
+                         fix="re-save it as an 8-bit RGB PNG or JPEG") from None
     return torch.from_numpy(rgb)
 
 
@@ -156,10 +169,7 @@ def _from_trimesh(g) -> TexturedMesh:
 def read_obj(path: Path, *, texture_path: str | Path | None = None,
              require_texture: bool = True) -> TexturedMesh:
     """Parse an OBJ (see the module docstring for the material and texture rules)."""
-    try:
-        text = path.read_bytes().decode("utf-8", errors="replace")
-    except OSError as e:
-        raise InputError(f"cannot read mesh file ({e})", path=path, fix="check the file's permissions") from e
+    text = read_bytes(path, "mesh file").decode("utf-8", errors="replace")  # names, comments: any bytes
     verts: list[list[float]] = []
     colors: list[list[float]] = []
     uvs: list[tuple[float, float]] = []
@@ -256,14 +266,15 @@ def _read_mtl_libraries(obj_path: Path, names: list[str], require_texture: bool
     library: dict[str, tuple[list[float] | None, Path | None]] = {}
     for name in names:
         mtl = obj_path.parent / name.replace("\\", "/")
-        if not mtl.is_file():
+        if is_missing(mtl):
             if require_texture:
-                raise MeshError(f"the OBJ names material library {name!r}, which does not exist", path=mtl,
+                raise InputError(f"the OBJ names material library {name!r}, which does not exist", path=mtl,
                                 fix="put the .mtl (and its textures) next to the OBJ, or load with "
                                     "require_texture=False to read the geometry without materials")
             continue
         current = None
-        for line in mtl.read_text(errors="replace").splitlines():
+        text = read_bytes(mtl, "material library", allow_empty=True).decode("utf-8", errors="replace")
+        for lineno, line in enumerate(text.splitlines(), 1):
             parts = line.split()
             if not parts:
                 continue
@@ -271,7 +282,7 @@ def _read_mtl_libraries(obj_path: Path, names: list[str], require_texture: bool
                 current = line.strip()[len("newmtl"):].strip()
                 library[current] = (None, None)
             elif current is not None and parts[0] == "Kd" and len(parts) >= 4:
-                library[current] = ([float(x) for x in parts[1:4]], library[current][1])
+                library[current] = (_kd(parts[1:4], mtl, lineno), library[current][1])
             elif current is not None and parts[0] == "map_Kd" and len(parts) >= 2:
                 rest = line.strip()[len("map_Kd"):].strip()
                 file = parts[-1] if rest.startswith("-") else rest
@@ -280,6 +291,17 @@ def _read_mtl_libraries(obj_path: Path, names: list[str], require_texture: bool
                     image = mtl.parent / Path(file.replace("\\", "/")).name  # absolute path from another machine
                 library[current] = (library[current][0], image)
     return library
+
+
+def _kd(tokens: list[str], mtl: Path, lineno: int) -> list[float]:
+    """An MTL ``Kd r g b`` colour: three finite numbers."""
+    try:
+        rgb = [float(t) for t in tokens]
+    except ValueError:
+        raise InputError(f"line {lineno}: Kd must be three numbers, got {' '.join(tokens)!r}", path=mtl,
+                         fix="write the diffuse colour as `Kd r g b` with numbers in [0, 1]") from None
+    require_finite(np.array(rgb), mtl, f"line {lineno}: Kd", fix="write the diffuse colour as numbers in [0, 1]")
+    return rgb
 
 
 def _swatch(kd: list[float] | None) -> torch.Tensor:  # [8, 8, 3] solid colour for untextured materials

@@ -30,6 +30,7 @@ import torch
 from headforge.atomic import atomic_path
 from headforge.errors import InputError
 from headforge.geometry.sh import SH_C0, num_sh_bases, rgb_to_sh0, sh0_to_rgb
+from headforge.io.files import read_bytes, require_finite, require_nonempty, resolve_input
 from headforge.io.gaussian_splatting import (
     KHR_GAUSSIAN_SPLATTING,
     OPACITY,
@@ -73,12 +74,12 @@ def _parse_ply_header(raw: bytes, path: Path) -> tuple[list[str], int, int, np.d
         raise InputError("not a PLY file (missing 'ply' magic or 'end_header')", path=path,
                          fix="export the splats as a 3DGS PLY")
     lines = raw[:end].decode("ascii", errors="replace").splitlines()
-    fmt = next((ln.split()[1] for ln in lines if ln.startswith("format")), None)
+    fmt = next((ln.split()[1] for ln in lines if ln.startswith("format") and len(ln.split()) > 1), None)
     if fmt != "binary_little_endian":
         raise InputError(f"PLY format {fmt!r} is not supported", path=path,
                          fix="save the splats as binary_little_endian PLY")
     elements = [ln.split() for ln in lines if ln.startswith("element")]
-    if not elements or elements[0][1] != "vertex":
+    if not elements or len(elements[0]) != 3 or elements[0][1] != "vertex" or not elements[0][2].isdigit():
         raise InputError("PLY has no vertex element", path=path, fix="this is not a Gaussian-splat PLY")
     if len(elements) > 1:
         raise InputError(f"PLY has extra elements {[e[1] for e in elements[1:]]}", path=path,
@@ -90,7 +91,7 @@ def _parse_ply_header(raw: bytes, path: Path) -> tuple[list[str], int, int, np.d
     for ln in lines:
         parts = ln.split()
         if parts[:1] == ["property"]:
-            if parts[1] == "list" or parts[1] not in types:
+            if len(parts) != 3 or parts[1] not in types:
                 raise InputError(f"unsupported PLY property {' '.join(parts[1:])}", path=path,
                                  fix="a 3DGS PLY has scalar float properties")
             props.append((parts[2], types[parts[1]]))
@@ -99,22 +100,25 @@ def _parse_ply_header(raw: bytes, path: Path) -> tuple[list[str], int, int, np.d
 
 def load_splats_ply(path: str | Path) -> Splats:
     path = Path(path)
-    if not path.is_file():
-        raise InputError("splat PLY not found", path=path, fix="check the path")
-    raw = path.read_bytes()
+    raw = read_bytes(path, "splat PLY")
     names, n, offset, dtype = _parse_ply_header(raw, path)
     if len(raw) - offset < n * dtype.itemsize:
         raise InputError(f"PLY is truncated: header says {n} splats, data holds "
                          f"{(len(raw) - offset) // dtype.itemsize}", path=path, fix="re-export the file")
     arr = np.frombuffer(raw, dtype=dtype, count=n, offset=offset)
+    require_nonempty(arr, path, "the splat PLY's vertex element (element vertex 0)",
+                     fix="export a trained model; a splat file needs at least one splat")
     rest = sorted((nm for nm in names if nm.startswith("f_rest_")), key=lambda s: int(s.split("_")[-1]))
     k = 1 + len(rest) // 3
     required = ["x", "y", "z", "f_dc_0", "f_dc_1", "f_dc_2", "opacity", "scale_0", "scale_1", "scale_2",
                 "rot_0", "rot_1", "rot_2", "rot_3"]
     missing = [r for r in required if r not in names]
     if missing or len(rest) % 3 or k not in (1, 4, 9, 16):
-        raise InputError(f"not a 3DGS PLY: missing {missing} or {len(rest)} f_rest values", path=path,
+        problem = f"missing properties {', '.join(missing)}" if missing else f"{len(rest)} f_rest values"
+        raise InputError(f"not a 3DGS PLY: {problem}", path=path,
                          fix="export in the graphdeco 3DGS layout (f_dc, f_rest, opacity, scale, rot)")
+    require_finite(np.stack([arr[c].astype(np.float64) for c in required + rest], 1), path, "splat PLY",
+                   items="splats", item_axes=1, fix="re-export the splats; every value must be finite")
     col = lambda *keys: torch.from_numpy(np.stack([arr[c].astype(np.float32) for c in keys], 1))  # noqa: E731
     sh_rest = col(*rest).reshape(n, 3, k - 1).transpose(1, 2) if k > 1 else torch.zeros(n, 0, 3)
     quats = col("rot_0", "rot_1", "rot_2", "rot_3")
@@ -142,13 +146,13 @@ def save_splats_dot_splat(splats: Splats, path: str | Path) -> Path:
 
 def load_splats_dot_splat(path: str | Path, max_sh_degree: int = 0) -> Splats:
     path = Path(path)
-    if not path.is_file():
-        raise InputError(".splat file not found", path=path, fix="check the path")
-    raw = path.read_bytes()
+    raw = read_bytes(path, ".splat file", allow_empty=True)
     if len(raw) == 0 or len(raw) % 32:
         raise InputError(f".splat size {len(raw)} is not a positive multiple of 32 bytes", path=path,
                          fix="the file is truncated or not a .splat file")
     rec = np.frombuffer(raw, dtype=[("pos", "<f4", 3), ("scale", "<f4", 3), ("rgba", "u1", 4), ("rot", "u1", 4)])
+    require_finite(np.concatenate([rec["pos"], rec["scale"]], 1), path, ".splat file", items="splats", item_axes=1,
+                   fix="re-export the splats; every value must be finite")
     rgba = torch.from_numpy(rec["rgba"].astype(np.float32) / 255)
     q = (torch.from_numpy(rec["rot"].astype(np.float32)) - 128) / 128
     n = len(rec)
@@ -176,8 +180,8 @@ def save_splats_glb(splats: Splats, path: str | Path,
 
 def load_splats_glb(path: str | Path) -> Splats:
     """Read the first ``KHR_gaussian_splatting`` primitive of a GLB (float or normalized accessors)."""
+    path = resolve_input(path, what="splat GLB")
     glb = load_glb(path)
-    path = Path(path)
     prims = [p for m in glb.document.get("meshes", []) for p in m.get("primitives", [])
              if KHR_GAUSSIAN_SPLATTING in p.get("extensions", {})]
     if not prims:
@@ -200,6 +204,7 @@ def load_splats_glb(path: str | Path) -> Splats:
     if len(sh_names) not in (1, 4, 9, 16) or sh_names != all_sh[:len(sh_names)]:
         raise InputError("GLB spherical harmonics bands are incomplete", path=path, fix="re-export the file")
     q = get(ROTATION)[:, [3, 0, 1, 2]]
+    require_nonempty(q, path, "the GLB's splat primitive", fix="export a trained model; it needs at least one splat")
     return Splats(get("POSITION"), q / q.norm(dim=-1, keepdim=True).clamp_min(1e-12), get(SCALE),
                   get(OPACITY)[:, 0], torch.stack([get(nm) for nm in sh_names], 1)).validate(path)
 

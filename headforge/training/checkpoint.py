@@ -24,12 +24,17 @@ import torch
 
 from headforge.atomic import atomic_path
 from headforge.errors import InputError
+from headforge.io.files import load_torch
 
 CHECKPOINT_FORMAT = 1
 
 # Config keys (top level) that may change between a checkpoint and its resumption: none of them changes what
 # a step computes. ``steps`` must stay >= the checkpoint's step (a run cannot be resumed into its past).
 RESUMABLE_KEYS = frozenset({"steps", "checkpoint_every", "checkpoint_minutes", "max_seconds"})
+
+
+# What every checkpoint payload holds (see the module docstring).
+PAYLOAD_KEYS = ("format", "kind", "config", "step", "generator", "torch_rng", "state")
 
 
 class CheckpointKind(StrEnum):
@@ -78,10 +83,12 @@ def check_resumable(path: Path, payload: dict, kind: CheckpointKind, config: Any
     if payload["format"] != CHECKPOINT_FORMAT:
         raise InputError(f"checkpoint format {payload['format']} is not the format this headforge reads "
                          f"({CHECKPOINT_FORMAT})", path=path, fix=fresh)
-    if payload["kind"] != kind:
+    if payload.get("kind") != kind:
         raise InputError(f"this is a {payload['kind']} training checkpoint; a {kind} run cannot resume from it",
                          path=path, fix=f"resume with the method that wrote it, or {fresh}")
     new = dataclasses.asdict(config)
+    if not isinstance(payload.get("config"), dict) or not isinstance(payload.get("step"), int):
+        raise InputError("the checkpoint has no config or step", path=path, fix=fresh)
     changed = [d for d in config_differences(payload["config"], new) if d[0] not in RESUMABLE_KEYS]
     if changed:
         listed = "; ".join(f"{k}: {a!r} -> {b!r}" for k, a, b in changed)
@@ -99,12 +106,12 @@ def load_for_resume(directory: Path, kind: CheckpointKind, config: Any, device="
     path = latest_checkpoint(Path(directory))
     if path is None:
         return None
-    try:
-        payload = torch.load(path, map_location=device, weights_only=False)
-    except (RuntimeError, EOFError, OSError) as e:
-        raise InputError(f"the checkpoint is unreadable ({e})", path=path,
-                         fix="delete it to resume from the one before, or start a fresh run") from None
+    fix = "delete it to resume from the one before, or start a fresh run"
+    payload = load_torch(path, "checkpoint", fix, device=device)  # random bytes, truncation, not a dict
     check_resumable(path, payload, kind, config)
+    missing = [k for k in PAYLOAD_KEYS if k not in payload]
+    if missing:
+        raise InputError(f"the checkpoint lacks {', '.join(missing)}", path=path, fix=fix)
     return path, payload
 
 
