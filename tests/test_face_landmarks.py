@@ -208,6 +208,12 @@ def test_cache_round_trip_and_invalidation(lps_capture_dir, tmp_path):
     third = fl.detect_capture(capture, cache_dir=cache)
     assert third.cache_hits == len(capture) - 1 and len(third.detect_seconds) == 1
     assert not torch.allclose(third.detections[changed].landmarks, first.detections[changed].landmarks, atol=1.0)
+    # A damaged cache file is said so and detected again, then rewritten.
+    fl.cache_file(capture, cache).write_bytes(b"not a zip file")
+    with pytest.warns(UserWarning, match="unreadable face-landmark cache"):
+        fourth = fl.detect_capture(capture, cache_dir=cache)
+    assert fourth.cache_hits == 0
+    assert fl.detect_capture(capture, cache_dir=cache).cache_hits == len(capture)
 
 
 def test_fewer_than_three_usable_views_is_a_capture_error(lps_capture_dir):
