@@ -14,7 +14,6 @@ skinning weights come from the kit's documented vertex ranges by the rules in ``
 
 from __future__ import annotations
 
-import json
 import zipfile
 from enum import StrEnum
 from pathlib import Path
@@ -24,6 +23,7 @@ import torch
 
 from headforge.errors import InputError
 from headforge.geometry.head_frame import HeadFrameSpec, Units, head_frame_transform
+from headforge.io.files import read_json, read_text
 from headforge.representations.rig.arkit import ARKIT_NAMES, ICT_TO_ARKIT, ArkitShape, ict_expression_names
 from headforge.representations.rig.head_rig import HeadRig, LandmarkEmbedding, LandmarkSet
 from headforge.representations.rig.ict_skeleton import ICT_NUM_VERTICES, SKIN, ict_skeleton
@@ -127,21 +127,12 @@ def read_obj_positions(path: Path) -> np.ndarray:
 
 
 def _read_text(path: Path) -> str:
-    if not path.is_file():
-        raise InputError("file does not exist", path=path,
-                         fix=f"the ICT-FaceKit folder is incomplete; copy the kit's whole FaceXModel folder "
-                             f"({KIT_URL})")
-    try:
-        return path.read_bytes().decode("utf-8", errors="replace")
-    except OSError as e:
-        raise InputError(f"cannot read file ({e})", path=path, fix="check the file's permissions") from e
+    return read_text(path, "ICT-FaceKit file", fix="the ICT-FaceKit folder is incomplete or damaged; copy the kit's "
+                     f"whole FaceXModel folder ({KIT_URL})")
 
 
 def _read_indices(path: Path) -> dict:
-    try:
-        data = json.loads(_read_text(path))
-    except json.JSONDecodeError as e:
-        raise InputError(f"not valid JSON ({e})", path=path, fix="restore the kit's vertex_indices.json") from e
+    data = read_json(path, "vertex_indices.json", fix="restore the kit's vertex_indices.json")
     for key in ("expressions", "idx_to_landmark_verts"):
         if not isinstance(data, dict) or not isinstance(data.get(key), list):
             raise InputError(f"vertex_indices.json has no {key!r} list", path=path,
