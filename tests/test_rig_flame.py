@@ -294,7 +294,7 @@ def test_arkit_map_recovers_a_known_map_through_a_similarity(flame_file):
     reference = replace(rig, template=s * rig.template @ R.T + t, expression_basis=s * deltas @ R.T,
                         expression_present=present, source="reference")
     fit = fit_arkit_map(rig, reference, ridge=1e-12)
-    assert fit.matched.all() and torch.equal(fit.present, present)
+    assert torch.equal(fit.matched, ~rig.region_mask(Region.EYES)) and torch.equal(fit.present, present)
     assert torch.allclose(fit.arkit_map, true_map, atol=1e-5)
     assert float(fit.residual_mm.max()) < 1e-6 < float(fit.target_mm[present].min())
     mapped = with_arkit_map(rig, fit)
@@ -313,3 +313,10 @@ def test_umeyama_recovers_similarity():
     s, R2, t = umeyama(src, 0.7 * src @ R.T + torch.tensor([1.0, 2.0, 3.0], dtype=D))
     assert math.isclose(float(s), 0.7, rel_tol=1e-12) and torch.allclose(R2, R, atol=1e-12)
     assert torch.allclose(t, torch.tensor([1.0, 2.0, 3.0], dtype=D), atol=1e-12)
+
+
+def test_arkit_map_refuses_too_few_correspondences(flame_file):
+    rig = load_flame(flame_file)
+    far = replace(rig, template=rig.template + torch.tensor([0.0, 0.0, 1.0]), source="a rig 1 m away")
+    with pytest.raises(InputError, match="too few"):
+        fit_arkit_map(rig, far)

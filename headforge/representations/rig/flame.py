@@ -296,7 +296,7 @@ class ArkitMapFit:
     present: Tensor  # [52] bool: the shapes the reference rig has
     residual_mm: Tensor  # [52] mean |mapped - reference displacement| over the matched vertices, millimetres
     target_mm: Tensor  # [52] mean |reference displacement| over the same vertices, millimetres (the scale)
-    matched: Tensor  # [V] bool: vertices with a reference vertex within max_distance
+    matched: Tensor  # [V] bool: non-eyeball vertices with a reference vertex within max_distance
 
 
 def fit_arkit_map(rig: HeadRig, reference: HeadRig, *, max_distance: float = 0.005,
@@ -306,7 +306,7 @@ def fit_arkit_map(rig: HeadRig, reference: HeadRig, *, max_distance: float = 0.0
     1. Align the reference's neutral to the rig's: an Umeyama similarity between their iBUG-68 landmarks when
        both embed them, else the identity (both are in the head frame already).
     2. Correspond each rig vertex to its nearest aligned reference vertex; keep those within ``max_distance``
-       metres (``matched``).
+       metres, except the rig's eyeballs, which its eye joints move (``matched``).
     3. Per ARKit shape k, the target is the reference's displacement (rotated and scaled by the similarity) at
        the corresponding vertices; solve min |C w_k - d_k|^2 + lam |w_k|^2 over the E components, with
        lam = ridge * trace(C^T C) / E (all 52 at once, closed form, float64).
@@ -330,10 +330,13 @@ def fit_arkit_map(rig: HeadRig, reference: HeadRig, *, max_distance: float = 0.0
         better = d < dist
         dist, nearest = torch.where(better, d, dist), torch.where(better, i + start, nearest)
     matched = dist <= max_distance
-    if int(matched.sum()) == 0:
-        raise InputError(f"no vertex of {rig.source} lies within {max_distance * 1000:.1f} mm of "
-                         f"{reference.source}", fix="fit against a head rig of the same head frame (e.g. the "
-                                                     "ICT-FaceKit rig), or raise max_distance")
+    if Region.EYES in rig.region_names:  # eyeballs turn with the eye joints: no component should chase them
+        matched &= ~rig.region_mask(Region.EYES)
+    if 3 * int(matched.sum()) < rig.num_components:  # fewer equations than unknowns: any residual is meaningless
+        raise InputError(f"only {int(matched.sum())} vertices of {rig.source} lie within {max_distance * 1000:.1f} "
+                         f"mm of {reference.source}: too few to determine {rig.num_components} components",
+                         fix="fit against a head rig of the same head frame (e.g. the ICT-FaceKit rig), or raise "
+                             "max_distance")
     idx = nearest[matched]
     C = rig.expression_components.double()[:, matched].reshape(rig.num_components, -1).T  # [3M, E]
     targets = s * reference.expression_basis.double()[:, idx] @ R.T  # [52, M, 3]
