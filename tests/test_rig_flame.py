@@ -320,3 +320,27 @@ def test_arkit_map_refuses_too_few_correspondences(flame_file):
     far = replace(rig, template=rig.template + torch.tensor([0.0, 0.0, 1.0]), source="a rig 1 m away")
     with pytest.raises(InputError, match="too few"):
         fit_arkit_map(rig, far)
+
+
+def test_uvs_from_the_file_or_a_uv_file(tmp_path):
+    a = flame_arrays()
+    rng = np.random.default_rng(3)
+    vt, ft = rng.random((80, 2)), rng.integers(0, 80, (F, 3))
+    plain = write(tmp_path, a)
+    assert (load_flame(plain).uvs == 0).all()  # no UVs anywhere: every corner (0, 0)
+    np.savez(tmp_path / "tex.npz", vt=vt, ft=ft)
+    expect = torch.tensor(vt[ft], dtype=torch.float32)
+    assert torch.equal(load_flame(plain, uv_path=tmp_path / "tex.npz").uvs, expect)
+    assert torch.equal(load_flame(write(tmp_path, dict(a, vt=vt, ft=ft), name="with_uv.pkl")).uvs, expect)
+    np.savez(tmp_path / "bad.npz", vt=vt, ft=ft[:5])
+    with pytest.raises(InputError, match="UVs do not fit") as e:
+        load_flame(plain, uv_path=tmp_path / "bad.npz")
+    assert "bad.npz" in str(e.value)
+
+
+def test_unreadable_sparse_regressor_is_refused(tmp_path):
+    a = flame_arrays()
+    jr = a["J_regressor"]
+    jr.indices = jr.indices + 10 * V  # rows that do not exist
+    with pytest.raises(InputError, match="sparse"):
+        load_flame(write(tmp_path, a))

@@ -97,7 +97,10 @@ class _SparseMatrix:
             rows, cols = (indices, major) if self.fmt == "csc" else (major, indices)
         else:  # coo: row/col (old scipy) or coords (new)
             rows, cols = s.get("coords", (s.get("row"), s.get("col")))
-        np.add.at(out, (np.asarray(rows, np.int64), np.asarray(cols, np.int64)), data)
+        try:
+            np.add.at(out, (np.asarray(rows, np.int64), np.asarray(cols, np.int64)), data)
+        except (ValueError, IndexError, TypeError):  # indices that do not fit the shape: unreadable
+            return None
         return out
 
 
