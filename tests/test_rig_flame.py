@@ -249,6 +249,8 @@ def test_forbidden_global_is_refused_without_running(tmp_path, monkeypatch):
     (lambda a: a.update(shapedirs=np.zeros((V, 3, 300))), "identity"),
     (lambda a: a.update(kintree_table=np.array([[9, 0, 1, 2, 1], [0, 1, 2, 3, 4]])), "kintree"),
     (lambda a: a.update(v_template=a["v_template"] * np.nan), "non-finite"),
+    (lambda a: a.update(weights=a["weights"].astype(str)), "not numbers"),
+    (lambda a: a.update(v_template=a["v_template"] * [10, 0.1, 1]), "upright head"),
 ])
 def test_wrong_layout_is_refused(tmp_path, change, words):
     a = flame_arrays()

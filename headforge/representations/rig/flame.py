@@ -37,7 +37,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from headforge.errors import InputError
+from headforge.errors import InputError, MeshError
 from headforge.geometry.head_frame import HeadFrameSpec, Units, head_frame_transform
 from headforge.representations.rig.arkit import NUM_ARKIT
 from headforge.representations.rig.deform import landmarks
@@ -207,6 +207,8 @@ def load_flame(path: str | Path, uv_path: str | Path | None = None) -> HeadRig:
             w = "[" + ", ".join("*" if s is None else str(s) for s in shape) + "]"
             raise InputError(f"{key!r} has shape {list(arr.shape)}, expected {w} for V = {V} vertices",
                              path=path, fix=FIX)
+        if not (np.issubdtype(arr.dtype, np.number) or arr.dtype == bool):
+            raise InputError(f"{key!r} holds {arr.dtype} values, not numbers", path=path, fix=FIX)
         if not np.isfinite(arr.astype(np.float64)).all():
             raise InputError(f"{key!r} has non-finite values", path=path, fix=FIX)
     if S <= NUM_FLAME_IDENTITY:
@@ -223,7 +225,10 @@ def load_flame(path: str | Path, uv_path: str | Path | None = None) -> HeadRig:
     if (weights < -1e-6).any():
         raise InputError("'weights' has negative skinning weights", path=path, fix=FIX)
     # FLAME is already metres, y up, face +z: the head frame is a translation (no rotation, no scale)
-    T = head_frame_transform(torch.from_numpy(v), HeadFrameSpec(units=Units.M)).numpy()
+    try:
+        T = head_frame_transform(torch.from_numpy(v), HeadFrameSpec(units=Units.M)).numpy()
+    except MeshError as e:
+        raise InputError(f"'v_template' is not an upright head ({e})", path=path, fix=FIX) from e
     template = v + T[:3, 3]
     dirs = a["shapedirs"].astype(np.float64).transpose(2, 0, 1)  # [S, V, 3]
     joints = regressor @ template  # [5, 3]
