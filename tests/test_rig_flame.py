@@ -346,3 +346,12 @@ def test_unreadable_sparse_regressor_is_refused(tmp_path):
     jr.indices = jr.indices + 10 * V  # rows that do not exist
     with pytest.raises(InputError, match="sparse"):
         load_flame(write(tmp_path, a))
+
+
+def test_deform_components_errors(flame_file):
+    rig = load_flame(flame_file)
+    z, pose = torch.zeros(1, NUM_ARKIT), RigPose.rest(1)
+    with pytest.raises(ValueError, match="components must be"):
+        deform(rig, None, z, pose, components=torch.zeros(1, 7))
+    with pytest.raises(ValueError, match="no expression_components"):
+        deform(replace(rig, expression_components=None), None, z, pose, components=torch.zeros(1, 100))
