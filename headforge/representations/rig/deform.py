@@ -3,6 +3,8 @@
     shaped  = template + identity_basis . identity                       # [B, V, 3]
     joints  = joint_regressor @ shaped                                   # [B, J, 3] rest joints of this identity
     blended = shaped + expression_basis . expression                     # [B, V, 3]
+              (+ expression_components . components, a source's own expression coefficients [B, E])
+              (+ pose_correctives . (R_j - I) for the non-root joints, FLAME's pose-dependent offsets)
     posed   = LBS(blended, skin_weights, joint_transforms(joints, parents, pose))
 
 Pose: axis-angle rotation per joint [B, J, 3] (radians, in the parent's frame, about the joint's rest
@@ -104,10 +106,13 @@ def linear_blend_skinning(vertices: Tensor, weights: Tensor, transforms: Tensor)
     return (T[..., :3] @ v[..., None]).squeeze(-1) + T[..., 3]
 
 
-def deform(rig: HeadRig, identity: Tensor | None, expression: Tensor, pose: RigPose) -> Tensor:
-    """Posed vertices [B, V, 3] for identity [B, K] (or None: the template), expression [B, 52], pose.
+def deform(rig: HeadRig, identity: Tensor | None, expression: Tensor, pose: RigPose,
+           components: Tensor | None = None) -> Tensor:
+    """Posed vertices [B, V, 3] for identity [B, K] (or None: the template), expression [B, 52], pose, and
+    optionally coefficients [B, E] of the rig's own ``expression_components``.
 
     Rest joints follow the identity shape (``joint_regressor @ shaped``); expressions do not move joints.
+    A rig with ``pose_correctives`` adds them, weighted by the entries of R_j - I, before skinning.
     """
     dtype = rig.template.dtype
     B = expression.shape[0]
@@ -126,8 +131,29 @@ def deform(rig: HeadRig, identity: Tensor | None, expression: Tensor, pose: RigP
         shaped = blend_shapes(rig.template, rig.identity_basis, identity.to(dtype))
     joints = rig.joint_regressor @ shaped  # [B, J, 3]
     blended = blend_shapes(shaped, rig.expression_basis, expression.to(dtype))
-    T = joint_transforms(joints, rig.parents, pose.rotations.to(dtype), pose.translation.to(dtype))
+    if components is not None:
+        if rig.expression_components is None:
+            raise ValueError("deform: this rig has no expression_components; pass components=None")
+        if components.shape != (B, rig.num_components):
+            raise ValueError(f"deform: components must be [{B}, {rig.num_components}] "
+                             f"(got {list(components.shape)})")
+        blended = blend_shapes(blended, rig.expression_components, components.to(dtype))
+    rotations = pose.rotations.to(dtype)
+    if rig.pose_correctives is not None:
+        blended = blended + corrective_offsets(rig.pose_correctives, rotations)
+    T = joint_transforms(joints, rig.parents, rotations, pose.translation.to(dtype))
     return linear_blend_skinning(blended, rig.skin_weights, T)
+
+
+def corrective_offsets(correctives: Tensor, rotations: Tensor) -> Tensor:
+    """correctives [J - 1, 9, V, 3], axis-angles [B, J, 3] -> offsets [B, V, 3] = sum_jk (R_j - I)_k C[j, k].
+
+    The pose feature is the row-major entries of R_j - I for every non-root joint (zero at rest), the rule
+    FLAME's ``posedirs`` are trained with.
+    """
+    R = axis_angle_to_matrix(rotations[:, 1:])  # [B, J - 1, 3, 3]
+    feat = (R - torch.eye(3, dtype=R.dtype, device=R.device)).flatten(-2)  # [B, J - 1, 9]
+    return torch.einsum("bjk,jkvc->bvc", feat, correctives)
 
 
 def posed_joints(rig: HeadRig, identity: Tensor | None, pose: RigPose) -> Tensor:  # -> [B, J, 3]

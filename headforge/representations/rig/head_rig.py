@@ -10,6 +10,9 @@ Conventions (see DESIGN.md):
 - The skeleton is fixed (:class:`Joint`, :data:`JOINT_PARENTS`). Rest joints are ``joint_regressor @ vertices``
   (each row an affine combination of vertices, summing to 1), so joints follow the identity shape.
 - Skinning weights [V, J] are non-negative and sum to 1 per vertex.
+- Optional source extras: ``expression_components`` [E, V, 3], a source's own expression basis (FLAME's 100
+  components) driven by ``deform(..., components=...)``; ``pose_correctives`` [J - 1, 9, V, 3], offsets per
+  entry of (R_j - I) for each non-root joint (FLAME's ``posedirs``), added before skinning.
 """
 
 from __future__ import annotations
@@ -85,6 +88,8 @@ class HeadRig:
     joint_regressor: Tensor  # [J, V] affine rows (sum to 1): rest joints = joint_regressor @ vertices
     skin_weights: Tensor  # [V, J] >= 0, rows sum to 1
     identity_basis: Tensor | None = None  # [K, V, 3] metres per unit coefficient
+    expression_components: Tensor | None = None  # [E, V, 3] the source's own expression basis (FLAME's 100)
+    pose_correctives: Tensor | None = None  # [J - 1, 9, V, 3] metres per entry of (R_j - I), joints 1.. in order
     landmarks: Mapping[LandmarkSet, LandmarkEmbedding] = field(default_factory=dict)
     source: str = ""  # where the rig came from (file or generator)
     licence: str = ""  # the source data's licence
@@ -126,6 +131,12 @@ class HeadRig:
             K = self._check_shape("identity_basis", self.identity_basis, (None, V, 3), float_ok=True)
             if K == 0:
                 self._fail("identity basis has no components (use None for a rig without one)")
+        if self.expression_components is not None:
+            E = self._check_shape("expression_components", self.expression_components, (None, V, 3), float_ok=True)
+            if E == 0:
+                self._fail("expression_components has no components (use None for a rig without them)")
+        if self.pose_correctives is not None:
+            self._check_shape("pose_correctives", self.pose_correctives, (J - 1, 9, V, 3), float_ok=True)
         for kind, emb in self.landmarks.items():
             kind = LandmarkSet(kind)
             L = LANDMARK_COUNTS[kind]
@@ -165,6 +176,10 @@ class HeadRig:
     @property
     def num_identity(self) -> int:
         return 0 if self.identity_basis is None else self.identity_basis.shape[0]
+
+    @property
+    def num_components(self) -> int:
+        return 0 if self.expression_components is None else self.expression_components.shape[0]
 
     @property
     def parents(self) -> tuple[int, ...]:
