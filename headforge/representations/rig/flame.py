@@ -39,6 +39,7 @@ from torch import Tensor
 
 from headforge.errors import InputError, MeshError
 from headforge.geometry.head_frame import HeadFrameSpec, Units, head_frame_transform
+from headforge.io.files import read_bytes
 from headforge.representations.rig.arkit import NUM_ARKIT
 from headforge.representations.rig.deform import landmarks
 from headforge.representations.rig.head_rig import HeadRig, LandmarkSet, Region
@@ -147,10 +148,7 @@ _READ_ERRORS = (pickle.UnpicklingError, EOFError, ValueError, TypeError, Attribu
 def read_flame_pickle(path: str | Path) -> dict[str, np.ndarray]:
     """The FLAME file's arrays (chumpy and sparse stand-ins made dense numpy), refusing any other object."""
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except OSError as e:
-        raise InputError(f"cannot read the FLAME model file ({e})", path=path, fix=FIX) from e
+    raw = read_bytes(path, "FLAME model file", fix=FIX)  # missing, a folder, a loop, empty: InputError
     try:
         obj = _FlameUnpickler(io.BytesIO(raw), encoding="latin1").load()
     except _Refused as e:
