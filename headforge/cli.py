@@ -215,7 +215,7 @@ def extract_mesh(run_dir: Annotated[Path, tyro.conf.Positional], resolution: Gri
         print("warning: the mesh is not engine-ready (see the counts above)", file=sys.stderr)
 
 
-def rig_sheet(rig: Annotated[str, tyro.conf.Positional], out: Path,
+def rig_sheet(rig: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="SOURCE:PATH")], out: Path,
               size: Annotated[int, at.Ge(64), at.Le(1024)] = 256, overwrite: bool = False) -> None:
     """Draw a head rig's sheet: every ARKit expression at weight 1 beside the neutral and the skeleton posed, coloured
     by how far each vertex moves (mm): the picture to check before trusting a rig.
