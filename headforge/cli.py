@@ -1,4 +1,4 @@
-"""Command line: ``headforge run | reconstruct | extract-mesh | render-capture | inspect``.
+"""Command line: ``headforge run | reconstruct | extract-mesh | render-capture | inspect | rig-sheet``.
 
 User errors (:class:`HeadforgeError`) print one clear message and exit with status 2; nothing that
 looks complete is left behind (every writer stages its output and renames it at the end). Closed sets
@@ -23,6 +23,7 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
+import annotated_types as at
 import tyro
 
 from headforge import __version__
@@ -214,10 +215,39 @@ def extract_mesh(run_dir: Annotated[Path, tyro.conf.Positional], resolution: Gri
         print("warning: the mesh is not engine-ready (see the counts above)", file=sys.stderr)
 
 
+def rig_sheet(rig: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="SOURCE:PATH")], out: Path,
+              size: Annotated[int, at.Ge(64), at.Le(1024)] = 256, overwrite: bool = False) -> None:
+    """Draw a head rig's sheet: every ARKit expression at weight 1 beside the neutral and the skeleton posed, coloured
+    by how far each vertex moves (mm): the picture to check before trusting a rig.
+
+    Args:
+        rig: The rig as SOURCE:PATH; sources: ict-facekit:PATH (the kit's FaceXModel folder or its packed copy).
+        out: The PNG to write.
+        size: Tile height in pixels (each expression tile shows a front and a profile view).
+        overwrite: Replace an existing file.
+    """
+    import time
+
+    from headforge.atomic import check_output_path
+    from headforge.captures.images import write_image
+    from headforge.viz.rig_sheet import RigSheetConfig, load_rig, parse_rig_spec
+    from headforge.viz.rig_sheet import rig_sheet as draw_rig_sheet
+
+    check_output_path(out, directory=False)
+    if out.exists() and not overwrite:
+        raise InputError("output file already exists", path=out, fix="pass --overwrite, or choose another path")
+    spec = parse_rig_spec(rig)
+    start = time.perf_counter()
+    loaded = load_rig(spec)
+    write_image(out, draw_rig_sheet(loaded, RigSheetConfig(tile=size)))
+    missing = ", ".join(loaded.missing_expressions()) or "none"
+    print(f"wrote {out} in {time.perf_counter() - start:.0f} s ({spec.source}; missing ARKit shapes: {missing})")
+
+
 # Each command checks its arguments against their declared ranges (headforge.validation) before it runs.
 COMMANDS = {name: checked_command(fn) for name, fn in (
     ("run", run), ("reconstruct", reconstruct), ("extract-mesh", extract_mesh), ("render-capture", render_capture),
-    ("inspect", inspect))}
+    ("inspect", inspect), ("rig-sheet", rig_sheet))}
 
 
 ISSUES_FALLBACK = "the headforge issue tracker"

@@ -72,6 +72,7 @@ RANGES: dict[tuple[str, str], Range] = {
     ("extract-mesh", "target_faces"): COUNT,
     ("extract-mesh", "texture_size"): SIZE,
     ("extract-mesh", "unwrap_seconds"): Range(lo=0, lo_open=True, inf_ok=True),  # inf: no time limit
+    ("rig-sheet", "size"): Range(lo=64, hi=1024, huge=True),  # tile height: readable labels .. a sane sheet
 }
 
 # Every other option at a small valid value, so that nothing slow can start if a refusal is missing.
@@ -85,6 +86,7 @@ BASE: dict[str, list[str]] = {
     "reconstruct": ["{tmp}/missing_capture", "--out", "{tmp}/out", "--resolution", "16", "--steps", "1"],
     "extract-mesh": ["{tmp}/missing_run", "--resolution", "8", "--target-faces", "100", "--texture-size", "16",
                      "--unwrap-seconds", "1"],
+    "rig-sheet": ["ict-facekit:{tmp}/missing_rig", "--out", "{tmp}/sheet.png", "--size", "64"],
 }
 
 
