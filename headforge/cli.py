@@ -23,7 +23,6 @@ import traceback
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
-import annotated_types as at
 import tyro
 
 from headforge import __version__
@@ -34,6 +33,7 @@ from headforge.pipeline.methods import Device, Method
 from headforge.stages.mesh_types import GridResolution, TargetFaces, TextureSize
 from headforge.stages.render_capture import Supersample
 from headforge.validation import Count, ImageSide, NonNegativeInt, Seconds, checked_command
+from headforge.viz.rig_sheet import TileSize
 
 if TYPE_CHECKING:
     from headforge.pipeline.reconstruct import Reconstruction
@@ -216,12 +216,13 @@ def extract_mesh(run_dir: Annotated[Path, tyro.conf.Positional], resolution: Gri
 
 
 def rig_sheet(rig: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="SOURCE:PATH")], out: Path,
-              size: Annotated[int, at.Ge(64), at.Le(1024)] = 256, overwrite: bool = False) -> None:
+              size: TileSize = 256, overwrite: bool = False) -> None:
     """Draw a head rig's sheet: every ARKit expression at weight 1 beside the neutral and the skeleton posed, coloured
     by how far each vertex moves (mm): the picture to check before trusting a rig.
 
     Args:
-        rig: The rig as SOURCE:PATH; sources: ict-facekit:PATH (the kit's FaceXModel folder or its packed copy).
+        rig: The rig as SOURCE:PATH: ict-facekit:FOLDER (the kit's FaceXModel folder or its packed copy, MIT) or
+            flame:FILE (your own generic_model.pkl / flame2023.pkl, under the FLAME licence).
         out: The PNG to write.
         size: Tile height in pixels (each expression tile shows a front and a profile view).
         overwrite: Replace an existing file.
@@ -230,7 +231,8 @@ def rig_sheet(rig: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="S
 
     from headforge.atomic import check_output_path
     from headforge.captures.images import write_image
-    from headforge.viz.rig_sheet import RigSheetConfig, load_rig, parse_rig_spec
+    from headforge.representations.rig.sources import load_rig, parse_rig_spec
+    from headforge.viz.rig_sheet import RigSheetConfig
     from headforge.viz.rig_sheet import rig_sheet as draw_rig_sheet
 
     check_output_path(out, directory=False)

@@ -13,12 +13,14 @@ import torch
 from conftest import SHARED_DATA
 from scipy.spatial import ConvexHull
 
+import headforge.representations.rig.sources as sources
 import headforge.viz.rig_sheet as rs
 from headforge.captures.images import read_image
 from headforge.cli import main
 from headforge.errors import InputError
 from headforge.representations.rig.arkit import ARKIT_NAMES, NUM_ARKIT
 from headforge.representations.rig.head_rig import JOINTS, HeadRig, Joint, Region, affine_regressor
+from headforge.representations.rig.sources import RigSource, RigSpec, load_rig, parse_rig_spec
 
 ICT = SHARED_DATA / "ict_facekit"
 TILE = 64
@@ -120,12 +122,14 @@ def test_heat_colors():
 
 
 def test_parse_rig_spec(tmp_path):
-    assert rs.parse_rig_spec(f"ict-facekit:{tmp_path}") == rs.RigSpec(rs.RigSource.ICT_FACEKIT, tmp_path)
-    for bad, words in ((f"flame:{tmp_path}", "unknown rig source"), ("ict-facekit", "names no path"),
+    assert parse_rig_spec(f"ict-facekit:{tmp_path}") == RigSpec(RigSource.ICT_FACEKIT, tmp_path)
+    assert parse_rig_spec(f"flame:{tmp_path}") == RigSpec(RigSource.FLAME, tmp_path)
+    for bad, words in ((f"bogus:{tmp_path}", "unknown rig source"),
+                       (f"flame:{tmp_path}/none.pkl", "does not exist"), ("ict-facekit", "names no path"),
                        ("ict-facekit:", "names no path"), (f"ict-facekit:{tmp_path}/nothing", "does not exist")):
         with pytest.raises(InputError, match=words) as err:
-            rs.parse_rig_spec(bad)
-        assert "ict-facekit:PATH" in str(err.value)
+            parse_rig_spec(bad)
+        assert "ict-facekit:PATH, flame:PATH" in str(err.value)
 
 
 def run_cli(capsys, *args) -> tuple[int, str]:
@@ -135,7 +139,7 @@ def run_cli(capsys, *args) -> tuple[int, str]:
 
 
 def test_cli_writes_the_sheet_and_refuses_bad_input(rig, tmp_path, monkeypatch, capsys):
-    monkeypatch.setattr(rs, "load_rig", lambda spec: rig)  # the command loads through the module: any source
+    monkeypatch.setattr(sources, "load_rig", lambda spec: rig)  # the command loads through the module: any source
     out = tmp_path / "sheet.png"
     code, err = run_cli(capsys, "rig-sheet", f"ict-facekit:{tmp_path}", "--out", out, "--size", 64)
     assert code == 0, err
@@ -146,7 +150,7 @@ def test_cli_writes_the_sheet_and_refuses_bad_input(rig, tmp_path, monkeypatch, 
     assert code == 2 and "already exists" in err and out.read_bytes() == before
     code, err = run_cli(capsys, "rig-sheet", f"ict-facekit:{tmp_path}", "--out", out, "--size", 80, "--overwrite")
     assert code == 0 and read_image(out).shape[0] > img.shape[0]
-    for bad in (f"flame:{tmp_path}", "builtin", f"ict-facekit:{tmp_path}/missing"):
+    for bad in (f"bogus:{tmp_path}", "builtin", f"ict-facekit:{tmp_path}/missing", f"flame:{tmp_path}/none.pkl"):
         code, err = run_cli(capsys, "rig-sheet", bad, "--out", tmp_path / "other.png")
         assert code == 2 and "ict-facekit:PATH" in err and "Traceback" not in err
     assert not (tmp_path / "other.png").exists()
@@ -155,7 +159,7 @@ def test_cli_writes_the_sheet_and_refuses_bad_input(rig, tmp_path, monkeypatch, 
 def test_real_ict_facekit_sheet():
     if not (ICT / "ict_facekit_shapes.npz").is_file():
         pytest.skip(f"ICT-FaceKit packed copy not found at {ICT} (the ../shared/data folder beside the repo)")
-    rig = rs.load_rig(rs.parse_rig_spec(f"ict-facekit:{ICT}"))
+    rig = load_rig(parse_rig_spec(f"ict-facekit:{ICT}"))
     cfg = rs.RigSheetConfig(tile=96)
     tiles = {t.label: t for t in rs.expression_tiles(rig, cfg)}
     assert [t for t, v in tiles.items() if v.missing] == ["tongueOut"]

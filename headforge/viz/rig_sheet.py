@@ -18,15 +18,15 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
+from typing import Annotated
 
+import annotated_types as at
 import numpy as np
 import torch
 from matplotlib import colormaps
 from PIL import Image, ImageDraw, ImageFont
 from torch import Tensor
 
-from headforge.errors import InputError
 from headforge.geometry.cameras import Cameras
 from headforge.geometry.rotations import look_at
 from headforge.renderers.mesh_render import render_mesh
@@ -34,7 +34,7 @@ from headforge.representations.mesh import TexturedMesh
 from headforge.representations.rig.arkit import ARKIT_NAMES
 from headforge.representations.rig.deform import RigPose, deform
 from headforge.representations.rig.head_rig import JOINTS, HeadRig, Joint, Region
-from headforge.representations.rig.ict_facekit import load_ict_facekit
+from headforge.validation import Checked, Count, Positive
 
 BACKGROUND = 0.93  # tile background grey
 BASE_GREY = 0.72  # colour of a vertex that did not move
@@ -45,54 +45,20 @@ PUPIL_DEG = 14.0  # half-angle of the dark pupil cap drawn on each eyeball
 MISSING_WASH = 0.6  # how far a missing shape's tile is washed toward white
 
 
-class RigSource(StrEnum):
-    """Where a rig comes from, spelled ``SOURCE:PATH`` on the command line (``builtin`` and ``flame`` later)."""
-
-    ICT_FACEKIT = "ict-facekit"  # the kit's FaceXModel folder or the packed copy
-
-
-@dataclass(frozen=True)
-class RigSpec:
-    source: RigSource
-    path: Path
-
-
-def parse_rig_spec(spec: str) -> RigSpec:
-    """``ict-facekit:PATH`` -> RigSpec; an unknown source or a missing path is an InputError naming the sources."""
-    known = ", ".join(f"{s}:PATH" for s in RigSource)
-    name, sep, path = spec.partition(":")
-    if name not in set(RigSource):
-        raise InputError(f"unknown rig source {name!r} in {spec!r} (available: {known})",
-                         fix=f"spell the rig as one of: {known}")
-    if not sep or not path:
-        raise InputError(f"rig {spec!r} names no path (available: {known})", fix=f"write it as {name}:PATH")
-    if not Path(path).exists():
-        raise InputError(f"the {name} rig path does not exist", path=path,
-                         fix=f"pass the folder holding the rig's files ({known})")
-    return RigSpec(RigSource(name), Path(path))
-
-
-def load_rig(spec: RigSpec) -> HeadRig:
-    if spec.source is RigSource.ICT_FACEKIT:
-        return load_ict_facekit(spec.path)
-    raise AssertionError(f"unhandled rig source {spec.source}")  # every RigSource has a branch above
-
-
 class Framing(StrEnum):
     FACE = "face"  # front + profile of the face
     EYES = "eyes"  # a wide crop around both eyes, front only
 
 
-@dataclass(frozen=True)
-class RigSheetConfig:
-    tile: int = 256  # pixels: the height of a tile (a face tile is two square views wide with the profile)
-    heat_max_mm: float = 10.0  # displacement at the top of the colour scale (larger values saturate)
-    columns: int = 6  # tiles per row
-    profile: bool = True  # add a profile view beside each front view
+TileSize = Annotated[int, at.Ge(16), at.Le(1024)]  # pixels; 1024: a 53-tile sheet of about 2-3 GB
 
-    def __post_init__(self):
-        if self.tile < 16 or self.columns < 1 or not (math.isfinite(self.heat_max_mm) and self.heat_max_mm > 0):
-            raise ValueError(f"RigSheetConfig: tile >= 16, columns >= 1 and heat_max_mm > 0 (got {self})")
+
+@dataclass(frozen=True)
+class RigSheetConfig(Checked):
+    tile: TileSize = 256  # pixels: the height of a tile (a face tile is two square views wide with the profile)
+    heat_max_mm: Positive = 10.0  # displacement at the top of the colour scale (larger values saturate)
+    columns: Count = 6  # tiles per row
+    profile: bool = True  # add a profile view beside each front view
 
 
 @dataclass(frozen=True)

@@ -72,7 +72,7 @@ RANGES: dict[tuple[str, str], Range] = {
     ("extract-mesh", "target_faces"): COUNT,
     ("extract-mesh", "texture_size"): SIZE,
     ("extract-mesh", "unwrap_seconds"): Range(lo=0, lo_open=True, inf_ok=True),  # inf: no time limit
-    ("rig-sheet", "size"): Range(lo=64, hi=1024, huge=True),  # tile height: readable labels .. a sane sheet
+    ("rig-sheet", "size"): Range(lo=16, hi=1024, huge=True),  # tile height: a thumbnail .. a 2-3 GB sheet
 }
 
 # Every other option at a small valid value, so that nothing slow can start if a refusal is missing.
