@@ -88,3 +88,20 @@ def look_at(eye: Tensor, target: Tensor, up: Tensor) -> Tensor:  # [..., 3] x3 -
 def rotation_error_deg(R1: Tensor, R2: Tensor) -> Tensor:  # [..., 3, 3] x2 -> [...]
     cos = ((R1.transpose(-1, -2) @ R2).diagonal(dim1=-2, dim2=-1).sum(-1) - 1) / 2
     return torch.rad2deg(torch.arccos(cos.clamp(-1, 1)))
+
+
+def umeyama(src: Tensor, dst: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    """Least-squares similarity dst ~ s R src + t (Umeyama 1991): src, dst [N, 3] -> s [], R [3, 3], t [3].
+
+    R is a proper rotation (det +1: a reflection is never returned); s > 0 for non-degenerate point sets.
+    """
+    mu_s, mu_d = src.mean(0), dst.mean(0)
+    xs, xd = src - mu_s, dst - mu_d
+    cov = xd.T @ xs / len(src)  # [3, 3]
+    U, S, Vh = torch.linalg.svd(cov)
+    sign = torch.ones(3, dtype=src.dtype)
+    if float(torch.linalg.det(U @ Vh)) < 0:
+        sign[2] = -1  # no mirror
+    R = U @ torch.diag(sign) @ Vh
+    s = (S * sign).sum() / xs.pow(2).sum(1).mean()
+    return s, R, mu_d - s * R @ mu_s

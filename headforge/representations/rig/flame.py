@@ -39,6 +39,7 @@ from torch import Tensor
 
 from headforge.errors import InputError, MeshError
 from headforge.geometry.head_frame import HeadFrameSpec, Units, head_frame_transform
+from headforge.geometry.rotations import umeyama
 from headforge.io.files import read_bytes
 from headforge.representations.rig.arkit import NUM_ARKIT
 from headforge.representations.rig.deform import landmarks
@@ -365,17 +366,3 @@ def with_arkit_map(rig: HeadRig, fit: ArkitMapFit) -> HeadRig:
     basis = torch.einsum("ae,evc->avc", fit.arkit_map.to(rig.template.dtype), rig.expression_components)
     basis = basis * fit.present[:, None, None]
     return replace(rig, expression_basis=basis, expression_present=fit.present.clone())
-
-
-def umeyama(src: Tensor, dst: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-    """Least-squares similarity dst ~ s R src + t (Umeyama 1991): src, dst [N, 3] -> s [], R [3, 3], t [3]."""
-    mu_s, mu_d = src.mean(0), dst.mean(0)
-    xs, xd = src - mu_s, dst - mu_d
-    cov = xd.T @ xs / len(src)  # [3, 3]
-    U, S, Vh = torch.linalg.svd(cov)
-    sign = torch.ones(3, dtype=src.dtype)
-    if float(torch.linalg.det(U @ Vh)) < 0:
-        sign[2] = -1  # no mirror
-    R = U @ torch.diag(sign) @ Vh
-    s = (S * sign).sum() / xs.pow(2).sum(1).mean()
-    return s, R, mu_d - s * R @ mu_s
