@@ -189,7 +189,9 @@ ICT = SHARED_DATA / "ict_facekit"
 def test_ict_facekit_recovery():
     """A random ICT-FaceKit face (100 identity coefficients ~ N(0, 1), 5 expressions, jaw/neck pose) from 16
     views of its iBUG-68 landmarks. 68 x 3 coordinates do not determine 100 identity coefficients, so the
-    vertex error is the prior's choice away from the landmarks: stated, bounded loosely."""
+    vertex error is the prior's choice away from the landmarks: measured 0.61 mm mean on the face skin, 2.1 mm
+    over all vertices (scalp, neck, interior), 0.13 mm on the landmarks, 0.09 px median. The expression error
+    (0.28 max) sits on eyeWide / eyeLook shapes that the 68 lid and brow points hardly see."""
     from headforge.representations.rig.ict_facekit import PACKED_NPZ, load_ict_facekit
 
     if not (ICT / PACKED_NPZ).is_file():
@@ -205,5 +207,5 @@ def test_ict_facekit_recovery():
     print(f"ICT: face vertex mean {float(d[face].mean()):.2f} mm, all {float(d.mean()):.2f} mm, landmarks "
           f"{lm_err:.3f} mm, expression max {float((fit.expression - state[1]).abs().max()):.3f}, median "
           f"{fit.median_px:.3f} px, {fit.iterations} iterations")
-    assert fit.median_px < 0.5 and lm_err < 0.5
+    assert fit.converged and fit.median_px < 0.5 and lm_err < 0.5
     assert float(d[face].mean()) < 5.0

@@ -49,7 +49,7 @@ MIN_LANDMARKS = 3  # a similarity needs three non-collinear points
 
 @dataclass(frozen=True)
 class LandmarkFitConfig(Checked):
-    max_iterations: Annotated[int, at.Ge(1), at.Le(1000)] = 60  # Levenberg-Marquardt iterations
+    max_iterations: Annotated[int, at.Ge(1), at.Le(1000)] = 100  # Levenberg-Marquardt iterations
     # Tikhonov priors, in px^2 per unit^2 (the data term is the sum of squared pixel errors):
     identity_weight: NonNegative = 1.0  # identity coefficients ~ N(0, 1): weight * |identity|^2
     expression_weight: NonNegative = 1.0  # ARKit weights: weight * |expression|^2
@@ -251,7 +251,7 @@ def fit_landmarks(rig: HeadRig, cameras: Cameras, points2d: Tensor, valid: Tenso
     cost = float(r @ r)
     lam, it, converged = config.damping, 0, False
     lo, hi = torch.zeros(lay.P, dtype=D), torch.ones(lay.P, dtype=D)
-    for it in range(1, config.max_iterations + 1):  # noqa: B007 (reported)
+    for it in range(1, config.max_iterations + 1):  # noqa: B007 (the count is reported after the loop)
         Jm = jacfwd(residuals)(x)  # [R, N]
         g, H = Jm.T @ r, Jm.T @ Jm
         free = torch.ones(lay.size, dtype=torch.bool)
