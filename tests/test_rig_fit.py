@@ -34,6 +34,7 @@ from headforge.stages.rig_fit import (
     landmark_model,
     landmark_points,
 )
+from headforge.validation import OptionError
 
 D = torch.float64
 IBUG = LandmarkSet.IBUG_68
@@ -181,6 +182,13 @@ def test_too_few_landmarks_and_non_finite_input_are_refused(rig):
     _, _, _, sim = random_state(rig, seed=13)
     with pytest.raises(HeadforgeError, match="diverged"):
         fit_landmarks(rig, cams, uv * 1e200, valid, IBUG, init=sim)
+
+
+@pytest.mark.parametrize("field, value", [("min_views", 1), ("identity_weight", -1.0), ("tolerance", 1.0),
+                                          ("max_iterations", 0), ("damping", float("nan"))])
+def test_config_ranges_are_checked(field, value):
+    with pytest.raises(OptionError, match=f"LandmarkFitConfig.{field}"):
+        LandmarkFitConfig(**{field: value})
 
 
 ICT = SHARED_DATA / "ict_facekit"

@@ -282,7 +282,7 @@ def fit_landmarks(rig: HeadRig, cameras: Cameras, points2d: Tensor, valid: Tenso
             converged = True
             break
     if not (bool(torch.isfinite(x).all()) and cost == cost and cost < float("inf")):
-        raise HeadforgeError(f"{STAGE}: the fit diverged (non-finite parameters after {it} iterations)",
+        raise HeadforgeError(f"{STAGE}: the fit diverged (non-finite parameters or cost after {it} iterations)",
                              fix="check the cameras and landmarks (units, world-to-camera convention); "
                                  "raise the prior weights")
     return _result(x, lay, model, R0, cams, obs, ok, kind, it, converged, cost)
