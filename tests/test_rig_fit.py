@@ -165,6 +165,15 @@ def test_recovery_on_synthetic_capture(rig, noise_px):
         assert 0.1 < fit.median_px < 0.6
 
 
+def test_warm_start_from_a_previous_fit(rig):
+    """init=LandmarkFit starts from that fit's parameters: refitting the same frame stays where it was."""
+    cams, uv, valid, _ = capture(rig, random_state(rig, seed=14), noise_px=0.3)
+    first = fit_landmarks(rig, cams, uv, valid, IBUG)
+    again = fit_landmarks(rig, cams, uv, valid, IBUG, init=first)
+    assert again.iterations < first.iterations and again.cost <= first.cost * (1 + 1e-9)
+    assert float((fitted_vertices(rig, again) - fitted_vertices(rig, first)).norm(dim=-1).max()) < 1e-5
+
+
 def test_shuffled_correspondences_give_a_large_error(rig):
     cams, uv, valid, _ = capture(rig, random_state(rig, seed=12))
     perm = torch.randperm(68, generator=torch.Generator().manual_seed(0))
