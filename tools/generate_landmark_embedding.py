@@ -5,9 +5,10 @@
 
 Renders the kit's neutral from a frontal cone of views, detects with MediaPipe, triangulates and snaps the points
 onto the face/eye surface (``headforge.stages.landmark_embedding``). Needs ``headforge[face]`` (mediapipe) and
-the kit. Writes triangles int32 [478], barycentrics float32 [478, 3], the per-landmark report, the topology the
-embedding belongs to (``num_vertices``, ``num_faces``, ``topology_sha256``) and a JSON ``metadata`` string (the
-command, versions, date, summary numbers, attribution).
+the kit. Writes triangles int32 [478], barycentrics float32 [478, 3], the per-landmark report (``points``
+triangulated in the head frame in metres, ``reliable``, ``error_px``, ``surface_mm``, ``num_inliers``), the
+topology the embedding belongs to (``num_vertices``, ``num_faces``, ``topology_sha256``) and a JSON ``metadata``
+string (the command, versions, date, config, summary numbers, attribution).
 """
 
 from __future__ import annotations
@@ -60,7 +61,8 @@ def main(argv: list[str] | None = None) -> int:
     args.out.parent.mkdir(parents=True, exist_ok=True)
     np.savez_compressed(args.out, triangles=emb.triangles.numpy().astype(np.int32),
                         barycentrics=emb.barycentrics.numpy().astype(np.float32),
-                        reliable=report.reliable.numpy(), error_px=report.error_px.numpy().astype(np.float32),
+                        points=report.points.numpy().astype(np.float32), reliable=report.reliable.numpy(),
+                        error_px=report.error_px.numpy().astype(np.float32),
                         surface_mm=report.surface_mm.numpy().astype(np.float32),
                         num_inliers=report.num_inliers.numpy().astype(np.int32),
                         num_vertices=np.int64(rig.num_vertices), num_faces=np.int64(len(faces)),

@@ -55,6 +55,7 @@ class EmbedConfig(Checked):
 class EmbeddingReport:
     views: int
     views_with_face: int
+    points: Tensor  # [478, 3] float64 triangulated points (head frame, metres); NaN where seen in < 2 views
     num_inliers: Tensor  # [478] int64 views agreeing with each triangulated point
     error_px: Tensor  # [478] float64 median reprojection error over the inlier views
     surface_mm: Tensor  # [478] float64 distance from the triangulated point to the surface
@@ -188,7 +189,7 @@ def embed_mediapipe(rig: HeadRig, cfg: EmbedConfig = EmbedConfig()) -> tuple[Lan
     local, bary, dist = snap_to_surface(points, rig.template, rig.faces[face_index])
     surface_mm = torch.where(finite, dist * 1000.0, torch.full_like(dist, math.inf))
     reliable = tri.reliable & finite & (surface_mm <= cfg.max_surface_mm)
-    report = EmbeddingReport(V, found, tri.num_inliers, tri.error_px, surface_mm, reliable)
+    report = EmbeddingReport(V, found, tri.points, tri.num_inliers, tri.error_px, surface_mm, reliable)
     if float(reliable.double().mean()) < cfg.min_reliable:
         raise HeadforgeError(f"only {int(reliable.sum())} of {NUM_LANDMARKS} MediaPipe landmarks are reliable on "
                              f"{rig.source} (need {cfg.min_reliable:.0%}; faces found in {found} of {V} views)",
