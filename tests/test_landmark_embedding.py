@@ -1,7 +1,7 @@
 """The MediaPipe-478 embedding generated for ICT-FaceKit: the exact closest-point maths against brute force, the
 shipped npz on the shared ICT rig (all points on face/eye triangles, eye corners on the right sides), and a
 topology mismatch that gives no embedding and a warning. The generation itself (MediaPipe on 15 renders: 20 s
-on an idle 2-core machine, 90 s under load) is not a test: it runs through tools/generate_landmark_embedding.py,
+to 90 s on this 2-core machine, by load) is not a test: it runs through tools/generate_landmark_embedding.py,
 and rerunning it reproduced the shipped triangles, barycentrics and reliable flags exactly."""
 
 from __future__ import annotations
@@ -117,3 +117,8 @@ def test_topology_mismatch_gives_no_embedding(rig):
     with pytest.warns(UserWarning, match="another topology"):
         assert read_mediapipe_embedding(MEDIAPIPE_NPZ, faces[:-1]) is None
 
+
+
+def test_missing_file_gives_no_embedding(rig, tmp_path):
+    with pytest.warns(UserWarning, match="is missing"):
+        assert read_mediapipe_embedding(tmp_path / "absent.npz", rig.faces.numpy()) is None

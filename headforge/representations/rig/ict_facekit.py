@@ -67,7 +67,8 @@ def detect_layout(folder: str | Path) -> IctLayout:
 
 
 def load_ict_facekit(folder: str | Path) -> HeadRig:
-    """ICT-FaceKit as a HeadRig: 52 ARKit rows (tongueOut missing), 100 identity components, skeleton, iBUG-68."""
+    """ICT-FaceKit as a HeadRig: 52 ARKit rows (tongueOut missing), 100 identity components, skeleton, iBUG-68,
+    and the generated MediaPipe-478 when it matches the kit's topology (:func:`read_mediapipe_embedding`)."""
     folder = Path(folder)
     layout = detect_layout(folder)
     neutral_obj, faces, uvs = read_obj_topology(folder / NEUTRAL_OBJ)
