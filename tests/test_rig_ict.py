@@ -156,7 +156,7 @@ def test_head_turn_keeps_the_neck_base(rig):
 
 
 def test_ibug68_landmarks(rig):
-    assert set(rig.landmarks) == {LandmarkSet.IBUG_68}
+    assert set(rig.landmarks) == {LandmarkSet.IBUG_68, LandmarkSet.MEDIAPIPE_478}
     p = landmarks(rig, rig.template[None], LandmarkSet.IBUG_68)[0]
     with open(ICT / INDICES_JSON) as f:
         assert torch.allclose(p, rig.template[json.load(f)["idx_to_landmark_verts"]])

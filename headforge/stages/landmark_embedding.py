@@ -30,7 +30,7 @@ from headforge.geometry.triangulate import triangulate_landmarks
 from headforge.representations.rig.head_rig import JOINTS, HeadRig, Joint, LandmarkEmbedding, Region
 from headforge.stages.face_landmarks import NUM_LANDMARKS, FaceDetector
 from headforge.validation import Checked, Count, Fraction, ImageSide, Positive
-from headforge.viz.rig_sheet import _camera, pupil_mask, render_tile, visible_faces
+from headforge.viz.rig_sheet import framing_camera, pupil_mask, render_tile, visible_faces
 
 SKIN_RGB = (0.80, 0.60, 0.50)  # sRGB
 SCLERA_RGB = (0.92, 0.90, 0.88)
@@ -138,7 +138,7 @@ def embed_cameras(rig: HeadRig, cfg: EmbedConfig) -> Cameras:
         for yaw in cfg.yaws:
             y, p = math.radians(yaw), math.radians(pitch)
             direction = torch.tensor([math.sin(y) * math.cos(p), math.sin(p), math.cos(y) * math.cos(p)])
-            views.append(_camera(centre, direction, float(half[0]), float(half[1]), float(half[2]), cfg.size,
+            views.append(framing_camera(centre, direction, float(half[0]), float(half[1]), float(half[2]), cfg.size,
                                  cfg.size))
     return Cameras.create(*(torch.cat([getattr(v, k) for v in views]) for k in
                             ("world_to_camera", "fx", "fy", "cx", "cy", "width", "height")))

@@ -127,7 +127,7 @@ def visible_faces(rig: HeadRig) -> Tensor:  # [F', 3]: the faces drawn (eye over
     return rig.faces[keep]
 
 
-def _camera(target: Tensor, direction: Tensor, half_w: float, half_h: float, depth: float, width: int,
+def framing_camera(target: Tensor, direction: Tensor, half_w: float, half_h: float, depth: float, width: int,
             height: int) -> Cameras:
     """A pinhole looking at ``target`` from ``direction`` (unit, from the target), framing +-half_w x +-half_h
     metres at the target's depth, standing ``depth`` metres clear of it (the subject's near side)."""
@@ -149,12 +149,12 @@ def sheet_cameras(rig: HeadRig, framing: Framing, tile: int, profile: bool) -> C
         joints = rig.rest_joints.float()
         left, right = joints[JOINTS.index(Joint.LEFT_EYE)], joints[JOINTS.index(Joint.RIGHT_EYE)]
         sep = max(float((left - right).norm()), 0.2 * float(half.max()))
-        return _camera((left + right) / 2, torch.tensor([0.0, 0.0, 1.0]), 1.0 * sep, 0.5 * sep,
+        return framing_camera((left + right) / 2, torch.tensor([0.0, 0.0, 1.0]), 1.0 * sep, 0.5 * sep,
                        float(half[2]), 2 * tile, tile)
-    views = [_camera(centre, torch.tensor([0.0, 0.0, 1.0]), float(half[0]), float(half[1]), float(half[2]),
+    views = [framing_camera(centre, torch.tensor([0.0, 0.0, 1.0]), float(half[0]), float(half[1]), float(half[2]),
                      tile, tile)]
     if profile:
-        views.append(_camera(centre, torch.tensor([1.0, 0.0, 0.0]), float(half[2]), float(half[1]),
+        views.append(framing_camera(centre, torch.tensor([1.0, 0.0, 0.0]), float(half[2]), float(half[1]),
                              float(half[0]), tile, tile))
     return Cameras.create(torch.cat([v.world_to_camera for v in views]), torch.cat([v.fx for v in views]),
                           torch.cat([v.fy for v in views]), torch.cat([v.cx for v in views]),
