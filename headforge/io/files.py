@@ -200,6 +200,20 @@ def load_torch(path: PathLike, what: str, fix: str, *, device: str | torch.devic
     return payload
 
 
+def read_npz(path: PathLike, what: str, keys: tuple[str, ...], *, fix: str) -> dict[str, np.ndarray]:
+    """The arrays ``keys`` of a ``.npz`` (no pickled objects); a damaged archive or a missing key is an
+    ``InputError`` naming the keys the file does have."""
+    path = resolve_input(path, what=what, fix=fix)
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            missing = [k for k in keys if k not in z.files]
+            if missing:
+                raise InputError(f"{what} lacks the keys {missing} (it has {sorted(z.files)})", path=path, fix=fix)
+            return {k: z[k] for k in keys}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+        raise InputError(f"cannot read npz ({type(e).__name__}: {e})", path=path, fix=fix) from None
+
+
 def _as_numpy(values: np.ndarray | torch.Tensor) -> np.ndarray:
     return values.detach().cpu().numpy() if isinstance(values, torch.Tensor) else np.asarray(values)
 

@@ -40,7 +40,7 @@ from torch import Tensor
 from headforge.errors import InputError, MeshError
 from headforge.geometry.head_frame import HeadFrameSpec, Units, head_frame_transform
 from headforge.geometry.rotations import umeyama
-from headforge.io.files import read_bytes
+from headforge.io.files import read_bytes, read_npz
 from headforge.representations.rig.arkit import NUM_ARKIT
 from headforge.representations.rig.deform import landmarks
 from headforge.representations.rig.head_rig import HeadRig, LandmarkSet, Region
@@ -273,15 +273,9 @@ def _uvs(a: dict[str, np.ndarray], faces: np.ndarray, path: Path, uv_path: str |
     src = path
     if uv_path is not None:
         src = Path(uv_path)
-        try:
-            with np.load(src, allow_pickle=False) as z:
-                if "vt" not in z.files or "ft" not in z.files:
-                    raise InputError(f"UV file lacks 'vt'/'ft' (it has {sorted(z.files)})", path=src,
-                                     fix="pass FLAME's texture-space .npz (it holds vt [T, 2] and ft [F, 3])")
-                vt, ft = z["vt"], z["ft"]
-        except (OSError, ValueError) as e:
-            raise InputError(f"cannot read the UV file ({e})", path=src,
-                             fix="pass FLAME's texture-space .npz (it holds vt [T, 2] and ft [F, 3])") from e
+        uv = read_npz(src, "FLAME UV file", ("vt", "ft"),
+                      fix="pass FLAME's texture-space .npz (it holds vt [T, 2] and ft [F, 3])")
+        vt, ft = uv["vt"], uv["ft"]
     elif "vt" in a and "ft" in a:
         vt, ft = a["vt"], a["ft"]
     else:

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import hashlib
 import warnings
-import zipfile
 from enum import StrEnum
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import torch
 
 from headforge.errors import InputError
 from headforge.geometry.head_frame import HeadFrameSpec, Units, head_frame_transform
-from headforge.io.files import read_json, read_text
+from headforge.io.files import read_json, read_npz, read_text
 from headforge.representations.rig.arkit import ARKIT_NAMES, ICT_TO_ARKIT, ArkitShape, ict_expression_names
 from headforge.representations.rig.head_rig import HeadRig, LandmarkEmbedding, LandmarkSet
 from headforge.representations.rig.ict_skeleton import ICT_NUM_VERTICES, SKIN, ict_skeleton
@@ -151,14 +150,7 @@ def _read_indices(path: Path) -> dict:
 
 def _read_packed(path: Path, neutral_obj: np.ndarray) -> tuple[np.ndarray, dict[str, np.ndarray], np.ndarray]:
     fix = "rebuild ict_facekit_shapes.npz from the kit (keys: " + ", ".join(PACKED_KEYS) + "; see its README)"
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            missing = [k for k in PACKED_KEYS if k not in z.files]
-            if missing:
-                raise InputError(f"npz lacks the keys {missing} (it has {sorted(z.files)})", path=path, fix=fix)
-            data = {k: z[k] for k in PACKED_KEYS}
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
-        raise InputError(f"cannot read npz ({e})", path=path, fix=fix) from e
+    data = read_npz(path, "packed ICT-FaceKit npz", PACKED_KEYS, fix=fix)
     V = ICT_NUM_VERTICES
     neutral = data["neutral"].astype(np.float64)
     def stack_ok(deltas: str, names: str) -> bool:  # [N, V, 3] with one name per shape
@@ -272,13 +264,7 @@ def read_mediapipe_embedding(path: Path, faces: np.ndarray) -> LandmarkEmbedding
                       "(regenerate it with tools/generate_landmark_embedding.py)", stacklevel=3)
         return None
     fix = "regenerate it with tools/generate_landmark_embedding.py"
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            if any(k not in z.files for k in MEDIAPIPE_KEYS):
-                raise InputError(f"npz lacks one of {MEDIAPIPE_KEYS} (it has {sorted(z.files)})", path=path, fix=fix)
-            data = {k: z[k] for k in MEDIAPIPE_KEYS}
-    except (OSError, ValueError, zipfile.BadZipFile) as e:
-        raise InputError(f"cannot read npz ({e})", path=path, fix=fix) from e
+    data = read_npz(path, "MediaPipe-478 embedding", MEDIAPIPE_KEYS, fix=fix)
     if int(data["num_faces"]) != len(faces) or str(data["topology_sha256"]) != topology_sha256(faces):
         warnings.warn(f"{path}: the MediaPipe-478 embedding was generated on another topology "
                       f"({int(data['num_faces'])} triangles, hash {str(data['topology_sha256'])[:12]}; this kit has "
