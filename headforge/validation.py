@@ -165,13 +165,20 @@ def check_value(option: str, value: Any, hint: Any) -> None:
     constraints, bare = constraints_of(hint)
     if not _type_ok(value, hint) or not all(_constraint_ok(value, c) for c in constraints):
         raise OptionError(option, value, allowed_text(hint))
-    if isinstance(value, tuple):
-        items = [a for a in (typing.get_args(bare) if typing.get_origin(bare) is not tuple else (bare,))
-                 if typing.get_origin(a) is tuple]
-        args = typing.get_args(items[0]) if items else ()
+    item = _item_hint(bare) if isinstance(value, tuple) else None
+    if item is not None:
+        for i, v in enumerate(value):
+            check_value(f"{option}[{i}]", v, item)
+
+
+def _item_hint(bare: Any) -> Any:
+    """The item annotation of ``tuple[X, ...]`` (or of an optional one), else None."""
+    union = typing.get_origin(bare) in (typing.Union, types.UnionType)
+    for tp in typing.get_args(bare) if union else (bare,):
+        args = typing.get_args(tp) if typing.get_origin(tp) is tuple else ()
         if len(args) == 2 and args[1] is Ellipsis:
-            for i, item in enumerate(value):
-                check_value(f"{option}[{i}]", item, args[0])
+            return args[0]
+    return None
 
 
 @functools.cache
