@@ -40,6 +40,7 @@ from headforge.representations.rig.deform import (
     linear_blend_skinning,
 )
 from headforge.representations.rig.head_rig import JOINTS, HeadRig, LandmarkSet
+from headforge.stages.rig_params import Similarity
 from headforge.validation import Checked, Count, NonNegative, Positive
 
 D = torch.float64
@@ -58,18 +59,6 @@ class LandmarkFitConfig(Checked):
     tolerance: Annotated[float, at.Gt(0), at.Lt(1)] = 1e-10  # converged when the cost drops by less (relative)
     triangulation_threshold_px: Positive = 8.0  # RANSAC threshold of the initial triangulation
     min_views: Annotated[Count, at.Ge(2)] = 2  # a landmark counts when seen in at least this many views
-
-
-@dataclass(frozen=True, eq=False)
-class Similarity:
-    """world = scale * rotation @ x + translation (world from rig)."""
-
-    scale: Tensor  # [] > 0
-    rotation: Tensor  # [3, 3] proper rotation
-    translation: Tensor  # [3]
-
-    def apply(self, points: Tensor) -> Tensor:  # [..., 3] rig frame -> [..., 3] world
-        return self.scale * points @ self.rotation.T.to(points) + self.translation.to(points)
 
 
 @dataclass(frozen=True, eq=False)

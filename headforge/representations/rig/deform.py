@@ -107,11 +107,13 @@ def linear_blend_skinning(vertices: Tensor, weights: Tensor, transforms: Tensor)
 
 
 def deform(rig: HeadRig, identity: Tensor | None, expression: Tensor, pose: RigPose,
-           components: Tensor | None = None) -> Tensor:
+           components: Tensor | None = None, offsets: Tensor | None = None) -> Tensor:
     """Posed vertices [B, V, 3] for identity [B, K] (or None: the template), expression [B, 52], pose, and
-    optionally coefficients [B, E] of the rig's own ``expression_components``.
+    optionally coefficients [B, E] of the rig's own ``expression_components`` and per-vertex ``offsets``
+    [V, 3] or [B, V, 3] (metres, rig frame: a fit's detail, added to the identity shape before expressions).
 
-    Rest joints follow the identity shape (``joint_regressor @ shaped``); expressions do not move joints.
+    Rest joints follow the identity shape (``joint_regressor @ shaped``, offsets excluded); expressions and
+    offsets do not move joints.
     A rig with ``pose_correctives`` adds them, weighted by the entries of R_j - I, before skinning.
     """
     dtype = rig.template.dtype
@@ -130,6 +132,11 @@ def deform(rig: HeadRig, identity: Tensor | None, expression: Tensor, pose: RigP
             raise ValueError(f"deform: identity must be [{B}, {rig.num_identity}] (got {list(identity.shape)})")
         shaped = blend_shapes(rig.template, rig.identity_basis, identity.to(dtype))
     joints = rig.joint_regressor @ shaped  # [B, J, 3]
+    if offsets is not None:
+        if offsets.shape[-2:] != rig.template.shape or offsets.ndim not in (2, 3):
+            raise ValueError(f"deform: offsets must be [V, 3] or [B, V, 3] with V = {rig.num_vertices} "
+                             f"(got {list(offsets.shape)})")
+        shaped = shaped + offsets.to(dtype)
     blended = blend_shapes(shaped, rig.expression_basis, expression.to(dtype))
     if components is not None:
         if rig.expression_components is None:
