@@ -39,7 +39,7 @@ from headforge.representations.rig.deform import (
     landmarks,
     linear_blend_skinning,
 )
-from headforge.representations.rig.head_rig import JOINTS, HeadRig, LandmarkSet
+from headforge.representations.rig.head_rig import JOINTS, HeadRig, Joint, LandmarkSet
 from headforge.stages.rig_params import Similarity
 from headforge.validation import Checked, Count, NonNegative, Positive
 
@@ -50,13 +50,20 @@ MIN_LANDMARKS = 3  # a similarity needs three non-collinear points
 
 @dataclass(frozen=True)
 class LandmarkFitConfig(Checked):
-    max_iterations: Annotated[int, at.Ge(1), at.Le(1000)] = 100  # Levenberg-Marquardt iterations
+    max_iterations: Annotated[int, at.Ge(1), at.Le(1000)] = 150  # Levenberg-Marquardt iterations
     # Tikhonov priors, in px^2 per unit^2 (the data term is the sum of squared pixel errors):
     identity_weight: NonNegative = 1.0  # identity coefficients ~ N(0, 1): weight * |identity|^2
     expression_weight: NonNegative = 1.0  # ARKit weights: weight * |expression|^2
-    pose_weight: NonNegative = 10.0  # non-root joint rotations (radians): weight * |rotations|^2
+    pose_weight: NonNegative = 10.0  # neck and head rotations (radians): weight * |rotations|^2
+    # The jaw joint and jawOpen, the eye joints and eyeLook* describe the same motions on rigs whose shapes
+    # carry them (ICT-FaceKit's do): the strong default priors let the ARKit shapes explain them.
+    jaw_weight: NonNegative = 1e4
+    eye_weight: NonNegative = 1e4
+    robust_px: NonNegative = 3.0  # Huber threshold on each landmark's pixel error (0: plain least squares)
+    fix_identity: bool = False  # keep the initial identity (a sequence's later frames share the first's)
+    temporal_weight: NonNegative = 0.0  # pull expression and rotations toward the warm start (sequences)
     damping: Positive = 1e-3  # initial LM damping (relative to the Gauss-Newton diagonal)
-    tolerance: Annotated[float, at.Gt(0), at.Lt(1)] = 1e-10  # converged when the cost drops by less (relative)
+    tolerance: Annotated[float, at.Gt(0), at.Lt(1)] = 1e-8  # converged when the cost drops by less (relative)
     triangulation_threshold_px: Positive = 8.0  # RANSAC threshold of the initial triangulation
     min_views: Annotated[Count, at.Ge(2)] = 2  # a landmark counts when seen in at least this many views
 
@@ -75,7 +82,7 @@ class LandmarkFit:
     p90_px: float
     iterations: int
     converged: bool
-    cost: float  # final objective: squared pixels + priors
+    cost: float  # final objective: Huber of the pixel errors + priors
 
 
 @dataclass(frozen=True, eq=False)
@@ -167,6 +174,14 @@ class _Layout:  # the flat parameter vector: [log s (1), dR (3), t (3), identity
         return slice(7 + self.K, 7 + self.K + self.P)
 
 
+def _prior_weights(lay: _Layout, config: LandmarkFitConfig) -> Tensor:  # [N - 7] Tikhonov weights
+    per_joint = {Joint.NECK: config.pose_weight, Joint.HEAD: config.pose_weight, Joint.JAW: config.jaw_weight,
+                 Joint.LEFT_EYE: config.eye_weight, Joint.RIGHT_EYE: config.eye_weight}
+    rot = torch.tensor([per_joint[j] for j in JOINTS[1:]], dtype=D).repeat_interleave(3)
+    return torch.cat([torch.full((lay.K,), config.identity_weight, dtype=D),
+                      torch.full((lay.P,), config.expression_weight, dtype=D), rot])
+
+
 def _observations(cameras: Cameras, points2d: Tensor, valid: Tensor) -> tuple[Tensor, Tensor]:
     V, L = valid.shape
     if points2d.shape != (V, L, 2) or len(cameras) != V:
@@ -221,29 +236,48 @@ def fit_landmarks(rig: HeadRig, cameras: Cameras, points2d: Tensor, valid: Tenso
     x[0] = torch.log(init.scale.double())
     x[4:7] = init.translation.double()
     R0 = init.rotation.double()
-    w = torch.cat([torch.full((lay.K + lay.P,), config.identity_weight, dtype=D),
-                   torch.full((3 * (len(JOINTS) - 1),), config.pose_weight, dtype=D)])
-    w[lay.K:lay.K + lay.P] = config.expression_weight
-    prior_sqrt = w.sqrt()
+    prior_sqrt = _prior_weights(lay, config).sqrt()
+    x_start = x[7:].clone()  # the warm start, for the temporal prior
+    temporal_sqrt = torch.zeros(lay.size - 7, dtype=D)
+    temporal_sqrt[lay.K:] = config.temporal_weight ** 0.5
 
     def world(x: Tensor) -> Tensor:  # [L, 3]
         log_s, dr, t, ident, expr, rot = lay.split(x)
         p = landmark_points(model, ident, expr, rot)
         return torch.exp(log_s) * p @ (axis_angle_to_matrix(dr) @ R0).T + t
 
-    def residuals(x: Tensor) -> Tensor:
-        uv, _ = project_points(cams, world(x))  # [V, L, 2]
-        data = ((uv - obs) * ok[..., None]).reshape(-1)
-        return torch.cat([data, prior_sqrt * x[7:]])
+    def errors(x: Tensor) -> Tensor:  # [V, L, 2] pixel errors, 0 where not observed
+        uv, _ = project_points(cams, world(x))
+        return (uv - obs) * ok[..., None]
 
-    r = residuals(x)
-    cost = float(r @ r)
+    def residuals(x: Tensor, sqrt_w: Tensor) -> Tensor:  # sqrt_w [V, L]: IRLS weights of the Huber loss
+        data = (errors(x) * sqrt_w[..., None]).reshape(-1)
+        return torch.cat([data, prior_sqrt * x[7:], temporal_sqrt * (x[7:] - x_start)])
+
+    def robust_cost(x: Tensor) -> float:  # Huber: e^2 below the threshold, 2 k e - k^2 above
+        e = errors(x).norm(dim=-1)
+        k = config.robust_px
+        data = e.square() if k == 0 else torch.where(e <= k, e.square(), 2 * k * e - k * k)
+        priors = (prior_sqrt * x[7:]).square().sum() + (temporal_sqrt * (x[7:] - x_start)).square().sum()
+        return float(data.sum() + priors)
+
+    def irls_weights(x: Tensor) -> Tensor:  # [V, L]
+        if config.robust_px == 0:
+            return torch.ones(ok.shape, dtype=D)
+        e = errors(x).norm(dim=-1)
+        return torch.where(e <= config.robust_px, torch.ones_like(e), config.robust_px / e.clamp_min(1e-12)).sqrt()
+
+    cost = robust_cost(x)
     lam, it, converged = config.damping, 0, False
     lo, hi = torch.zeros(lay.P, dtype=D), torch.ones(lay.P, dtype=D)
     for it in range(1, config.max_iterations + 1):  # noqa: B007 (the count is reported after the loop)
-        Jm = jacfwd(residuals)(x)  # [R, N]
+        sqrt_w = irls_weights(x)
+        r = residuals(x, sqrt_w)
+        Jm = jacfwd(residuals)(x, sqrt_w)  # [R, N]
         g, H = Jm.T @ r, Jm.T @ Jm
         free = torch.ones(lay.size, dtype=torch.bool)
+        if config.fix_identity:
+            free[7:7 + lay.K] = False
         e, ge = x[lay.expression], g[lay.expression]
         free[lay.expression] = ~(((e <= 0) & (ge > 0)) | ((e >= 1) & (ge < 0)))
         Hf, gf = H[free][:, free], g[free]
@@ -254,8 +288,7 @@ def fit_landmarks(rig: HeadRig, cameras: Cameras, points2d: Tensor, valid: Tenso
             x_new = x.clone()
             x_new[free] += step
             x_new[lay.expression] = x_new[lay.expression].clamp(lo, hi)
-            r_new = residuals(x_new)
-            cost_new = float(r_new @ r_new)
+            cost_new = robust_cost(x_new)
             if cost_new == cost_new and cost_new < cost:  # finite and lower
                 improved = True
                 break
@@ -266,7 +299,7 @@ def fit_landmarks(rig: HeadRig, cameras: Cameras, points2d: Tensor, valid: Tenso
             converged = True  # no damped step lowers the cost: stationary
             break
         decrease = (cost - cost_new) / max(cost, 1e-300)
-        x, r, cost, lam = x_new, r_new, cost_new, max(lam / 10, 1e-12)
+        x, cost, lam = x_new, cost_new, max(lam / 10, 1e-12)
         if decrease < config.tolerance:
             converged = True
             break
