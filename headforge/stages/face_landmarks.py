@@ -244,7 +244,7 @@ def _read_cache(path: Path) -> dict[str, FaceDetections]:
         return {}
 
 
-def _srgb(rgb: Tensor, space: ColourSpace) -> Tensor:  # [H, W, 3] in the capture's space -> sRGB
+def to_srgb(rgb: Tensor, space: ColourSpace) -> Tensor:  # [H, W, 3] in the capture's space -> sRGB
     if space == ColourSpace.SRGB:
         return rgb
     x = rgb.clamp(0, 1)
@@ -270,7 +270,7 @@ def detect_capture(capture: Capture, cache_dir: str | Path | None = None,
         with FaceDetector(config) as detector:
             for i, r in enumerate(results):
                 if r is None:
-                    rgb = _srgb(capture.load(i).rgb, capture.colour_space)
+                    rgb = to_srgb(capture.load(i).rgb, capture.colour_space)
                     t0 = time.perf_counter()
                     results[i] = detector.detect(rgb)
                     seconds.append(time.perf_counter() - t0)

@@ -234,13 +234,13 @@ def labelled(tile: SheetTile, caption_px: int) -> np.ndarray:
     return np.concatenate([np.asarray(bar, dtype=np.float32) / 255, img], 0)
 
 
-def _text_row(text: str, width: int, px: int) -> np.ndarray:
+def text_row(text: str, width: int, px: int) -> np.ndarray:
     row = Image.new("RGB", (width, int(px * 1.6)), (255, 255, 255))
     ImageDraw.Draw(row).text((8, int(px * 0.3)), text, fill=(0, 0, 0), font=_font(px))
     return np.asarray(row, dtype=np.float32) / 255
 
 
-def _grid(tiles: list[np.ndarray], columns: int, gap: int) -> np.ndarray:
+def tile_grid(tiles: list[np.ndarray], columns: int, gap: int) -> np.ndarray:
     h = max(t.shape[0] for t in tiles)
     w = max(t.shape[1] for t in tiles)
     rows = []
@@ -284,14 +284,14 @@ def compose_sheet(title: str, expressions: list[SheetTile], poses: list[SheetTil
                   cfg: RigSheetConfig) -> np.ndarray:
     """Title, the expression grid (``cfg.columns`` per row), the pose grid and the colour bar, one under another."""
     cap, gap = layout(cfg.tile)
-    grid = _grid([labelled(t, cap) for t in expressions], cfg.columns, gap)
-    pose_grid = _grid([labelled(t, cap) for t in poses], cfg.columns, gap)
+    grid = tile_grid([labelled(t, cap) for t in expressions], cfg.columns, gap)
+    pose_grid = tile_grid([labelled(t, cap) for t in poses], cfg.columns, gap)
     width = max(grid.shape[1], pose_grid.shape[1])
 
     def pad(img: np.ndarray) -> np.ndarray:
         return np.pad(img, ((0, 0), (0, width - img.shape[1]), (0, 0)), constant_values=1.0)
 
-    parts = [_text_row(title, width, cap), _text_row("expressions at weight 1 (ARKit names)", width, cap),
-             grid, _text_row("skeleton poses (neutral expression)", width, cap), pose_grid,
+    parts = [text_row(title, width, cap), text_row("expressions at weight 1 (ARKit names)", width, cap),
+             grid, text_row("skeleton poses (neutral expression)", width, cap), pose_grid,
              colour_bar(width, cfg.heat_max_mm, cap)]
     return np.clip(np.concatenate([pad(p) for p in parts], 0), 0, 1)

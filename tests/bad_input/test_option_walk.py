@@ -73,6 +73,8 @@ RANGES: dict[tuple[str, str], Range] = {
     ("extract-mesh", "texture_size"): SIZE,
     ("extract-mesh", "unwrap_seconds"): Range(lo=0, lo_open=True, inf_ok=True),  # inf: no time limit
     ("rig-sheet", "size"): Range(lo=16, hi=1024, huge=True),  # tile height: a thumbnail .. a 2-3 GB sheet
+    ("fit-rig", "resolution"): SIZE,
+    ("fit-rig", "test_every"): HOLD_OUT,
 }
 
 # Every other option at a small valid value, so that nothing slow can start if a refusal is missing.
@@ -87,6 +89,8 @@ BASE: dict[str, list[str]] = {
     "extract-mesh": ["{tmp}/missing_run", "--resolution", "8", "--target-faces", "100", "--texture-size", "16",
                      "--unwrap-seconds", "1"],
     "rig-sheet": ["ict-facekit:{tmp}/missing_rig", "--out", "{tmp}/sheet.png", "--size", "64"],
+    "fit-rig": ["{tmp}/missing_capture", "--out", "{tmp}/out", "--rig", "ict-facekit:{tmp}/missing_rig",
+                "--resolution", "16"],
 }
 
 

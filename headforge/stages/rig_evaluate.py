@@ -1,0 +1,66 @@
+"""Scores of a fitted rig against views: face-region renders, masked PSNR, Chamfer distance to a scan.
+
+The face region of a view is where the fitted rig's face skin (``Region.FACE_SKIN``) is the front-most surface
+and the capture's mask is set: hair, neck and shoulders that the rig does not model are not scored. A render
+of the textured fit there is compared with the view (PSNR in dB, sRGB in [0, 1]).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from headforge.geometry.cameras import Cameras
+from headforge.geometry.rays import world_to_clip
+from headforge.metrics import psnr
+from headforge.renderers.mesh_raster import rasterize
+from headforge.renderers.mesh_render import render_mesh
+from headforge.representations.mesh import TexturedMesh
+from headforge.representations.rig.head_rig import HeadRig, Region
+
+
+def rig_mesh(rig: HeadRig, vertices: Tensor, texture: Tensor | None = None) -> TexturedMesh:
+    """The rig as a ``TexturedMesh``: vertices [V, 3], its faces, its per-corner UVs (shared rows merged),
+    an optional texture [S, S, 3]. Eye overlay shells (tear film, occlusion: transparent in the source) are
+    left out, as in every render of a rig."""
+    keep = ~rig.region_mask(Region.EYE_OVERLAYS)[rig.faces].any(-1) if Region.EYE_OVERLAYS in rig.region_names \
+        else torch.ones(rig.faces.shape[0], dtype=torch.bool)
+    faces = rig.faces[keep]
+    uvs, faces_uv = torch.unique(rig.uvs[keep].reshape(-1, 2).float(), dim=0, return_inverse=True)
+    return TexturedMesh(vertices.float(), faces, uvs, faces_uv.reshape(-1, 3),
+                        None if texture is None else texture.float(), None, rig.regions,
+                        tuple(str(r) for r in rig.region_names))
+
+
+def region_pixels(rig: HeadRig, vertices: Tensor, cameras: Cameras, region: Region = Region.FACE_SKIN
+                  ) -> Tensor:  # -> [N, H, W] bool: pixels whose front-most rig triangle is in ``region``
+    faces, tri = front_triangles(rig, vertices, cameras)
+    in_region = rig.region_mask(region)[faces].all(-1)  # [F'] every corner in the region
+    return (tri >= 0) & in_region[tri.clamp_min(0)]
+
+
+def front_triangles(rig: HeadRig, vertices: Tensor, cameras: Cameras) -> tuple[Tensor, Tensor]:
+    """The drawn faces [F', 3] (eye overlays left out) and the front-most one per pixel [N, H, W] (-1: none)."""
+    faces = rig_mesh(rig, vertices).faces
+    width, height = cameras.same_size()
+    clip = world_to_clip(cameras, vertices.to(cameras.fx), 0.01, 100.0)
+    return faces, rasterize(clip, faces, (height, width)).triangle_id
+
+
+def face_psnr(rig: HeadRig, vertices: Tensor, texture: Tensor, cameras: Cameras, images: Tensor,
+              masks: Tensor) -> Tensor:
+    """PSNR (dB) per view [N] of the textured fit over its face region; images [N, H, W, 3] sRGB, masks
+    [N, H, W]. A view where the face region is empty scores NaN."""
+    with torch.no_grad():
+        render = render_mesh(rig_mesh(rig, vertices, texture), cameras, antialiased=False)
+        region = region_pixels(rig, vertices, cameras) & (masks > 0.5)
+        out = psnr(render.rgb.to(images), images, region.to(images))
+    return torch.where(region.flatten(1).any(1), out.double(), torch.full_like(out.double(), float("nan")))
+
+
+def chamfer_mm(points: Tensor, surface_points: Tensor, chunk: int = 4096) -> Tensor:
+    """One-sided distances [P] in mm from points [P, 3] (metres) to the nearest of surface_points [S, 3]."""
+    out = []
+    for i in range(0, len(points), chunk):
+        out.append(torch.cdist(points[i:i + chunk].double(), surface_points.double()).min(1).values)
+    return torch.cat(out) * 1000
