@@ -39,13 +39,14 @@ from headforge.representations.rig.deform import (
     landmarks,
     linear_blend_skinning,
 )
-from headforge.representations.rig.head_rig import JOINTS, HeadRig, Joint, LandmarkSet
+from headforge.representations.rig.head_rig import JOINTS, HeadRig, Joint, LandmarkSet, Region
 from headforge.stages.rig_params import Similarity
 from headforge.validation import Checked, Count, NonNegative, Positive
 
 D = torch.float64
 STAGE = "rig fit (landmark stage)"
 MIN_LANDMARKS = 3  # a similarity needs three non-collinear points
+OCCLUSION_CELL_PX = 6  # z-buffer cell size (pixels) of the occlusion test
 
 
 @dataclass(frozen=True)
@@ -64,6 +65,14 @@ class LandmarkFitConfig(Checked):
     temporal_weight: NonNegative = 0.0  # pull expression and rotations toward the warm start (sequences)
     damping: Positive = 1e-3  # initial LM damping (relative to the Gauss-Newton diagonal)
     tolerance: Annotated[float, at.Gt(0), at.Lt(1)] = 1e-8  # converged when the cost drops by less (relative)
+    # MediaPipe returns all 478 points in every view, guessing the ones the head hides: after a first fit,
+    # observations whose landmark lies more than ``occlusion_mm`` behind the fitted surface in that view are
+    # dropped and the fit repeated (up to ``visibility_rounds`` times, until the set stops changing)
+    occlusion_mm: Positive = 5.0
+    # ... and views that see the face from farther than this off its forward axis (MediaPipe's points spread
+    # out on strongly turned or top-down faces) are dropped as a whole
+    max_view_angle_deg: Annotated[float, at.Gt(0), at.Le(180)] = 55.0
+    visibility_rounds: Annotated[int, at.Ge(0), at.Le(5)] = 2
     triangulation_threshold_px: Positive = 8.0  # RANSAC threshold of the initial triangulation
     min_views: Annotated[Count, at.Ge(2)] = 2  # a landmark counts when seen in at least this many views
 
@@ -83,6 +92,7 @@ class LandmarkFit:
     iterations: int
     converged: bool
     cost: float  # final objective: Huber of the pixel errors + priors
+    dropped: int = 0  # observations left out because their landmark faced the camera too obliquely
 
 
 @dataclass(frozen=True, eq=False)
@@ -133,6 +143,36 @@ def landmark_points(model: LandmarkModel, identity: Tensor, expression: Tensor, 
     T = joint_transforms(joints, model.parents, rotations[None], rotations.new_zeros(1, 3))
     posed = linear_blend_skinning(blended, model.skin_weights, T)[0]  # [U, 3]
     return (model.barycentrics[..., None] * posed[model.corners]).sum(1)
+
+
+def _visible(rig: HeadRig, x: Tensor, lay: _Layout, model: LandmarkModel, R0: Tensor, cams: Cameras,
+             points: Tensor, tolerance: float) -> Tensor:
+    """[V, L] bool: landmark l (world points [L, 3]) is not hidden behind the fitted rig in view v.
+
+    A coarse z-buffer of the rig's vertices (eye overlay shells left out; cells of about
+    ``OCCLUSION_CELL_PX`` pixels, the nearest depth per cell): a landmark is visible when its depth is within
+    ``tolerance`` metres of its cell's. Vertices are millimetres apart, far denser than the cells, so the
+    buffer has no holes on the head; outside the head a landmark counts as visible."""
+    sim, ident, expression, pose = _unpack(x, lay, model, R0)
+    dt = rig.template.dtype
+    verts = sim.apply(deform(rig, ident[None].to(dt) if lay.K else None, expression[None].to(dt),
+                             RigPose(pose.rotations.to(dt), pose.translation.to(dt)))[0].double())
+    if Region.EYE_OVERLAYS in rig.region_names:
+        verts = verts[~rig.region_mask(Region.EYE_OVERLAYS)]
+    width, height = cams.same_size()
+    cols, rows = max(1, -(-width // OCCLUSION_CELL_PX)), max(1, -(-height // OCCLUSION_CELL_PX))
+
+    def cells(uv: Tensor) -> Tensor:  # [V, P, 2] pixels -> [V, P] flat cell index (clamped)
+        c = (uv[..., 0] / OCCLUSION_CELL_PX).floor().long().clamp(0, cols - 1)
+        r = (uv[..., 1] / OCCLUSION_CELL_PX).floor().long().clamp(0, rows - 1)
+        return r * cols + c
+
+    uv_v, z_v = project_points(cams, verts)  # [V, P, 2], [V, P]
+    zbuf = torch.full((len(cams), rows * cols), float("inf"), dtype=D)
+    zbuf.scatter_reduce_(1, cells(uv_v), torch.where(z_v > 0, z_v, torch.full_like(z_v, float("inf"))), "amin")
+    uv, z = project_points(cams, points)  # [V, L, 2], [V, L]
+    surface = zbuf.gather(1, cells(uv))
+    return (z > 0) & (z <= surface + tolerance)
 
 
 def align_similarity(rig: HeadRig, landmark_set: LandmarkSet | str, points3d: Tensor, valid: Tensor) -> Similarity:
@@ -246,11 +286,11 @@ def fit_landmarks(rig: HeadRig, cameras: Cameras, points2d: Tensor, valid: Tenso
         p = landmark_points(model, ident, expr, rot)
         return torch.exp(log_s) * p @ (axis_angle_to_matrix(dr) @ R0).T + t
 
-    def errors(x: Tensor) -> Tensor:  # [V, L, 2] pixel errors, 0 where not observed
-        uv, _ = project_points(cams, world(x))
-        return (uv - obs) * ok[..., None]
+    def errors(x: Tensor) -> Tensor:  # [M, 2] pixel errors of the M used observations (view, landmark)
+        uv, _ = project_points(obs_cams, world(x)[obs_landmark][:, None])  # [M, 1, 2]
+        return uv[:, 0] - obs_px
 
-    def residuals(x: Tensor, sqrt_w: Tensor) -> Tensor:  # sqrt_w [V, L]: IRLS weights of the Huber loss
+    def residuals(x: Tensor, sqrt_w: Tensor) -> Tensor:  # sqrt_w [M]: IRLS weights of the Huber loss
         data = (errors(x) * sqrt_w[..., None]).reshape(-1)
         return torch.cat([data, prior_sqrt * x[7:], temporal_sqrt * (x[7:] - x_start)])
 
@@ -261,70 +301,107 @@ def fit_landmarks(rig: HeadRig, cameras: Cameras, points2d: Tensor, valid: Tenso
         priors = (prior_sqrt * x[7:]).square().sum() + (temporal_sqrt * (x[7:] - x_start)).square().sum()
         return float(data.sum() + priors)
 
-    def irls_weights(x: Tensor) -> Tensor:  # [V, L]
+    def irls_weights(x: Tensor) -> Tensor:  # [M]
         if config.robust_px == 0:
-            return torch.ones(ok.shape, dtype=D)
+            return torch.ones(len(obs_px), dtype=D)
         e = errors(x).norm(dim=-1)
         return torch.where(e <= config.robust_px, torch.ones_like(e), config.robust_px / e.clamp_min(1e-12)).sqrt()
 
-    cost = robust_cost(x)
-    lam, it, converged = config.damping, 0, False
     lo, hi = torch.zeros(lay.P, dtype=D), torch.ones(lay.P, dtype=D)
-    for it in range(1, config.max_iterations + 1):  # noqa: B007 (the count is reported after the loop)
-        sqrt_w = irls_weights(x)
-        r = residuals(x, sqrt_w)
-        Jm = jacfwd(residuals)(x, sqrt_w)  # [R, N]
-        g, H = Jm.T @ r, Jm.T @ Jm
-        free = torch.ones(lay.size, dtype=torch.bool)
-        if config.fix_identity:
-            free[7:7 + lay.K] = False
-        e, ge = x[lay.expression], g[lay.expression]
-        free[lay.expression] = ~(((e <= 0) & (ge > 0)) | ((e >= 1) & (ge < 0)))
-        Hf, gf = H[free][:, free], g[free]
-        diag = torch.diagonal(Hf).clamp_min(1e-12)
-        improved = False
-        while lam < 1e12:
-            step = torch.linalg.solve(Hf + lam * torch.diag(diag), -gf)
-            x_new = x.clone()
-            x_new[free] += step
-            x_new[lay.expression] = x_new[lay.expression].clamp(lo, hi)
-            cost_new = robust_cost(x_new)
-            if cost_new == cost_new and cost_new < cost:  # finite and lower
-                improved = True
+    detected = previous = ok
+    it_total, rounds = 0, 1 + config.visibility_rounds
+    for round_ in range(rounds):
+        if round_ > 0:  # drop the observations the current fit says are grazing or behind the head
+            facing = detected & _visible(rig, x, lay, model, R0, cams, world(x), config.occlusion_mm / 1000)
+            facing &= _frontal_views(x, lay, model, R0, cams, config.max_view_angle_deg)[:, None]
+            if bool((facing == previous).all()) or int(((facing.sum(0)) >= config.min_views).sum()) < MIN_LANDMARKS:
                 break
-            lam *= 10
-        if not bool(torch.isfinite(x).all()):
-            break
-        if not improved:
-            converged = True  # no damped step lowers the cost: stationary
-            break
-        decrease = (cost - cost_new) / max(cost, 1e-300)
-        x, cost, lam = x_new, cost_new, max(lam / 10, 1e-12)
-        if decrease < config.tolerance:
-            converged = True
-            break
+            ok = previous = facing
+        view, obs_landmark = ok.nonzero(as_tuple=True)  # the observations this round uses, flat
+        obs_cams, obs_px = cams[view], obs[view, obs_landmark]
+        cost = robust_cost(x)
+        lam, it, converged = config.damping, 0, False
+        for it in range(1, config.max_iterations + 1):  # noqa: B007 (the count is reported after the loop)
+            sqrt_w = irls_weights(x)
+            r = residuals(x, sqrt_w)
+            Jm = jacfwd(residuals)(x, sqrt_w)  # [R, N]
+            g, H = Jm.T @ r, Jm.T @ Jm
+            free = torch.ones(lay.size, dtype=torch.bool)
+            if config.fix_identity:
+                free[7:7 + lay.K] = False
+            e, ge = x[lay.expression], g[lay.expression]
+            free[lay.expression] = ~(((e <= 0) & (ge > 0)) | ((e >= 1) & (ge < 0)))
+            Hf, gf = H[free][:, free], g[free]
+            diag = torch.diagonal(Hf).clamp_min(1e-12)
+            improved = False
+            while lam < 1e12:
+                step = torch.linalg.solve(Hf + lam * torch.diag(diag), -gf)
+                x_new = x.clone()
+                x_new[free] += step
+                x_new[lay.expression] = x_new[lay.expression].clamp(lo, hi)
+                cost_new = robust_cost(x_new)
+                if cost_new == cost_new and cost_new < cost:  # finite and lower
+                    improved = True
+                    break
+                lam *= 10
+            if not bool(torch.isfinite(x).all()):
+                break
+            if not improved:
+                converged = True  # no damped step lowers the cost: stationary
+                break
+            decrease = (cost - cost_new) / max(cost, 1e-300)
+            x, cost, lam = x_new, cost_new, max(lam / 10, 1e-12)
+            if decrease < config.tolerance:
+                converged = True
+                break
+        it_total += it
     if not (bool(torch.isfinite(x).all()) and cost == cost and cost < float("inf")):
-        raise HeadforgeError(f"{STAGE}: the fit diverged (non-finite parameters or cost after {it} iterations)",
+        raise HeadforgeError(f"{STAGE}: the fit diverged (non-finite parameters or cost after {it_total} iterations)",
                              fix="check the cameras and landmarks (units, world-to-camera convention); "
                                  "raise the prior weights")
-    return _result(x, lay, model, R0, cams, obs, ok, kind, it, converged, cost)
+    return _result(x, lay, model, R0, cams, obs, ok, kind, it_total, converged, cost, int((detected & ~ok).sum()))
+
+
+def _frontal_views(x: Tensor, lay: _Layout, model: LandmarkModel, R0: Tensor, cams: Cameras,
+                   max_angle_deg: float) -> Tensor:
+    """[V] bool: camera v lies within ``max_angle_deg`` of the fitted head's forward axis (+z of the rig)."""
+    return _facing_cameras(_unpack(x, lay, model, R0)[0], cams, max_angle_deg, model.template.mean(0))
+
+
+def _facing_cameras(similarity: Similarity, cams: Cameras, max_angle_deg: float,
+                    centre: Tensor | None = None) -> Tensor:
+    """[V] bool: camera v lies within ``max_angle_deg`` of the head's forward axis (+z of the rig, placed by
+    ``similarity`` at ``centre``, rig frame; default the rig origin)."""
+    c = similarity.apply(torch.zeros(3, dtype=D) if centre is None else centre.double())
+    forward = similarity.rotation.double() @ torch.tensor([0.0, 0.0, 1.0], dtype=D)
+    to_cam = cams.centers().to(D) - c
+    cos = (to_cam @ forward) / to_cam.norm(dim=-1).clamp_min(1e-20)
+    return cos >= torch.cos(torch.deg2rad(torch.tensor(max_angle_deg, dtype=D)))
+
+
+def _unpack(x: Tensor, lay: _Layout, model: LandmarkModel, R0: Tensor
+            ) -> tuple[Similarity, Tensor, Tensor, RigPose]:  # similarity, identity [K], expression [52], pose
+    log_s, dr, t, ident, expr, rot = (v.detach() for v in lay.split(x))
+    expression = torch.zeros(NUM_ARKIT, dtype=D)
+    expression[model.expression_rows] = expr
+    return (Similarity(torch.exp(log_s), axis_angle_to_matrix(dr) @ R0, t), ident.clone(), expression,
+            RigPose(rot[None].clone(), torch.zeros(1, 3, dtype=D)))
 
 
 def _result(x: Tensor, lay: _Layout, model: LandmarkModel, R0: Tensor, cams: Cameras, obs: Tensor, ok: Tensor,
-            kind: LandmarkSet, iterations: int, converged: bool, cost: float) -> LandmarkFit:
-    log_s, dr, t, ident, expr, rot = (v.detach() for v in lay.split(x))
-    sim = Similarity(torch.exp(log_s), axis_angle_to_matrix(dr) @ R0, t)
-    uv, _ = project_points(cams, sim.apply(landmark_points(model, ident, expr, rot)))
+            kind: LandmarkSet, iterations: int, converged: bool, cost: float, dropped: int) -> LandmarkFit:
+    sim, ident, expression, pose = _unpack(x, lay, model, R0)
+    expr = expression[model.expression_rows]
+    uv, _ = project_points(cams, sim.apply(landmark_points(model, ident, expr, pose.rotations[0])))
     err = torch.where(ok, (uv - obs).norm(dim=-1), torch.full((), float("nan"), dtype=D))  # [V, L]
-    expression = torch.zeros(NUM_ARKIT, dtype=D)
-    expression[model.expression_rows] = expr
-    pose = RigPose(rot[None].clone(), torch.zeros(1, 3, dtype=D))
-    return LandmarkFit(sim, ident.clone(), expression, pose, kind, err, err.nanquantile(0.5, dim=1),
+    return LandmarkFit(sim, ident, expression, pose, kind, err, err.nanquantile(0.5, dim=1),
                        err.nanquantile(0.9, dim=1), float(err[ok].median()), float(err[ok].quantile(0.9)),
-                       iterations, converged, cost)
+                       iterations, converged, cost, dropped)
 
 
 def fitted_vertices(rig: HeadRig, fit: LandmarkFit) -> Tensor:
     """The fitted rig's vertices [V, 3] in the world (float64)."""
-    ident = fit.identity[None] if rig.num_identity else None
-    return fit.similarity.apply(deform(rig, ident, fit.expression[None], fit.pose)[0].double())
+    dt = rig.template.dtype
+    ident = fit.identity[None].to(dt) if rig.num_identity else None
+    pose = RigPose(fit.pose.rotations.to(dt), fit.pose.translation.to(dt))
+    return fit.similarity.apply(deform(rig, ident, fit.expression[None].to(dt), pose)[0].double())
