@@ -13,14 +13,15 @@ import torch
 from conftest import SHARED_DATA
 from scipy.spatial import ConvexHull
 
-import headforge.representations.rig.sources as sources
+import headforge.assets.rigs as sources  # the module the command loads rigs through
 import headforge.viz.rig_sheet as rs
+from headforge.assets.rigs import load_rig
 from headforge.captures.images import read_image
 from headforge.cli import main
 from headforge.errors import InputError
 from headforge.representations.rig.arkit import ARKIT_NAMES, NUM_ARKIT
 from headforge.representations.rig.head_rig import JOINTS, HeadRig, Joint, Region, affine_regressor
-from headforge.representations.rig.sources import RigSource, RigSpec, load_rig, parse_rig_spec
+from headforge.representations.rig.sources import RigSource, RigSpec, parse_rig_spec
 
 ICT = SHARED_DATA / "ict_facekit"
 TILE = 64
