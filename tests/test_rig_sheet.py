@@ -151,7 +151,8 @@ def test_cli_writes_the_sheet_and_refuses_bad_input(rig, tmp_path, monkeypatch, 
     assert code == 2 and "already exists" in err and out.read_bytes() == before
     code, err = run_cli(capsys, "rig-sheet", f"ict-facekit:{tmp_path}", "--out", out, "--size", 80, "--overwrite")
     assert code == 0 and read_image(out).shape[0] > img.shape[0]
-    for bad in (f"bogus:{tmp_path}", "builtin", f"ict-facekit:{tmp_path}/missing", f"flame:{tmp_path}/none.pkl"):
+    for bad in (f"bogus:{tmp_path}", f"builtin:{tmp_path}", f"ict-facekit:{tmp_path}/missing",
+                f"flame:{tmp_path}/none.pkl"):
         code, err = run_cli(capsys, "rig-sheet", bad, "--out", tmp_path / "other.png")
         assert code == 2 and "ict-facekit:PATH" in err and "Traceback" not in err
     assert not (tmp_path / "other.png").exists()

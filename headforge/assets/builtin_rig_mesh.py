@@ -14,8 +14,9 @@ is a pure translation of them, recovered by :func:`design_offset`):
 3. **Mouth interior.** A closed ellipsoid bag (faces turned inward, so its far wall shows through the slit)
    behind the lips and a tongue (a closed ellipsoid lying in the bag), both separate components.
 
-UVs stay the sample head's per-corner UVs; the new parts take the UV of the nearest original vertex (the
-eyeballs keep their painted iris and pupil, the mouth parts the lip colour).
+Faces are put in a canonical order (:func:`canonical_faces`). UVs stay the sample head's per-corner UVs; the new
+parts take the UV of the nearest original vertex (the eyeballs keep their painted iris and pupil, the mouth parts
+the lip colour).
 """
 
 from __future__ import annotations
@@ -162,6 +163,7 @@ def build_rig_mesh(head: SampleHead, s: HeadShape) -> RigMesh:
     lower = np.concatenate([lower, np.zeros(pad, bool)])[used]
     seam = np.concatenate([seam, np.zeros(pad, bool)])[used]
     V, F, parts = V[used], remap[F], parts[used]
+    F, uvs = canonical_faces(F, np.concatenate(blocks_uv).astype(np.float32))
     P = V + offset
     # iBUG-68: the nearest kept outer-surface vertex to each of the sample head's landmark vertices
     outer = np.isin(parts, [Part.FACE, Part.EYE_LEFT, Part.EYE_RIGHT]) & ~(lower & seam)
@@ -171,4 +173,16 @@ def build_rig_mesh(head: SampleHead, s: HeadShape) -> RigMesh:
     inside = head_sdf(P[parts == Part.BAG], s).max()
     if inside > -5e-4:
         raise RuntimeError(f"built-in rig: the mouth bag pokes out of the head ({inside * 1000:.2f} mm)")
-    return RigMesh(V, F, np.concatenate(blocks_uv).astype(np.float32), parts, lower, seam, offset, ids)
+    return RigMesh(V, F, uvs, parts, lower, seam, offset, ids)
+
+
+def canonical_faces(F: np.ndarray, uvs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Faces [F, 3] (and their corner UVs [F, 3, 2]) rotated to start at their smallest index (orientation kept)
+    and sorted: the topology (and its hash, which keys the generated MediaPipe embedding) then depends only on
+    the triangle set, not on the order in which the sample head's mesher emitted them."""
+    k = np.argmin(F, 1)
+    cols = (k[:, None] + np.arange(3)[None]) % 3
+    rows = np.arange(len(F))[:, None]
+    F, uvs = F[rows, cols], uvs[rows, cols]
+    order = np.lexsort(F.T[::-1])
+    return F[order], uvs[order]

@@ -25,6 +25,7 @@ from headforge.assets.head_sdf import HeadShape
 from headforge.representations.rig.arkit import ArkitShape as A
 
 JAW_PIVOT = (0.0, -0.032, -0.002)  # design position of the jaw hinge (in front of the ears, below them)
+JAW_BAND = 0.45  # radians about the hinge over which the jaw weight falls from 1 to 0 across the cheeks
 JAW_OPEN_RAD = 0.3  # jawOpen turns the jaw this far (about 17 degrees), linearised
 EYELID_CLEARANCE = 0.0008  # m: lids stay this far outside the eyeball
 LIP_Z = 0.085  # design z of the lips' sides (mouth corners)
@@ -61,12 +62,12 @@ def jaw_weight(P: np.ndarray, lower: np.ndarray, parts: np.ndarray, s: HeadShape
     j = np.asarray(JAW_PIVOT)
     phi = np.arctan2(j[1] - P[:, 1], P[:, 2] - j[2])  # angle below the forward horizontal through the hinge
     phi_m = np.arctan2(j[1] - s.mouth_y, LIP_Z - j[2])
-    soft = smoothstep((phi - phi_m) / 0.35 + 0.5)
+    soft = smoothstep((phi - phi_m) / JAW_BAND + 0.5)
     x, y, z = np.abs(P[:, 0]), P[:, 1], P[:, 2]
     near = (1 - ramp(x, CUT_X - 0.006, CUT_X)) * (1 - ramp(np.abs(y - s.mouth_y), 0.008, 0.016)) * ramp(z, 0.065, 0.075)
     w = near * lower + (1 - near) * soft
     chin_y = s.chin_c[1] - s.chin_r[1]
-    w = w * ramp(z, j[2] + 0.005, j[2] + 0.04) * ramp(y, chin_y - 0.045, chin_y - 0.01)
+    w = w * ramp(z, j[2] + 0.005, j[2] + 0.04) * ramp(y, chin_y - 0.03, chin_y - 0.005)
     w = np.where(np.isin(parts, [Part.FACE, Part.NECK]), w, 0.0)
     w = np.where(parts == Part.BAG, smoothstep((s.mouth_y - y) / 0.012 + 0.5), w)
     return np.where(parts == Part.TONGUE, 1.0, w)
@@ -134,7 +135,7 @@ def _sided(sx: float) -> dict[str, Callable[[Ctx], np.ndarray]]:
         return c.term(bump(c.P, c.corner(sx), r), vec)
 
     out = {
-        "eyeBlink": lambda c: _eye(c, sx, (0, -0.0075, 0.0015), (0, 0.0015, 0.0005)),
+        "eyeBlink": lambda c: _eye(c, sx, (0, -0.0095, 0.0015), (0, 0.002, 0.0005)),
         "eyeLookDown": lambda c: _eye(c, sx, (0, -0.0025, 0.0005), (0, -0.0015, 0)),
         "eyeLookIn": lambda c: _eye(c, sx, (-sx * 0.0015, 0, 0), (-sx * 0.0012, 0, 0)),
         "eyeLookOut": lambda c: _eye(c, sx, (sx * 0.0015, 0, 0), (sx * 0.0012, 0, 0)),

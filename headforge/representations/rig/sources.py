@@ -46,7 +46,8 @@ def parse_rig_spec(spec: str) -> RigSpec:
     source = RigSource(name)
     if source not in WANTS:
         if sep:
-            raise InputError(f"the {name} rig takes no path (got {spec!r})", fix=f"write it as {name}")
+            raise InputError(f"the {name} rig takes no path (got {spec!r}; available: {known})",
+                             fix=f"write it as {name}")
         return RigSpec(source)
     if not sep or not path:
         raise InputError(f"rig {spec!r} names no path (available: {known})", fix=f"write it as {name}:PATH")
