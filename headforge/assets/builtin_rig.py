@@ -18,11 +18,13 @@
 - landmarks: iBUG-68 from the sample head's landmark vertices (one-hot barycentrics), MediaPipe-478 from the
   generated package data when it matches this topology.
 
-Cached like the sample head: ``builtin_rig-<VERSION>.npz`` under ``cache_dir()``, written atomically.
+Cached like the sample head: ``builtin_rig-<VERSION>-<sample head UV key>.npz`` under ``cache_dir()``, written
+atomically.
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import numpy as np
@@ -33,7 +35,7 @@ from headforge.assets.builtin_rig_mesh import Part, RigMesh, build_rig_mesh
 from headforge.assets.builtin_rig_shapes import JAW_PIVOT, expression_fields, jaw_weight, smoothstep
 from headforge.assets.head_sdf import HeadShape
 from headforge.assets.sample_head import VERSION as SAMPLE_VERSION
-from headforge.assets.sample_head import cache_dir, load_sample_head
+from headforge.assets.sample_head import SampleHead, cache_dir, load_sample_head
 from headforge.atomic import atomic_path
 from headforge.representations.rig.head_rig import (
     JOINTS,
@@ -105,10 +107,10 @@ def one_hot_embedding(faces: np.ndarray, vertex_ids: np.ndarray) -> tuple[np.nda
     return tris, bary
 
 
-def generate_builtin_rig_arrays() -> dict[str, np.ndarray]:
+def generate_builtin_rig_arrays(head: SampleHead | None = None) -> dict[str, np.ndarray]:
     """Every array of the built-in rig, from the sample head (deterministic; see the module docstring)."""
     s = HeadShape()
-    rm = build_rig_mesh(load_sample_head(), s)
+    rm = build_rig_mesh(head or load_sample_head(), s)
     P = rm.vertices + rm.offset
     regressor, W = skeleton(rm, s)
     lips = (rm.parts == Part.FACE) & (np.abs(P[:, 0]) < 0.02) & (np.abs(P[:, 1] - s.mouth_y) < 0.01) & (P[:, 2] > 0.08)
@@ -120,14 +122,25 @@ def generate_builtin_rig_arrays() -> dict[str, np.ndarray]:
             "ibug_barycentrics": bary}
 
 
+def sample_head_key(head: SampleHead) -> str:
+    """12 hex digits of SHA-256 over the sample head's UV atlas: the rig's UVs index that head's texture, so a
+    regenerated sample head (whose atlas may be packed differently) gets a fresh rig cache entry."""
+    m = head.mesh
+    digest = hashlib.sha256(np.ascontiguousarray(m.uvs.numpy(), "<f4").tobytes())
+    digest.update(np.ascontiguousarray(m.faces_uv.numpy(), "<i8").tobytes())
+    return digest.hexdigest()[:12]
+
+
 def load_builtin_rig(*, use_cache: bool = True) -> HeadRig:
-    """The built-in rig, from the cache when present (else generated, a few seconds, and cached)."""
-    path = cache_dir() / f"builtin_rig-{VERSION}.npz"
+    """The built-in rig, from the cache when present (else generated, a few seconds, and cached). Its UVs index
+    the texture of ``load_sample_head()`` on the same cache."""
+    head = load_sample_head(use_cache=use_cache)
+    path = cache_dir() / f"builtin_rig-{VERSION}-{sample_head_key(head)}.npz"
     if use_cache and path.is_file():
         with np.load(path) as z:
             arrays = {k: z[k] for k in ARRAYS}
     else:
-        arrays = generate_builtin_rig_arrays()
+        arrays = generate_builtin_rig_arrays(head)
         if use_cache:
             with atomic_path(path) as tmp:
                 np.savez(tmp, **arrays)

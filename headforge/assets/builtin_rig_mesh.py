@@ -36,6 +36,7 @@ BAG_C = (0.0, 0.0, 0.054)  # mouth bag centre: x, offset from mouth_y, z (design
 BAG_R = (0.02, 0.0105, 0.021)
 TONGUE_C = (0.0, -0.0055, 0.052)
 TONGUE_R = (0.0145, 0.0042, 0.02)
+INNER_LOWER_LIP = (65, 66, 67)  # iBUG-68 points (0-based) on the lower lip's inner edge
 
 
 class Part:
@@ -122,8 +123,6 @@ def build_rig_mesh(head: SampleHead, s: HeadShape) -> RigMesh:
     parts = np.full(len(V), Part.FACE)
     for label, part in (("scalp", Part.SCALP), ("ears", Part.EARS), ("neck", Part.NECK)):
         parts[lab == names.index(label)] = part
-    vert_uv = np.zeros((len(V), 2), np.float32)
-    vert_uv[F.ravel()] = corner_uv.reshape(-1, 2)
     eye_src = np.nonzero(is_eye)[0]
     eye_src = eye_src[np.isin(eye_src, np.unique(F0[is_eye[F0].all(1)]))]
     lip_src = np.nonzero(lab == names.index("lips"))[0]
@@ -165,11 +164,14 @@ def build_rig_mesh(head: SampleHead, s: HeadShape) -> RigMesh:
     V, F, parts = V[used], remap[F], parts[used]
     F, uvs = canonical_faces(F, np.concatenate(blocks_uv).astype(np.float32))
     P = V + offset
-    # iBUG-68: the nearest kept outer-surface vertex to each of the sample head's landmark vertices
-    outer = np.isin(parts, [Part.FACE, Part.EYE_LEFT, Part.EYE_RIGHT]) & ~(lower & seam)
-    cand = np.nonzero(outer)[0]
+    # iBUG-68: the nearest outer-surface vertex to each of the sample head's landmark vertices, on the lower
+    # lip's side of the seam for the inner lower lip (65-67), on the upper side for every other point
+    outer = np.isin(parts, [Part.FACE, Part.EYE_LEFT, Part.EYE_RIGHT])
     lm = V0[head.landmark_vertex_ids.numpy()]
-    ids = cand[np.argmin(((lm[:, None] - V[cand][None]) ** 2).sum(-1), 1)]
+    ids = np.zeros(len(lm), np.int64)
+    for i, p in enumerate(lm):
+        cand = np.nonzero(outer & (lower if i in INNER_LOWER_LIP else ~(lower & seam)))[0]
+        ids[i] = cand[np.argmin(((V[cand] - p) ** 2).sum(-1))]
     inside = head_sdf(P[parts == Part.BAG], s).max()
     if inside > -5e-4:
         raise RuntimeError(f"built-in rig: the mouth bag pokes out of the head ({inside * 1000:.2f} mm)")

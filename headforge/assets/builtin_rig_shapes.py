@@ -135,7 +135,7 @@ def _sided(sx: float) -> dict[str, Callable[[Ctx], np.ndarray]]:
         return c.term(bump(c.P, c.corner(sx), r), vec)
 
     out = {
-        "eyeBlink": lambda c: _eye(c, sx, (0, -0.0095, 0.0015), (0, 0.002, 0.0005)),
+        "eyeBlink": lambda c: _eye(c, sx, (0, -0.0095, 0.0015), (0, 0.0032, 0.0008)),
         "eyeLookDown": lambda c: _eye(c, sx, (0, -0.0025, 0.0005), (0, -0.0015, 0)),
         "eyeLookIn": lambda c: _eye(c, sx, (-sx * 0.0015, 0, 0), (-sx * 0.0012, 0, 0)),
         "eyeLookOut": lambda c: _eye(c, sx, (sx * 0.0015, 0, 0), (sx * 0.0012, 0, 0)),
