@@ -229,9 +229,9 @@ def rig_sheet(rig: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="S
     """
     import time
 
+    from headforge.assets.rigs import load_rig, parse_rig_spec
     from headforge.atomic import check_output_path
     from headforge.captures.images import write_image
-    from headforge.representations.rig.sources import load_rig, parse_rig_spec
     from headforge.viz.rig_sheet import RigSheetConfig
     from headforge.viz.rig_sheet import rig_sheet as draw_rig_sheet
 

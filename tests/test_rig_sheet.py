@@ -13,14 +13,15 @@ import torch
 from conftest import SHARED_DATA
 from scipy.spatial import ConvexHull
 
-import headforge.representations.rig.sources as sources
+import headforge.assets.rigs as sources  # the module the command loads rigs through
 import headforge.viz.rig_sheet as rs
+from headforge.assets.rigs import load_rig
 from headforge.captures.images import read_image
 from headforge.cli import main
 from headforge.errors import InputError
 from headforge.representations.rig.arkit import ARKIT_NAMES, NUM_ARKIT
 from headforge.representations.rig.head_rig import JOINTS, HeadRig, Joint, Region, affine_regressor
-from headforge.representations.rig.sources import RigSource, RigSpec, load_rig, parse_rig_spec
+from headforge.representations.rig.sources import RigSource, RigSpec, parse_rig_spec
 
 ICT = SHARED_DATA / "ict_facekit"
 TILE = 64
@@ -150,7 +151,8 @@ def test_cli_writes_the_sheet_and_refuses_bad_input(rig, tmp_path, monkeypatch, 
     assert code == 2 and "already exists" in err and out.read_bytes() == before
     code, err = run_cli(capsys, "rig-sheet", f"ict-facekit:{tmp_path}", "--out", out, "--size", 80, "--overwrite")
     assert code == 0 and read_image(out).shape[0] > img.shape[0]
-    for bad in (f"bogus:{tmp_path}", "builtin", f"ict-facekit:{tmp_path}/missing", f"flame:{tmp_path}/none.pkl"):
+    for bad in (f"bogus:{tmp_path}", f"builtin:{tmp_path}", f"ict-facekit:{tmp_path}/missing",
+                f"flame:{tmp_path}/none.pkl"):
         code, err = run_cli(capsys, "rig-sheet", bad, "--out", tmp_path / "other.png")
         assert code == 2 and "ict-facekit:PATH" in err and "Traceback" not in err
     assert not (tmp_path / "other.png").exists()
