@@ -141,3 +141,59 @@ def perturbed(params: RigParams, rig: HeadRig) -> RigParams:
 @pytest.fixture(scope="module")
 def rig() -> HeadRig:
     return ellipsoid_rig()
+
+
+def vertex_error(rig: HeadRig, params: RigParams, truth: Tensor) -> float:  # noqa: F821
+    return float((world_vertices(rig, params)[0] - truth).norm(dim=-1).mean())
+
+
+def test_refine_improves_silhouette_and_vertices(rig):
+    """From a perturbed start (4 % scale, 2.6 deg, 5 mm, identity +0.6 sigma): 12 views at 96 px, 40 steps."""
+    truth = true_params(rig)
+    cams, images, masks, verts = synthetic_capture(rig, truth)
+    start = perturbed(truth, rig)
+    cfg = RefineConfig(resolution=96, steps=40, views_per_step=6)
+    before = refine_rig(rig, cams, images, masks, start, replace(cfg, steps=0))
+    after = refine_rig(rig, cams, images, masks, start, cfg)
+    e0, e1 = vertex_error(rig, start, verts), vertex_error(rig, after.params, verts)
+    assert e1 < 0.6 * e0, (e0, e1)  # measured 12.0 -> 5.0 mm
+    assert float(after.silhouette_iou.mean()) > float(before.silhouette_iou.mean()) + 0.05  # 0.89 -> 0.98
+    assert float(after.photometric_psnr.mean()) > float(before.photometric_psnr.mean())
+    assert after.history[-1].total < after.history[0].total
+    assert after.params.offsets is None and bool(((after.params.expression >= 0) & (after.params.expression <= 1)).all())
+
+
+def bump_offsets(rig: HeadRig) -> Tensor:  # noqa: F821 a 5 mm smooth bump along the normal on the left cheek
+    v = rig.template
+    n = torch.nn.functional.normalize(v * torch.tensor([1 / 0.08 ** 2, 1 / 0.125 ** 2, 1 / 0.1 ** 2], dtype=D), dim=-1)
+    c = torch.tensor([0.06, 0.0, 0.065], dtype=D)
+    c = c / (c / torch.tensor([0.08, 0.125, 0.1], dtype=D)).norm()
+    return 0.005 * torch.exp(-((v - c) ** 2).sum(-1) / (2 * 0.02 ** 2))[:, None] * n
+
+
+def test_offsets_recover_a_bump_and_stay_zero_without_one(rig):
+    """Stage b alone from the true state: a smooth 5 mm bump is recovered where it shows; with data that has no
+    bump the offsets stay near zero everywhere (the Laplacian and magnitude priors, and nothing to explain)."""
+    truth = true_params(rig)
+    bump = bump_offsets(rig)
+    cfg = RefineConfig(resolution=96, steps=0, offset_steps=40, views_per_step=6, laplacian_weight=100.0)
+    cams = make_rig(RigConfig(kind=RigKind.SPHERE, num_views=24, resolution=96, subject_radius=0.15))
+    front = [i for i in range(24) if float(cams.centers()[i, 2]) > 0]
+    results = {}
+    for name, state in (("bump", replace(truth, offsets=bump)), ("none", truth)):
+        verts = world_vertices(rig, state)[0]
+        mesh = TexturedMesh(verts.float(), rig.faces, vertex_colors=skin_colour(rig.template).float())
+        out = render_mesh(mesh, cams[front], far=10.0)
+        res = refine_rig(rig, cams[front], out.rgb * out.alpha[..., None], out.alpha, truth, cfg)
+        results[name] = (res.params.offsets, verts)
+    got, verts = results["bump"]
+    big = bump.norm(dim=-1) > 0.002
+    e0 = float((world_vertices(rig, truth)[0] - verts).norm(dim=-1)[big].mean())
+    got_params = replace(truth, offsets=got)
+    e1 = float((world_vertices(rig, got_params)[0] - verts).norm(dim=-1)[big].mean())
+    assert e1 < 0.25 * e0, (e0, e1)  # measured 3.3 -> 0.24 mm on the bump
+    peak = bump.norm(dim=-1).argmax()
+    assert float(got[peak].norm()) > 0.7 * float(bump[peak].norm())
+    none, _ = results["none"]
+    assert float(none.norm(dim=-1).mean()) < 0.1 * float(bump[big].norm(dim=-1).mean())
+    assert float(none.norm(dim=-1).max()) < 0.5 * float(bump.norm(dim=-1).max())

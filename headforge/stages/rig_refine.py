@@ -44,6 +44,7 @@ from headforge.geometry.rays import project_points, world_to_clip
 from headforge.metrics import psnr
 from headforge.renderers.mesh_raster import Rasterization, rasterize
 from headforge.renderers.mesh_shading import antialias, interpolate
+from headforge.representations.mesh import TexturedMesh
 from headforge.representations.rig.deform import RigPose, axis_angle_to_matrix, deform, landmarks
 from headforge.representations.rig.head_rig import HeadRig, LandmarkSet, Region
 from headforge.stages.rig_params import RigParams, Similarity
@@ -217,10 +218,10 @@ def render(scene: Scene, world: Tensor, colors: Tensor, views: list[int]) -> Ren
     """world [V, 3], colors [V, 3] -> the views' antialiased colour, alpha and face-region coverage."""
     cams = scene.cameras[views]
     h, w = scene.images.shape[1:3]
-    clip = world_to_clip(cams, world.float(), scene.near, scene.far)  # [B, V, 4]
+    clip = world_to_clip(cams, world.to(cams.fx), scene.near, scene.far)  # [B, V, 4] in the cameras' dtype
     rast = rasterize(clip, scene.faces, (h, w))
-    cover = rast.mask.float()[..., None]
-    attrs = interpolate(torch.cat([colors.float(), scene.face_vertex[:, None]], -1), rast, scene.faces)
+    cover = rast.mask.to(clip)[..., None]
+    attrs = interpolate(torch.cat([colors.to(clip), scene.face_vertex.to(clip)[:, None]], -1), rast, scene.faces)
     rgba = antialias(torch.cat([attrs * cover, cover], -1), rast, clip, scene.faces)
     return Render(rgba[..., 4].clamp(0, 1), rgba[..., :3], rgba[..., 3].clamp(0, 1), rast)
 
@@ -239,7 +240,7 @@ def scatter_colors(scene: Scene, out: Render, views: list[int], num_vertices: in
     ok = rast.mask & (scene.masks[views] > 0.5)
     corners = scene.faces[rast.triangle_id[ok]]  # [P, 3]
     bary = rast.bary.detach()[ok].float()  # [P, 3]
-    rgb = scene.images[views][ok]  # [P, 3]
+    rgb = scene.images[views][ok].float()  # [P, 3]
     acc = torch.zeros(num_vertices, 3).index_add_(0, corners.reshape(-1), (bary[..., None] * rgb[:, None]).reshape(
         -1, 3))
     wgt = torch.zeros(num_vertices).index_add_(0, corners.reshape(-1), bary.reshape(-1))
@@ -274,7 +275,8 @@ class Unknowns:  # the optimised tensors (float64 leaves) and what stays fixed
     identity: Tensor  # [K]
     expression: Tensor  # [P] the present rows
     joints: Tensor  # [J - 1, 3]
-    offsets: Tensor | None  # [V, 3] head heights, rig frame
+    offsets: Tensor | None  # [V] head heights along ``normals`` (rig frame)
+    normals: Tensor | None = None  # [V, 3] unit normals of the shaped rig when stage b started
 
 
 def _unknowns(rig: HeadRig, params: RigParams) -> Unknowns:
@@ -291,7 +293,7 @@ def to_params(rig: HeadRig, start: RigParams, u: Unknowns, height: float, rig_he
                      start.similarity.translation.double() + u.translation * height)
     expression = torch.zeros_like(start.expression, dtype=torch.float64).index_copy(1, rows, u.expression[None])
     rot = torch.cat([torch.zeros(1, 3, dtype=torch.float64), u.joints])[None]
-    offsets = None if u.offsets is None else u.offsets * rig_height
+    offsets = None if u.offsets is None else u.offsets[:, None] * u.normals * rig_height
     return RigParams(sim, u.identity, expression, RigPose(rot, torch.zeros(1, 3, dtype=torch.float64)), offsets)
 
 
@@ -325,7 +327,7 @@ def _prior(u: Unknowns, config: RefineConfig, lap: tuple[Tensor, Tensor], offset
     p = (config.identity_weight * (u.identity ** 2).sum() + config.expression_weight * (u.expression ** 2).sum()
          + config.pose_weight * (u.joints ** 2).sum())
     if u.offsets is not None:
-        o = u.offsets.float()
+        o = (u.offsets[:, None] * u.normals).float()
         Lo = apply_laplacian(lap, o)
         p = p + config.laplacian_weight * (Lo ** 2).sum(-1).mean()
         p = p + config.offset_weight * (offset_w * (o ** 2).sum(-1)).mean()
@@ -375,8 +377,8 @@ def refine_rig(rig: HeadRig, cameras: Cameras, images: Tensor, masks: Tensor, pa
         groups = [([u.log_scale], config.lr_scale), ([u.d_rotation, u.joints], config.lr_rotation),
                   ([u.translation], config.lr_translation), ([u.identity], config.lr_identity),
                   ([u.expression], config.lr_expression)]
-        if u.offsets is not None:
-            groups.append(([u.offsets], config.lr_offsets))
+        if stage == "b":  # the offsets alone: the global parameters were settled by stage a
+            groups = [([u.offsets], config.lr_offsets)]
         groups = [(p, lr) for p, lr in groups if all(t.numel() for t in p)]
         opt = torch.optim.Adam([{"params": p, "lr": lr, "base": lr} for p, lr in groups])
         for i in range(steps):
@@ -385,7 +387,7 @@ def refine_rig(rig: HeadRig, cameras: Cameras, images: Tensor, masks: Tensor, pa
             views = next_views()
             if u.offsets is not None:
                 u_eff = Unknowns(u.log_scale, u.d_rotation, u.translation, u.identity, u.expression, u.joints,
-                                 u.offsets * allowed)
+                                 u.offsets * allowed[:, 0], u.normals)
             else:
                 u_eff = u
             p = to_params(rig, params, u_eff, scene.height, rig_height)
@@ -402,9 +404,8 @@ def refine_rig(rig: HeadRig, cameras: Cameras, images: Tensor, masks: Tensor, pa
             opt.step()
             with torch.no_grad():
                 u.expression.clamp_(0, 1)
-                if u.offsets is not None and cap >= 0:
-                    n = u.offsets[skin].norm(dim=-1, keepdim=True)
-                    u.offsets[skin] *= (cap / n.clamp_min(1e-12)).clamp(max=1)
+                if u.offsets is not None:
+                    u.offsets[skin] = u.offsets[skin].clamp(-cap, cap)
                 a, w = scatter_colors(scene, out, views, V)
                 colors.acc.mul_(decay).add_(a)
                 colors.weight.mul_(decay).add_(w)
@@ -415,12 +416,14 @@ def refine_rig(rig: HeadRig, cameras: Cameras, images: Tensor, masks: Tensor, pa
     run("a", config.steps, STAGE_A)
     t_a = time.perf_counter()
     if config.offset_steps > 0:
-        u.offsets = torch.zeros(V, 3, dtype=torch.float64, requires_grad=True)
+        shaped = rig_shape(rig, to_params(rig, params, u, scene.height, rig_height))
+        u.normals = TexturedMesh(shaped, rig.faces).vertex_normals()
+        u.offsets = torch.zeros(V, dtype=torch.float64, requires_grad=True)
         run("b", config.offset_steps, STAGE_B)
     t_b = time.perf_counter()
     with torch.no_grad():
         if u.offsets is not None:
-            u.offsets *= allowed
+            u.offsets *= allowed[:, 0]
         final = to_params(rig, params, u, scene.height, rig_height)
         final = RigParams(*(_detach(x) for x in (final.similarity, final.identity, final.expression, final.pose,
                                                  final.offsets)))
@@ -432,6 +435,13 @@ def refine_rig(rig: HeadRig, cameras: Cameras, images: Tensor, masks: Tensor, pa
     return RefineResult(final, iou, score, vc, tuple(history),
                         RefineSeconds(t_setup - t0, t_a - t_setup, t_b - t_a, t_e - t_b),
                         (scene.images.shape[2], scene.images.shape[1]))
+
+
+def rig_shape(rig: HeadRig, params: RigParams) -> Tensor:  # -> [V, 3] float64 identity shape (rig frame)
+    shaped = rig.template.double()
+    if rig.num_identity:
+        shaped = shaped + torch.einsum("k,kvc->vc", params.identity.double(), rig.identity_basis.double())
+    return shaped.detach()
 
 
 def _detach(x):
