@@ -9,7 +9,7 @@ Stage a: the similarity (log scale, a rotation increment, translation), identity
   have, so the term is one-sided where the rig cannot explain the mask: ``A (1 - M)`` everywhere (the skin lies
   inside the person, hair included) plus ``fill_weight (1 - A) M`` only inside the *face band*: the rendered face
   region (face skin, ears, eyes, mouth, teeth; not scalp, not neck) dilated by ``fill_band_px``. Hair over the
-  scalp and the body below the neck never pull the rig outward. Normalised by the rendered area.
+  scalp and the body below the neck never pull the rig outward. Normalised by the mask area.
 - photometric: the render with per-vertex colours vs the image on the face region inside the mask (premultiplied,
   Charbonnier L1). The colours are re-estimated in closed form every step: each rendered pixel's image colour is
   scattered onto its triangle's corners with the barycentric weights (a running, decaying average over the
@@ -309,7 +309,7 @@ def loss_terms(rig: HeadRig, scene: Scene, params: RigParams, colors: Tensor, vi
     out = render(scene, world, colors, views)
     M = scene.masks[views]
     band = face_band(out.face, config.fill_band_px)
-    area = out.alpha.detach().sum().clamp_min(1.0)
+    area = M.sum().clamp_min(1.0)  # a constant of the data (a detached render area would bias the gradient)
     sil = ((out.alpha * (1 - M)).sum() + config.fill_weight * ((1 - out.alpha) * M * band).sum()) / area
     w = (out.face.detach() > 0.5).float() * (M > 0.5).float()
     diff = out.color - scene.images[views] * out.alpha[..., None]
