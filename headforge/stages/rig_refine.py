@@ -58,8 +58,8 @@ FACE = (Region.FACE_SKIN, Region.EARS, Region.EYES, Region.MOUTH_INTERIOR, Regio
 
 @dataclass(frozen=True)
 class RefineConfig(Checked):
-    resolution: Annotated[int, at.Ge(32), at.Le(1024)] = 160  # working long side in pixels
-    steps: Annotated[int, at.Ge(0), at.Le(10000)] = 48  # stage a Adam steps
+    resolution: Annotated[int, at.Ge(32), at.Le(1024)] = 128  # working long side in pixels
+    steps: Annotated[int, at.Ge(0), at.Le(10000)] = 40  # stage a Adam steps
     offset_steps: Annotated[int, at.Ge(0), at.Le(10000)] = 0  # stage b Adam steps (0: no offsets)
     views_per_step: Count = 8
     seed: int = 0
@@ -68,22 +68,22 @@ class RefineConfig(Checked):
     fill_weight: NonNegative = 0.5  # (1 - A) M inside the face band
     fill_band_px: Annotated[int, at.Ge(0), at.Le(64)] = 4
     photometric_weight: NonNegative = 1.0
-    landmark_weight: NonNegative = 0.02  # per mean Huber px^2 (working resolution)
+    landmark_weight: NonNegative = 0.1  # per mean Huber px^2 (working resolution)
     huber_px: Positive = 2.0
     identity_weight: NonNegative = 1e-4
     expression_weight: NonNegative = 1e-4
     pose_weight: NonNegative = 1e-3
-    laplacian_weight: NonNegative = 10.0  # mean |L o|^2 of offsets in head heights
+    laplacian_weight: NonNegative = 100.0  # mean |L o|^2 of offsets in head heights
     offset_weight: NonNegative = 0.1  # mean |o|^2 in head heights
     scalp_prior_scale: Fraction = 0.2  # the scalp's magnitude prior relative to offset_weight
     scalp_max_offset: Annotated[float, at.Ge(0), at.Le(0.2)] = 0.01  # head heights (~2.5 mm)
     # Adam step sizes (per step, cosine-decayed to 10 %)
-    lr_scale: Positive = 1e-3  # log scale
-    lr_rotation: Positive = 2e-3  # radians (similarity and joints)
-    lr_translation: Positive = 2e-3  # head heights
-    lr_identity: Positive = 0.05
-    lr_expression: Positive = 0.02
-    lr_offsets: Positive = 1e-3  # head heights
+    lr_scale: Positive = 2e-3  # log scale
+    lr_rotation: Positive = 4e-3  # radians (similarity and joints)
+    lr_translation: Positive = 4e-3  # head heights
+    lr_identity: Positive = 0.1
+    lr_expression: Positive = 0.04
+    lr_offsets: Positive = 5e-4  # head heights
     rendered_regions: tuple[Region, ...] = (*SKIN, Region.EYES, Region.MOUTH_INTERIOR, Region.TEETH)
     face_regions: tuple[Region, ...] = FACE
     offset_regions: tuple[Region, ...] = SKIN
@@ -148,7 +148,7 @@ class Colors:  # running per-vertex colour estimate
                            torch.full_like(self.acc, 0.5))
 
 
-def _region_mask(rig: HeadRig, regions: tuple[Region, ...]) -> Tensor:  # [V] bool
+def region_mask(rig: HeadRig, regions: tuple[Region, ...]) -> Tensor:  # [V] bool
     m = torch.zeros(rig.num_vertices, dtype=torch.bool)
     for r in regions:
         if r in rig.region_names:
@@ -182,7 +182,7 @@ def prepare_scene(rig: HeadRig, cameras: Cameras, images: Tensor, masks: Tensor,
     cams = cameras.resize(w, h).to(dtype=torch.float32)
     img = F.interpolate(images.float().permute(0, 3, 1, 2), size=(h, w), mode="area").permute(0, 2, 3, 1)
     msk = F.interpolate(masks.float()[:, None], size=(h, w), mode="area")[:, 0]
-    rendered = _region_mask(rig, config.rendered_regions)
+    rendered = region_mask(rig, config.rendered_regions)
     faces = rig.faces[rendered[rig.faces].all(1)]
     if len(faces) == 0:
         raise HeadforgeError(f"{STAGE_A}: the rig has none of the rendered regions {config.rendered_regions}",
@@ -201,7 +201,7 @@ def prepare_scene(rig: HeadRig, cameras: Cameras, images: Tensor, masks: Tensor,
                                  fix=f"pass landmarks of a set it embeds: {[str(k) for k in rig.landmarks]}")
         ok = valid.bool() & torch.isfinite(pts).all(-1)
         lm = (cameras.to(dtype=torch.float64), torch.where(ok[..., None], pts.double(), 0.0), ok, kind)
-    return Scene(cams, img, msk, faces, _region_mask(rig, config.face_regions).float(), near, far, height,
+    return Scene(cams, img, msk, faces, region_mask(rig, config.face_regions).float(), near, far, height,
                  *lm, w / W)
 
 
@@ -367,8 +367,8 @@ def refine_rig(rig: HeadRig, cameras: Cameras, images: Tensor, masks: Tensor, pa
     decay = 0.5 ** (config.views_per_step / N)
     t_setup = time.perf_counter()
     history: list[RefineStep] = []
-    skin = _region_mask(rig, (Region.SCALP,))
-    allowed = _region_mask(rig, config.offset_regions).float()[:, None]
+    skin = region_mask(rig, (Region.SCALP,))
+    allowed = region_mask(rig, config.offset_regions).float()[:, None]
     lap = uniform_laplacian(rig.faces, V)
     offset_w = torch.where(skin, config.scalp_prior_scale, 1.0).float()
     cap = config.scalp_max_offset
