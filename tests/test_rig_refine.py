@@ -32,7 +32,8 @@ from headforge.representations.rig.head_rig import (
 from headforge.representations.rig.ict_facekit import load_ict_facekit
 from headforge.stages.rig_fit import fit_landmarks
 from headforge.stages.rig_params import RigParams, Similarity, world_vertices
-from headforge.stages.rig_refine import RefineConfig, loss_terms, prepare_scene, refine_rig, region_mask
+from headforge.stages.rig_refine import RefineConfig, refine_rig
+from headforge.stages.rig_refine_terms import loss_terms, prepare_scene, region_mask
 from headforge.stages.rig_texture import RigTextureConfig, atlas_layout, bake_rig_texture, rig_textured_mesh
 from headforge.stages.texture_bake import rasterize_uv
 from headforge.validation import OptionError
