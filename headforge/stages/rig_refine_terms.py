@@ -46,17 +46,17 @@ class RefineConfig(Checked):
     identity_weight: NonNegative = 1e-4
     expression_weight: NonNegative = 1e-4
     pose_weight: NonNegative = 1e-3
-    laplacian_weight: NonNegative = 100.0  # mean |L o|^2 of offsets in head heights
-    offset_weight: NonNegative = 0.1  # mean |o|^2 in head heights
+    laplacian_weight: NonNegative = 100.0  # mean |L o|^2 of offsets in head sizes
+    offset_weight: NonNegative = 0.1  # mean |o|^2 in head sizes
     scalp_prior_scale: Fraction = 0.2  # the scalp's magnitude prior relative to offset_weight
-    scalp_max_offset: Annotated[float, at.Ge(0), at.Le(0.2)] = 0.01  # head heights (~2.5 mm)
+    scalp_max_offset: Annotated[float, at.Ge(0), at.Le(0.2)] = 0.01  # head sizes (~2.5 mm)
     # Adam step sizes (per step, cosine-decayed to 10 %)
     lr_scale: Positive = 2e-3  # log scale
     lr_rotation: Positive = 4e-3  # radians (similarity and joints)
-    lr_translation: Positive = 4e-3  # head heights
+    lr_translation: Positive = 4e-3  # head sizes
     lr_identity: Positive = 0.1
     lr_expression: Positive = 0.04
-    lr_offsets: Positive = 5e-4  # head heights
+    lr_offsets: Positive = 5e-4  # head sizes
     rendered_regions: tuple[Region, ...] = (*SKIN, Region.EYES, Region.MOUTH_INTERIOR, Region.TEETH)
     face_regions: tuple[Region, ...] = FACE
     offset_regions: tuple[Region, ...] = SKIN
