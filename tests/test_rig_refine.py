@@ -30,11 +30,18 @@ from headforge.representations.rig.head_rig import (
     affine_regressor,
 )
 from headforge.representations.rig.ict_facekit import load_ict_facekit
+from headforge.stages.landmark_embedding import snap_to_surface
 from headforge.stages.rig_fit import fit_landmarks
 from headforge.stages.rig_params import RigParams, Similarity, world_vertices
 from headforge.stages.rig_refine import RefineConfig, refine_rig
 from headforge.stages.rig_refine_terms import loss_terms, prepare_scene, region_mask
-from headforge.stages.rig_texture import RigTextureConfig, atlas_layout, bake_rig_texture, rig_textured_mesh
+from headforge.stages.rig_texture import (
+    RigTextureConfig,
+    atlas_layout,
+    bake_rig_texture,
+    mirror_points,
+    rig_textured_mesh,
+)
 from headforge.stages.texture_bake import rasterize_uv
 from headforge.validation import OptionError
 
@@ -353,3 +360,24 @@ def test_ict_refinement_from_the_landmark_fit():
     e1 = float((world_vertices(rig, res.params)[0] - verts).norm(dim=-1)[skin].mean())
     assert e1 < 0.9 * e0, (e0, e1)
     assert float(res.silhouette_iou.mean()) > 0.95
+
+
+def test_mirror_points_match_the_exact_closest_point(rig):
+    """The fast mirror search (nearest template vertex, then its incident triangles) against the exact closest
+    point over every triangle (landmark_embedding.snap_to_surface), for points up to ~1 cm off the surface:
+    measured 98 % identical, the rest at most 0.005 mm farther."""
+    g = torch.Generator().manual_seed(2)
+    faces = torch.arange(len(rig.faces))
+    tri = torch.randint(0, len(faces), (300,), generator=g)
+    bary = torch.rand(300, 3, generator=g, dtype=D) + 0.05
+    bary = bary / bary.sum(1, keepdim=True)
+    points = torch.einsum("pk,pkc->pc", bary, rig.template[rig.faces[tri]])
+    points = points + 0.004 * torch.randn(300, 3, generator=g, dtype=D)  # off the surface: a real search
+    mf, mb = mirror_points(rig, faces, points)
+    fast = torch.einsum("pk,pkc->pc", mb, rig.template[rig.faces[mf]])
+    mirrored = points * torch.tensor([-1.0, 1.0, 1.0], dtype=D)
+    _, _, exact = snap_to_surface(mirrored, rig.template, rig.faces)
+    d_fast = (fast - mirrored).norm(dim=-1)
+    assert bool((d_fast <= exact + 1e-4).all()), float((d_fast - exact).max())
+    assert float(((d_fast - exact).abs() < 1e-9).float().mean()) > 0.9
+    assert float(exact.max()) > 0.005  # the points really are off the surface
