@@ -235,7 +235,7 @@ def test_loss_gradient_matches_finite_differences(rig):
         expr = expr + torch.nn.functional.one_hot(rows[:1], NUM_ARKIT).double() * x[1]
         p = RigParams(sim, ident, expr, start.pose)
         terms, _, _ = loss_terms(rig, scene, p, colors, [0, 1, 2], cfg)
-        return terms["silhouette"] + terms["photometric"] + 1e-3 * terms["landmark"]
+        return terms.silhouette + terms.photometric + 1e-3 * terms.landmark
 
     x = torch.zeros(4, dtype=D, requires_grad=True)
     (grad,) = torch.autograd.grad(loss(x), x)

@@ -37,6 +37,7 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
+from enum import StrEnum
 
 import torch
 from torch import Tensor
@@ -62,9 +63,14 @@ from headforge.stages.rig_refine_terms import (
 )
 
 
+class RefineStage(StrEnum):
+    SILHOUETTE_PHOTOMETRIC = "silhouette_photometric"  # stage a
+    OFFSETS = "offsets"  # stage b
+
+
 @dataclass(frozen=True)
 class RefineStep:
-    stage: str  # "a" or "b"
+    stage: RefineStage
     step: int
     total: float
     silhouette: float
@@ -167,17 +173,17 @@ def refine_rig(rig: HeadRig, cameras: Cameras, images: Tensor, masks: Tensor, pa
     decay = 0.5 ** (config.views_per_step / N)
     t_setup = time.perf_counter()
     history: list[RefineStep] = []
-    skin = region_mask(rig, (Region.SCALP,))
+    scalp = region_mask(rig, (Region.SCALP,))
     allowed = region_mask(rig, config.offset_regions).float()[:, None]
     lap = uniform_laplacian(rig.faces, V)
-    offset_w = torch.where(skin, config.scalp_prior_scale, 1.0).float()
+    offset_w = torch.where(scalp, config.scalp_prior_scale, 1.0).float()
     cap = config.scalp_max_offset
 
-    def run(stage: str, steps: int, label: str) -> None:
+    def run(stage: RefineStage, steps: int, label: str) -> None:
         groups = [([u.log_scale], config.lr_scale), ([u.d_rotation, u.joints], config.lr_rotation),
                   ([u.translation], config.lr_translation), ([u.identity], config.lr_identity),
                   ([u.expression], config.lr_expression)]
-        if stage == "b":  # the offsets alone: the global parameters were settled by stage a
+        if stage is RefineStage.OFFSETS:  # the offsets alone: the global parameters were settled by stage a
             groups = [([u.offsets], config.lr_offsets)]
         groups = [(p, lr) for p, lr in groups if all(t.numel() for t in p)]
         opt = torch.optim.Adam([{"params": p, "lr": lr, "base": lr} for p, lr in groups])
@@ -193,8 +199,8 @@ def refine_rig(rig: HeadRig, cameras: Cameras, images: Tensor, masks: Tensor, pa
             p = to_params(rig, params, u_eff, scene.height, rig_height)
             terms, out, _ = loss_terms(rig, scene, p, colors.values(), views, config)
             prior = _prior(u_eff, config, lap, offset_w)
-            total = (config.silhouette_weight * terms["silhouette"] + config.photometric_weight * terms["photometric"]
-                     + config.landmark_weight * terms["landmark"] + prior)
+            total = (config.silhouette_weight * terms.silhouette + config.photometric_weight * terms.photometric
+                     + config.landmark_weight * terms.landmark + prior)
             if not bool(torch.isfinite(total)):
                 raise HeadforgeError(f"{label}: the loss became non-finite at step {i}",
                                      fix="lower the learning rates (lr_*) or raise the prior weights; check the "
@@ -205,21 +211,21 @@ def refine_rig(rig: HeadRig, cameras: Cameras, images: Tensor, masks: Tensor, pa
             with torch.no_grad():
                 u.expression.clamp_(0, 1)
                 if u.offsets is not None:
-                    u.offsets[skin] = u.offsets[skin].clamp(-cap, cap)
+                    u.offsets[scalp] = u.offsets[scalp].clamp(-cap, cap)
                 a, w = scatter_colors(scene, out, views, V)
                 colors.acc.mul_(decay).add_(a)
                 colors.weight.mul_(decay).add_(w)
-            history.append(RefineStep(stage, i, float(total.detach()), float(terms["silhouette"].detach()),
-                                      float(terms["photometric"].detach()), float(terms["landmark"].detach()),
+            history.append(RefineStep(stage, i, float(total.detach()), float(terms.silhouette.detach()),
+                                      float(terms.photometric.detach()), float(terms.landmark.detach()),
                                       float(prior.detach())))
 
-    run("a", config.steps, STAGE_A)
+    run(RefineStage.SILHOUETTE_PHOTOMETRIC, config.steps, STAGE_A)
     t_a = time.perf_counter()
     if config.offset_steps > 0:
         shaped = rig_shape(rig, to_params(rig, params, u, scene.height, rig_height))
         u.normals = TexturedMesh(shaped, rig.faces).vertex_normals()
         u.offsets = torch.zeros(V, dtype=torch.float64, requires_grad=True)
-        run("b", config.offset_steps, STAGE_B)
+        run(RefineStage.OFFSETS, config.offset_steps, STAGE_B)
     t_b = time.perf_counter()
     with torch.no_grad():
         if u.offsets is not None:

@@ -209,9 +209,16 @@ def apply_laplacian(lap: tuple[Tensor, Tensor], o: Tensor) -> Tensor:  # o [V, 3
     return torch.where(deg[:, None] > 0, o - mean, torch.zeros_like(o))
 
 
+@dataclass(frozen=True, eq=False)
+class LossTerms:  # scalar tensors (differentiable)
+    silhouette: Tensor
+    photometric: Tensor
+    landmark: Tensor  # 0 without landmarks
+
+
 def loss_terms(rig: HeadRig, scene: Scene, params: RigParams, colors: Tensor, views: list[int],
-               config: RefineConfig) -> tuple[dict[str, Tensor], Render, Tensor]:
-    """The data terms for ``views`` -> ({silhouette, photometric, landmark}, render, world vertices [V, 3])."""
+               config: RefineConfig) -> tuple[LossTerms, Render, Tensor]:
+    """The data terms for ``views`` -> (terms, render, world vertices [V, 3])."""
     dtype = rig.template.dtype
     ident = params.identity.to(dtype)[None] if rig.num_identity else None
     pose = RigPose(params.pose.rotations.to(dtype), params.pose.translation.to(dtype))
@@ -232,7 +239,7 @@ def loss_terms(rig: HeadRig, scene: Scene, params: RigParams, colors: Tensor, vi
         uv, _ = project_points(scene.lm_cameras, pts)
         err = (uv - scene.lm_points).norm(dim=-1) * scene.px_scale  # [N, L] working px
         lm = (huber(err, config.huber_px) * scene.lm_valid).sum() / scene.lm_valid.sum().clamp_min(1)
-    return {"silhouette": sil, "photometric": photo, "landmark": lm}, out, world
+    return LossTerms(sil, photo, lm), out, world
 
 
 
