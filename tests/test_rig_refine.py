@@ -258,6 +258,8 @@ def test_refine_refuses_non_finite_input(rig):
         refine_rig(rig, cams, images, masks, nan_start, RefineConfig(resolution=32, steps=1))
     with pytest.raises(OptionError):
         RefineConfig(resolution=8)
+    with pytest.raises(HeadforgeError, match="rig refine .* diverged|rig refine .* non-finite"):
+        refine_rig(rig, cams, images, masks, truth, RefineConfig(resolution=32, steps=3, lr_scale=1000.0))
 
 
 def symmetric_colour(p: Tensor) -> Tensor:  # [..., 3] -> sRGB, symmetric in x (what the mirror fill assumes)

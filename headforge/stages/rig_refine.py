@@ -233,9 +233,11 @@ def refine_rig(rig: HeadRig, cameras: Cameras, images: Tensor, masks: Tensor, pa
         final = to_params(rig, params, u, scene.height, rig_height)
         final = RigParams(*(_detach(x) for x in (final.similarity, final.identity, final.expression, final.pose,
                                                  final.offsets)))
-        if not final.is_finite():
+        scale = float(final.similarity.scale)
+        if not final.is_finite() or not 1e-6 < scale / float(params.similarity.scale) < 1e6:
             raise HeadforgeError(f"{STAGE_B if config.offset_steps else STAGE_A}: the fit diverged (non-finite "
-                                 "parameters)", fix="lower the learning rates (lr_*) or raise the prior weights")
+                                 f"parameters or a degenerate scale {scale:.3g})",
+                                 fix="lower the learning rates (lr_*) or raise the prior weights")
         iou, score, vc = evaluate(rig, scene, final, config)
     t_e = time.perf_counter()
     return RefineResult(final, iou, score, vc, tuple(history),
