@@ -39,14 +39,14 @@ from headforge.representations.rig.deform import (
     landmarks,
     linear_blend_skinning,
 )
-from headforge.representations.rig.head_rig import JOINTS, HeadRig, Joint, LandmarkSet, Region
+from headforge.representations.rig.head_rig import JOINTS, HeadRig, Joint, LandmarkSet
+from headforge.stages.rig_evaluate import visible_points
 from headforge.stages.rig_params import Similarity
 from headforge.validation import Checked, Count, NonNegative, Positive
 
 D = torch.float64
 STAGE = "rig fit (landmark stage)"
 MIN_LANDMARKS = 3  # a similarity needs three non-collinear points
-OCCLUSION_CELL_PX = 6  # z-buffer cell size (pixels) of the occlusion test
 
 
 @dataclass(frozen=True)
@@ -66,7 +66,8 @@ class LandmarkFitConfig(Checked):
     damping: Positive = 1e-3  # initial LM damping (relative to the Gauss-Newton diagonal)
     tolerance: Annotated[float, at.Gt(0), at.Lt(1)] = 1e-8  # converged when the cost drops by less (relative)
     # MediaPipe returns all 478 points in every view, guessing the ones the head hides: after a first fit,
-    # observations whose landmark lies more than ``occlusion_mm`` behind the fitted surface in that view are
+    # observations whose landmark lies more than ``occlusion_mm`` behind the fitted surface in that view (a coarse
+    # z-buffer of its vertices, ``rig_evaluate.visible_points``) are
     # dropped and the fit repeated (up to ``visibility_rounds`` times, until the set stops changing)
     occlusion_mm: Positive = 5.0
     # ... and views that see the face from farther than this off its forward axis (MediaPipe's points spread
@@ -147,32 +148,12 @@ def landmark_points(model: LandmarkModel, identity: Tensor, expression: Tensor, 
 
 def _visible(rig: HeadRig, x: Tensor, lay: _Layout, model: LandmarkModel, R0: Tensor, cams: Cameras,
              points: Tensor, tolerance: float) -> Tensor:
-    """[V, L] bool: landmark l (world points [L, 3]) is not hidden behind the fitted rig in view v.
-
-    A coarse z-buffer of the rig's vertices (eye overlay shells left out; cells of about
-    ``OCCLUSION_CELL_PX`` pixels, the nearest depth per cell): a landmark is visible when its depth is within
-    ``tolerance`` metres of its cell's. Vertices are millimetres apart, far denser than the cells, so the
-    buffer has no holes on the head; outside the head a landmark counts as visible."""
+    """[V, L] bool: landmark l (world points [L, 3]) is not hidden behind the rig fitted as ``x`` in view v."""
     sim, ident, expression, pose = _unpack(x, lay, model, R0)
     dt = rig.template.dtype
     verts = sim.apply(deform(rig, ident[None].to(dt) if lay.K else None, expression[None].to(dt),
                              RigPose(pose.rotations.to(dt), pose.translation.to(dt)))[0].double())
-    if Region.EYE_OVERLAYS in rig.region_names:
-        verts = verts[~rig.region_mask(Region.EYE_OVERLAYS)]
-    width, height = cams.same_size()
-    cols, rows = max(1, -(-width // OCCLUSION_CELL_PX)), max(1, -(-height // OCCLUSION_CELL_PX))
-
-    def cells(uv: Tensor) -> Tensor:  # [V, P, 2] pixels -> [V, P] flat cell index (clamped)
-        c = (uv[..., 0] / OCCLUSION_CELL_PX).floor().long().clamp(0, cols - 1)
-        r = (uv[..., 1] / OCCLUSION_CELL_PX).floor().long().clamp(0, rows - 1)
-        return r * cols + c
-
-    uv_v, z_v = project_points(cams, verts)  # [V, P, 2], [V, P]
-    zbuf = torch.full((len(cams), rows * cols), float("inf"), dtype=D)
-    zbuf.scatter_reduce_(1, cells(uv_v), torch.where(z_v > 0, z_v, torch.full_like(z_v, float("inf"))), "amin")
-    uv, z = project_points(cams, points)  # [V, L, 2], [V, L]
-    surface = zbuf.gather(1, cells(uv))
-    return (z > 0) & (z <= surface + tolerance)
+    return visible_points(rig, verts, cams, points, tolerance)
 
 
 def align_similarity(rig: HeadRig, landmark_set: LandmarkSet | str, points3d: Tensor, valid: Tensor) -> Similarity:

@@ -125,7 +125,8 @@ def to_params(rig: HeadRig, start: RigParams, u: Unknowns, height: float, rig_he
                      start.similarity.translation.double() + u.translation * height)
     expression = torch.zeros_like(start.expression, dtype=torch.float64).index_copy(1, rows, u.expression[None])
     rot = torch.cat([torch.zeros(1, 3, dtype=torch.float64), u.joints])[None]
-    offsets = None if u.offsets is None else u.offsets[:, None] * u.normals * rig_height
+    # offsets a previous frame fitted stay as they are (a sequence shares them); stage b fits new ones
+    offsets = start.offsets if u.offsets is None else u.offsets[:, None] * u.normals * rig_height
     return RigParams(sim, u.identity, expression, RigPose(rot, torch.zeros(1, 3, dtype=torch.float64)), offsets)
 
 
@@ -185,6 +186,8 @@ def refine_rig(rig: HeadRig, cameras: Cameras, images: Tensor, masks: Tensor, pa
                   ([u.expression], config.lr_expression)]
         if stage is RefineStage.OFFSETS:  # the offsets alone: the global parameters were settled by stage a
             groups = [([u.offsets], config.lr_offsets)]
+        if config.fix_identity:  # a sequence's later frames keep the first frame's identity
+            groups = [(p, lr) for p, lr in groups if p[0] is not u.identity]
         groups = [(p, lr) for p, lr in groups if all(t.numel() for t in p)]
         opt = torch.optim.Adam([{"params": p, "lr": lr, "base": lr} for p, lr in groups])
         for i in range(steps):

@@ -34,6 +34,7 @@ class RefineConfig(Checked):
     resolution: Annotated[int, at.Ge(32), at.Le(1024)] = 128  # working long side in pixels
     steps: Annotated[int, at.Ge(0), at.Le(10000)] = 40  # stage a Adam steps
     offset_steps: Annotated[int, at.Ge(0), at.Le(10000)] = 0  # stage b Adam steps (0: no offsets)
+    fix_identity: bool = False  # keep the start's identity (a sequence's frames after the first)
     views_per_step: Count = 8
     seed: int = 0
     # loss weights

@@ -264,6 +264,7 @@ def bake_rig_texture(rig: HeadRig, vertices: Tensor, cameras: Cameras, images: T
 def rig_textured_mesh(rig: HeadRig, vertices: Tensor, texture: RigTexture) -> TexturedMesh:
     """The fitted rig as a ``TexturedMesh`` (the atlas's faces, per-corner UVs, the baked texture) for export
     and held-out renders. vertices [V, 3] world; vertices outside the atlas's regions stay unreferenced."""
-    F_ = len(texture.faces)
-    return TexturedMesh(vertices.float(), rig.faces[texture.faces], uvs=texture.uvs.reshape(-1, 2).float(),
-                        faces_uv=torch.arange(3 * F_).reshape(F_, 3), texture=texture.texture)
+    uvs, faces_uv = torch.unique(texture.uvs.reshape(-1, 2).float(), dim=0, return_inverse=True)  # shared rows once
+    return TexturedMesh(vertices.float(), rig.faces[texture.faces], uvs=uvs, faces_uv=faces_uv.reshape(-1, 3),
+                        texture=texture.texture, vertex_labels=rig.regions,
+                        label_names=tuple(str(r) for r in rig.region_names))

@@ -3,9 +3,10 @@
 Each view gives one tile of three panels side by side:
 
 1. the view as captured;
-2. the view with the fitted mesh's edges (triangle boundaries of the visible surface, thin and translucent),
-   the detected landmarks (green dots) and the fitted landmarks (red dots), each pair joined by a yellow line
-   when they are more than 3 px apart;
+2. the view with the fitted mesh drawn over it (the boundaries of a label image, thin and translucent: the
+   caller passes the cells of a grid over the rig's UVs, which stays readable where triangles are a few pixels
+   wide, or triangle ids), the detected landmarks (green dots) and the fitted landmarks the head does not hide
+   (red dots; NaN points are not drawn), each pair joined by a yellow line when more than 3 px apart;
 3. the per-pixel error |render - view| of the textured fit over the scored face region, as a heat map
    (0 to ``error_max``, mean over RGB), grey elsewhere.
 
@@ -35,7 +36,7 @@ LINK_MIN_PX = 3.0
 class OverlayView:
     name: str
     image: Tensor  # [H, W, 3] sRGB in [0, 1]
-    triangle_id: Tensor  # [H, W] int64 front-most rig triangle, -1 where empty
+    labels: Tensor  # [H, W] int64 what the mesh shows at each pixel (UV grid cell or triangle id), -1 where empty
     detected: Tensor  # [L, 2] pixels, NaN where not detected
     fitted: Tensor  # [L, 2] pixels of the fitted landmarks
     error: Tensor  # [H, W] mean |render - view| over RGB, NaN outside the scored region
@@ -43,8 +44,8 @@ class OverlayView:
     held_out: bool = False
 
 
-def edge_map(triangle_id: Tensor) -> Tensor:  # [H, W] int64 -> [H, W] bool: a pixel whose neighbour differs
-    t = triangle_id
+def edge_map(labels: Tensor) -> Tensor:  # [H, W] int64 -> [H, W] bool: a pixel whose neighbour differs
+    t = labels
     edge = torch.zeros_like(t, dtype=torch.bool)
     edge[:, 1:] |= (t[:, 1:] != t[:, :-1]) & (t[:, 1:] >= 0)
     edge[1:, :] |= (t[1:, :] != t[:-1, :]) & (t[1:, :] >= 0)
@@ -61,13 +62,13 @@ def heat(error: Tensor, vmax: float) -> np.ndarray:  # [H, W] (NaN outside) -> [
 
 def overlay_panel(v: OverlayView) -> np.ndarray:  # -> [H, W, 3] float
     img = v.image.float().numpy().copy()
-    e = edge_map(v.triangle_id).numpy()
+    e = edge_map(v.labels).numpy()
     img[e] = (1 - EDGE_ALPHA) * img[e] + EDGE_ALPHA * EDGE_RGB
     pil = Image.fromarray(np.round(np.clip(img, 0, 1) * 255).astype(np.uint8))
     draw = ImageDraw.Draw(pil)
     r = max(1.0, img.shape[0] / 256)
     for d, f in zip(v.detected.tolist(), v.fitted.tolist(), strict=True):
-        if d[0] == d[0] and ((d[0] - f[0]) ** 2 + (d[1] - f[1]) ** 2) ** 0.5 > LINK_MIN_PX:
+        if d[0] == d[0] and f[0] == f[0] and ((d[0] - f[0]) ** 2 + (d[1] - f[1]) ** 2) ** 0.5 > LINK_MIN_PX:
             draw.line([tuple(d), tuple(f)], fill=LINK, width=1)
     for pts, colour in ((v.detected, DETECTED), (v.fitted, FITTED)):
         for x, y in pts.tolist():
@@ -91,8 +92,8 @@ def overlay_sheet(title: str, views: list[OverlayView], *, columns: int = 2, err
     tile_h = int(views[0].image.shape[0])
     cap, gap = layout(tile_h)
     grid = tile_grid([labelled(view_tile(v, error_max), cap) for v in views], columns, gap)
-    legend = ("each view: captured | mesh edges (cyan), detected landmarks (green), fitted (red), offsets > "
-              f"{LINK_MIN_PX:g} px (yellow) | |render - view| on the face region, 0 to {error_max:g} (grey: "
-              "not scored)")
-    return np.clip(np.concatenate([text_row(title, grid.shape[1], cap), text_row(legend, grid.shape[1], cap),
-                                   grid], 0), 0, 1)
+    legend = ["each view: captured | mesh (cyan: a grid over its UVs), landmarks detected (green) and fitted (red),",
+              f"yellow where more than {LINK_MIN_PX:g} px apart | |render - view| on the face region, 0 (dark) to "
+              f"{error_max:g} (bright); grey: not scored"]
+    rows = [text_row(t, grid.shape[1], cap) for t in (title, *legend)]
+    return np.clip(np.concatenate([*rows, grid], 0), 0, 1)

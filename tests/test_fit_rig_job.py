@@ -1,0 +1,131 @@
+"""`headforge fit-rig` end to end on a capture rendered from the built-in rig (needs the `face` extra).
+
+One module-scoped fit (16 views, 256 px, a known identity / expression / head turn) feeds the checks of the
+outputs; the refusals run before any fitting. Everything else about the stages is tested in their own files.
+"""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from headforge.cli import main
+from headforge.pipeline.rig_fit_file import read_rig_fit
+
+pytest.importorskip("mediapipe", reason="the face extra (mediapipe) is not installed")
+
+from headforge.assets.rigs import load_rig  # noqa: E402
+from headforge.assets.sample_head import load_sample_head  # noqa: E402
+from headforge.geometry.camera_rigs import RigConfig, RigKind  # noqa: E402
+from headforge.representations.rig.arkit import ARKIT_NAMES, NUM_ARKIT  # noqa: E402
+from headforge.representations.rig.deform import RigPose, axis_angle_to_matrix  # noqa: E402
+from headforge.representations.rig.head_rig import JOINTS, Joint, Region  # noqa: E402
+from headforge.representations.rig.sources import parse_rig_spec  # noqa: E402
+from headforge.stages.render_capture import RenderCaptureConfig, render_capture  # noqa: E402
+from headforge.stages.rig_evaluate import rig_mesh  # noqa: E402
+from headforge.stages.rig_params import RigParams, Similarity, world_vertices  # noqa: E402
+
+D = torch.float64
+TRUE_SHAPES = {"jawOpen": 0.5, "mouthSmileLeft": 0.6, "browInnerUp": 0.5}
+
+
+@pytest.fixture(scope="module")
+def rig():
+    return load_rig(parse_rig_spec("builtin"))
+
+
+@pytest.fixture(scope="module")
+def truth(rig) -> RigParams:
+    g = torch.Generator().manual_seed(5)
+    expression = torch.zeros(1, NUM_ARKIT, dtype=D)
+    for name, w in TRUE_SHAPES.items():
+        expression[0, ARKIT_NAMES.index(name)] = w
+    rot = torch.zeros(1, len(JOINTS), 3, dtype=D)
+    rot[0, JOINTS.index(Joint.HEAD)] = torch.tensor([0.05, 0.12, 0.0], dtype=D)
+    sim = Similarity(torch.tensor(1.0, dtype=D), axis_angle_to_matrix(torch.tensor([0.0, 0.1, 0.0], dtype=D)),
+                     torch.zeros(3, dtype=D))
+    identity = 0.8 * torch.randn(rig.num_identity, generator=g, dtype=D)
+    return RigParams(sim, identity, expression, RigPose(rot, torch.zeros(1, 3, dtype=D)))
+
+
+@pytest.fixture(scope="module")
+def capture_dir(tmp_path_factory, rig, truth):
+    out = tmp_path_factory.mktemp("fit_rig") / "capture"
+    mesh = rig_mesh(rig, world_vertices(rig, truth)[0].float(), load_sample_head().mesh.texture)
+    render_capture(mesh, RenderCaptureConfig(rig=RigConfig(kind=RigKind.NERSEMBLE16, resolution=256),
+                                             head_frame=None, supersample=2), out, progress=False)
+    return out
+
+
+@pytest.fixture(scope="module")
+def fitted(capture_dir):
+    out = capture_dir.parent / "fit"
+    assert main(["fit-rig", str(capture_dir), "--out", str(out), "--rig", "builtin", "--resolution", "256"]) == 0
+    return out
+
+
+def test_outputs_are_complete_and_readable(fitted, rig, truth):
+    for name in ("rig_fit.json", "fitted.glb", "fitted.obj", "fitted.png", "overlay_sheet.png", "metrics.json"):
+        assert (fitted / name).is_file(), name
+    rec = read_rig_fit(fitted / "rig_fit.json")
+    assert rec.rig_spec == "builtin" and rec.frames == (0,) and rec.num_vertices == rig.num_vertices
+    verts = world_vertices(rig, rec.params)[0]
+    d = (verts - world_vertices(rig, truth)[0]).norm(dim=-1) * 1000
+    face = rig.region_mask(Region.FACE_SKIN)
+    w = rec.params.expression[0]
+    print(f"fit-rig on a rendered built-in head: face skin {float(d[face].mean()):.2f} mm mean, "
+          + ", ".join(f"{n} {float(w[ARKIT_NAMES.index(n)]):.2f} (true {v})" for n, v in TRUE_SHAPES.items()))
+    assert float(d[face].mean()) < 3.0
+    assert abs(float(w[ARKIT_NAMES.index("jawOpen")]) - TRUE_SHAPES["jawOpen"]) < 0.2
+    m = json.loads((fitted / "metrics.json").read_text())
+    s = m["summary"]
+    assert s["landmark_median_px"] < 4.0 and s["silhouette_iou"] > 0.85 and s["heldout_psnr_face_db"] > 18
+    assert set(s["seconds"]) >= {"landmarks", "landmark_fit", "refine", "texture", "evaluate"}
+    assert m["frames"][0]["held_out"], "the held-out views are scored"
+
+
+def test_a_second_run_is_refused_and_a_failed_one_leaves_the_output(fitted, capture_dir, monkeypatch, capsys):
+    assert main(["fit-rig", str(capture_dir), "--out", str(fitted), "--rig", "builtin"]) == 2
+    before = {p.name: p.stat().st_mtime_ns for p in fitted.iterdir()}
+    import headforge.pipeline.fit_rig_job as job
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("disk full while writing the overlay")
+
+    monkeypatch.setattr(job, "overlay_image", broken)
+    assert main(["fit-rig", str(capture_dir), "--out", str(fitted), "--rig", "builtin", "--overwrite",
+                 "--resolution", "256"]) == 1  # an internal error (here: injected)
+    assert {p.name: p.stat().st_mtime_ns for p in fitted.iterdir()} == before
+    fresh = capture_dir.parent / "never"
+    assert main(["fit-rig", str(capture_dir), "--out", str(fresh), "--rig", "builtin", "--resolution", "256"]) == 1
+    assert not fresh.exists(), "no rig_fit.json (nor anything) unless the fit finished"
+    assert "disk full" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("rig_arg, words", [
+    ("nosuchrig", "nosuchrig"),
+    ("ict-facekit:/nonexistent/kit", "/nonexistent/kit"),
+    ("flame:/nonexistent/generic_model.pkl", "generic_model.pkl"),
+])
+def test_bad_rig_names_are_refused(capture_dir, tmp_path, capsys, rig_arg, words):
+    assert main(["fit-rig", str(capture_dir), "--out", str(tmp_path / "o"), "--rig", rig_arg]) == 2
+    assert words in capsys.readouterr().err
+    assert not (tmp_path / "o").exists()
+
+
+def test_views_without_a_face_are_refused(tmp_path, capsys):
+    """A capture of the back of the head only: no view shows a face (a clear error, nothing written)."""
+    rig = load_rig(parse_rig_spec("builtin"))
+    truth = RigParams(Similarity(torch.tensor(1.0, dtype=D), axis_angle_to_matrix(
+        torch.tensor([0.0, torch.pi, 0.0], dtype=D)), torch.zeros(3, dtype=D)), torch.zeros(rig.num_identity, dtype=D),
+        torch.zeros(1, NUM_ARKIT, dtype=D), RigPose.rest(1, dtype=D))
+    mesh = rig_mesh(rig, world_vertices(rig, truth)[0].float(), load_sample_head().mesh.texture)
+    cap = tmp_path / "back"
+    render_capture(mesh, RenderCaptureConfig(rig=RigConfig(kind=RigKind.NERSEMBLE16, resolution=128),
+                                             head_frame=None, supersample=1), cap, progress=False)
+    assert main(["fit-rig", str(cap), "--out", str(tmp_path / "o"), "--resolution", "128"]) == 2
+    err = capsys.readouterr().err
+    assert "face" in err and "views" in err
+    assert not (tmp_path / "o").exists()
