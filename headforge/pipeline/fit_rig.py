@@ -158,7 +158,7 @@ def _load_views(capture: Capture, indices: list[int]) -> _Views:
 
 def fit_rig(capture: Capture, rig: HeadRig, config: FitRigConfig | None = None, *, rig_spec: str = "",
             frames: str = "first", cache_dir=None, template_texture: Tensor | None = None,
-            progress: Callable[[str], None] | None = None) -> RigFit:
+            detections: CaptureLandmarks | None = None, progress: Callable[[str], None] | None = None) -> RigFit:
     """Fit ``rig`` to ``capture`` (its train views; its test views score the result). See the module doc.
 
     ``template_texture`` [H, W, 3]: an albedo in the rig's own UV layout (the built-in rig's is the sample head's
@@ -174,8 +174,14 @@ def fit_rig(capture: Capture, rig: HeadRig, config: FitRigConfig | None = None, 
     timesteps = sorted(set(capture.frames.tolist()))
     chosen = parse_frames(frames, timesteps)
     t0 = time.perf_counter()
-    say(f"landmarks: detecting in {len(capture)} views")
-    det = detect_capture(capture, cache_dir, config.detector)
+    if detections is None:
+        say(f"landmarks: detecting in {len(capture)} views")
+        det = detect_capture(capture, cache_dir, config.detector)
+    elif len(detections.detections) != len(capture):
+        raise HeadforgeError(f"{len(detections.detections)} landmark detections for {len(capture)} views",
+                             fix="give one FaceDetections per view of the capture, in capture order")
+    else:
+        det = detections
     seconds[FitStage.LANDMARKS] = time.perf_counter() - t0
     say(f"landmarks: a face in {len(det.usable)} of {len(capture)} views ({det.cache_hits} from the cache)")
     points, valid = det.points2d(), det.valid()

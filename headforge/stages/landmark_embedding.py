@@ -158,16 +158,32 @@ def face_colours(rig: HeadRig) -> Tensor:  # [V, 3] sRGB: skin, sclera, iris and
     return colours
 
 
-def render_views(rig: HeadRig, cameras: Cameras) -> list[Tensor]:  # V x [H, W, 3] float sRGB in [0, 1]
-    faces, colours = visible_faces(rig), face_colours(rig)
-    return [torch.from_numpy(render_tile(rig.template, faces, colours, cameras[i])) for i in range(len(cameras))]
+def render_views(rig: HeadRig, cameras: Cameras, texture: Tensor | None = None) -> list[Tensor]:
+    """V x [H, W, 3] float sRGB in [0, 1]: the neutral with head-light shading, in flat face colours, or with
+    ``texture`` [H, W, 3] (an albedo in the rig's own UV layout) when given, over the sheet's grey."""
+    if texture is None:
+        faces, colours = visible_faces(rig), face_colours(rig)
+        return [torch.from_numpy(render_tile(rig.template, faces, colours, cameras[i])) for i in range(len(cameras))]
+    from headforge.renderers.mesh_render import render_mesh
+    from headforge.stages.rig_evaluate import rig_mesh
+    from headforge.viz.rig_sheet import BACKGROUND
+
+    out = []
+    for i in range(len(cameras)):
+        r = render_mesh(rig_mesh(rig, rig.template, texture), cameras[i], shading=True)
+        a = r.alpha[..., None]
+        out.append((r.rgb * a + BACKGROUND * (1 - a))[0])
+    return out
 
 
 # ------------------------------------------------------------------------------------------ stage
-def embed_mediapipe(rig: HeadRig, cfg: EmbedConfig = EmbedConfig()) -> tuple[LandmarkEmbedding, EmbeddingReport]:
-    """The rig's MediaPipe-478 embedding (see the module doc) and its report; HeadforgeError when unreliable."""
+def embed_mediapipe(rig: HeadRig, cfg: EmbedConfig = EmbedConfig(), texture: Tensor | None = None
+                    ) -> tuple[LandmarkEmbedding, EmbeddingReport]:
+    """The rig's MediaPipe-478 embedding (see the module doc) and its report; HeadforgeError when unreliable.
+    ``texture``: render with this albedo (the rig's UV layout) instead of flat colours: MediaPipe places brows,
+    lids and lips where a textured face shows them, as on real photos."""
     cameras = embed_cameras(rig, cfg)
-    images = render_views(rig, cameras)
+    images = render_views(rig, cameras, texture)
     V = len(images)
     points2d = torch.full((V, NUM_LANDMARKS, 2), float("nan"), dtype=torch.float64)
     with FaceDetector() as detector:
@@ -194,4 +210,4 @@ def embed_mediapipe(rig: HeadRig, cfg: EmbedConfig = EmbedConfig()) -> tuple[Lan
         raise HeadforgeError(f"only {int(reliable.sum())} of {NUM_LANDMARKS} MediaPipe landmarks are reliable on "
                              f"{rig.source} (need {cfg.min_reliable:.0%}; faces found in {found} of {V} views)",
                              fix="render more views or larger images (EmbedConfig.size, yaws, pitches)")
-    return LandmarkEmbedding(face_index[local], bary.float()), report
+    return LandmarkEmbedding(face_index[local], bary.float(), reliable), report

@@ -234,6 +234,9 @@ def fit_landmarks(rig: HeadRig, cameras: Cameras, points2d: Tensor, valid: Tenso
     kind = LandmarkSet(landmark_set)
     model = landmark_model(rig, kind)
     obs, ok = _observations(cameras, points2d, valid)
+    reliable = rig.landmarks[kind].reliable
+    if reliable is not None:  # points the embedding could not place well are not fitted
+        ok = ok & reliable[None]
     seen = ok.sum(0) >= config.min_views  # [L]
     if int(seen.sum()) < MIN_LANDMARKS:
         raise HeadforgeError(f"{STAGE}: only {int(seen.sum())} landmarks are seen in {config.min_views} or more "

@@ -21,7 +21,7 @@ from headforge.renderers.mesh_shading import antialias, interpolate
 from headforge.representations.rig.deform import RigPose, deform, landmarks
 from headforge.representations.rig.head_rig import HeadRig, LandmarkSet, Region
 from headforge.stages.rig_params import RigParams
-from headforge.validation import Checked, Count, Fraction, NonNegative, Positive
+from headforge.validation import Checked, Count, Fraction, NonNegative, NonNegativeInt, Positive
 
 STAGE_A = "rig refine (silhouette + photometric stage)"
 STAGE_B = "rig refine (offset stage)"
@@ -36,7 +36,7 @@ class RefineConfig(Checked):
     offset_steps: Annotated[int, at.Ge(0), at.Le(10000)] = 0  # stage b Adam steps (0: no offsets)
     fix_identity: bool = False  # keep the start's identity (a sequence's frames after the first)
     views_per_step: Count = 8
-    seed: int = 0
+    seed: NonNegativeInt = 0  # order in which views are drawn per step
     # loss weights
     silhouette_weight: NonNegative = 1.0
     fill_weight: NonNegative = 0.5  # (1 - A) M inside the face band

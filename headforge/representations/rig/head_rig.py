@@ -74,6 +74,9 @@ class LandmarkEmbedding:
 
     triangles: Tensor  # [L] int64 into HeadRig.faces
     barycentrics: Tensor  # [L, 3] float, rows sum to 1
+    # [L] bool or None (all): a generated embedding flags the points it could not place well; fits leave the
+    # others out (they are still embedded at their nearest surface point, so every index exists)
+    reliable: Tensor | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -146,6 +149,8 @@ class HeadRig:
                 self._fail(f"landmarks[{kind}] index triangles that do not exist")
             if not torch.allclose(emb.barycentrics.double().sum(1), torch.ones(L, dtype=torch.float64), atol=1e-4):
                 self._fail(f"landmarks[{kind}] barycentrics must sum to 1")
+            if emb.reliable is not None and (emb.reliable.shape != (L,) or emb.reliable.dtype != torch.bool):
+                self._fail(f"landmarks[{kind}].reliable must be a [{L}] bool tensor")
 
     # ------------------------------------------------------------------------------------------ checks
     def _fail(self, problem: str):
