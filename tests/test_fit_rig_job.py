@@ -132,3 +132,78 @@ def test_views_without_a_face_are_refused(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "face" in err and "views" in err
     assert not (tmp_path / "o").exists()
+
+
+def test_parse_frames():
+    from headforge.errors import HeadforgeError
+    from headforge.pipeline.fit_rig import parse_frames
+
+    assert parse_frames("first", [3, 5, 9]) == [3] and parse_frames("all", [3, 5]) == [3, 5]
+    assert parse_frames("5, 9", [3, 5, 9]) == [5, 9]
+    for bad in ("4", "x", ",", "first,5"):
+        with pytest.raises(HeadforgeError, match="--frames"):
+            parse_frames(bad, [3, 5, 9])
+
+
+def test_a_sequence_shares_one_identity(rig):
+    """Two timesteps of one person (jaw closed, then open), fitted with --frames all from the true landmark
+    projections (no detector: this is about the sequence logic): one identity, per-frame expressions that
+    follow the truth, the second frame warm-started from the first."""
+    from headforge.captures.capture import Capture, Split, View
+    from headforge.geometry.camera_rigs import make_rig
+    from headforge.geometry.rays import project_points
+    from headforge.pipeline.fit_rig import default_config, fit_rig
+    from headforge.renderers.mesh_render import render_mesh
+    from headforge.representations.rig.deform import landmarks
+    from headforge.representations.rig.head_rig import LandmarkSet
+    from headforge.stages.face_landmarks import CaptureLandmarks, FaceDetections
+
+    g = torch.Generator().manual_seed(9)
+    identity = 0.7 * torch.randn(rig.num_identity, generator=g, dtype=D)
+    jaw = ARKIT_NAMES.index("jawOpen")
+    cams = make_rig(RigConfig(kind=RigKind.NERSEMBLE16, resolution=192, subject_radius=0.12))
+    texture = load_sample_head().mesh.texture
+    images, dets, views, truths = [], [], [], []
+    for t, w in enumerate((0.0, 0.6)):
+        expression = torch.zeros(1, NUM_ARKIT, dtype=D)
+        expression[0, jaw] = w
+        truth = RigParams(Similarity(torch.tensor(1.0, dtype=D), torch.eye(3, dtype=D), torch.zeros(3, dtype=D)),
+                          identity, expression, RigPose.rest(1, dtype=D))
+        verts = world_vertices(rig, truth)[0].float()
+        out = render_mesh(rig_mesh(rig, verts, texture), cams)
+        images.append(torch.cat([out.rgb, out.alpha[..., None]], -1))
+        uv, _ = project_points(cams.to(dtype=D), landmarks(rig, verts.double()[None], LandmarkSet.MEDIAPIPE_478)[0])
+        W, H = cams.same_size()
+        dets += [FaceDetections(W, H, 1, uv[i].float(), torch.zeros(478), torch.tensor([0.0, 0, W, H]), 0.9,
+                                torch.zeros(H, W)) for i in range(len(cams))]
+        views += [View(None, frame=t) for _ in range(len(cams))]
+        truths.append(verts)
+    both = _cameras_cat(cams, cams)
+    cap = Capture(both, tuple(views), Split(tuple(range(len(views))), ()), images=torch.cat(images))
+    fit = fit_rig(cap, rig, default_config(192, offsets=False), frames="all", template_texture=texture,
+                  detections=CaptureLandmarks("sequence", both, tuple(dets), (), 0))
+    assert [f.frame for f in fit.frames] == [0, 1] and fit.params.num_frames == 2
+    w = fit.params.expression[:, jaw]
+    print(f"sequence: jawOpen {w.tolist()} (true 0, 0.6)")
+    assert float(w[0]) < 0.15 and abs(float(w[1]) - 0.6) < 0.15
+    face = rig.region_mask(Region.FACE_SKIN)
+    for b in range(2):
+        assert float((fit.world_vertices(b).float() - truths[b]).norm(dim=-1)[face].mean()) < 0.002
+
+
+def _cameras_cat(a, b):  # two rigs of cameras, one after the other
+    from headforge.geometry.cameras import Cameras
+
+    return Cameras.create(*(torch.cat([getattr(a, k), getattr(b, k)]) for k in
+                            ("world_to_camera", "fx", "fy", "cx", "cy", "width", "height")))
+
+
+def test_a_rig_without_the_mediapipe_embedding_is_refused(capture_dir, tmp_path, capsys):
+    """FLAME (here the tests' tiny file in its layout) has no MediaPipe-478 embedding: refused, naming the fix."""
+    from test_rig_flame import flame_arrays, write
+
+    pkl = write(tmp_path, flame_arrays())
+    assert main(["fit-rig", str(capture_dir), "--out", str(tmp_path / "o"), "--rig", f"flame:{pkl}"]) == 2
+    err = capsys.readouterr().err
+    assert "mediapipe478" in err and "--rig builtin" in err
+    assert not (tmp_path / "o").exists()

@@ -167,8 +167,9 @@ def fit_rig(capture: Capture, rig: HeadRig, config: FitRigConfig | None = None, 
     say = progress or (lambda _msg: None)
     if LANDMARK_SET not in rig.landmarks:
         raise HeadforgeError(f"the rig ({rig.source}) has no {LANDMARK_SET} landmark embedding, which fitting "
-                             "to detected landmarks needs", fix="use the built-in or ICT-FaceKit rig (both carry "
-                             "one), or generate one with tools/generate_landmark_embedding.py")
+                             "to detected landmarks needs", fix="use --rig builtin or ict-facekit:FOLDER (both carry "
+                             "one); FLAME gets none yet (headforge does not read FLAME's landmark files, and "
+                             "tools/generate_landmark_embedding.py makes them for builtin and ICT-FaceKit only)")
     capture = capture.at_resolution(config.resolution)
     seconds = dict.fromkeys(FitStage, 0.0)
     timesteps = sorted(set(capture.frames.tolist()))
