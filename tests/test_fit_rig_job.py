@@ -89,6 +89,15 @@ def test_outputs_are_complete_and_readable(fitted, rig, truth):
     assert m["frames"][0]["held_out"], "the held-out views are scored"
 
 
+def test_fitted_glb_passes_the_khronos_validator(fitted):
+    from gltf_validator import require_validator, validate_glb
+
+    require_validator()
+    report = validate_glb(fitted / "fitted.glb")
+    assert report.num_errors == 0 and report.num_warnings == 0, report.summary()
+    assert report.raw["info"]["hasTextures"]
+
+
 def test_a_second_run_is_refused_and_a_failed_one_leaves_the_output(fitted, capture_dir, monkeypatch, capsys):
     assert main(["fit-rig", str(capture_dir), "--out", str(fitted), "--rig", "builtin"]) == 2
     before = {p.name: p.stat().st_mtime_ns for p in fitted.iterdir()}
