@@ -98,7 +98,6 @@ class RigFit:
     texture: RigTexture  # baked from the first frame's train views (atlas UVs, confidence, fill fractions)
     detections: CaptureLandmarks
     seconds: dict[FitStage, float]
-    cameras: Cameras  # the capture's cameras at the working resolution
 
     @property
     def landmark_set(self) -> LandmarkSet:
@@ -194,7 +193,6 @@ def fit_rig(capture: Capture, rig: HeadRig, config: FitRigConfig | None = None, 
     train, test = set(capture.split.train), set(capture.split.test)
     fits: list[FrameFit] = []
     params: RigParams | None = None
-    first_lm: LandmarkFit | None = None
     texture: RigTexture | None = None
     for b, t in enumerate(chosen):
         idx = [i for i in range(len(capture)) if int(capture.frames[i]) == t and i in train]
@@ -226,7 +224,6 @@ def fit_rig(capture: Capture, rig: HeadRig, config: FitRigConfig | None = None, 
         seconds[FitStage.REFINE] += time.perf_counter() - t1
         say(f"frame {t}: refined, silhouette IoU {float(refined.silhouette_iou.mean()):.3f}")
         if b == 0:
-            first_lm = lm
             t1 = time.perf_counter()
             texture = bake_rig_texture(rig, world_vertices(rig, p)[0], views.cameras, views.images, views.masks,
                                        config.texture, template_texture)
@@ -239,8 +236,8 @@ def fit_rig(capture: Capture, rig: HeadRig, config: FitRigConfig | None = None, 
         seconds[FitStage.EVALUATE] += time.perf_counter() - t1
         fits.append(FrameFit(t, tuple(idx), tuple(tidx), lm, refined.silhouette_iou, psnr))
         params = p if params is None else _append(params, p)
-    assert params is not None and first_lm is not None and texture is not None
-    return RigFit(rig, rig_spec, params, tuple(fits), texture, det, seconds, capture.cameras)
+    assert params is not None and texture is not None
+    return RigFit(rig, rig_spec, params, tuple(fits), texture, det, seconds)
 
 
 def _append(a: RigParams, b: RigParams) -> RigParams:

@@ -1,4 +1,4 @@
-"""Scores of a fitted rig against views: face-region renders, masked PSNR, Chamfer distance to a scan.
+"""Scores of a fitted rig against views: face-region renders, masked PSNR.
 
 The face region of a view is where the fitted rig's face skin (``Region.FACE_SKIN``) is the front-most surface
 and the capture's mask is set: hair, neck and shoulders that the rig does not model are not scored. A render
@@ -108,11 +108,3 @@ def uv_grid(rig: HeadRig, vertices: Tensor, cameras: Cameras, cells: int = 32) -
     cell = (uv * cells).floor().long()
     label = cell[..., 0] * (64 * cells) + cell[..., 1]
     return torch.where(rast.triangle_id >= 0, label, torch.full_like(label, -1))
-
-
-def chamfer_mm(points: Tensor, surface_points: Tensor, chunk: int = 4096) -> Tensor:
-    """One-sided distances [P] in mm from points [P, 3] (metres) to the nearest of surface_points [S, 3]."""
-    out = []
-    for i in range(0, len(points), chunk):
-        out.append(torch.cdist(points[i:i + chunk].double(), surface_points.double()).min(1).values)
-    return torch.cat(out) * 1000
