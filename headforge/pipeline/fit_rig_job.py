@@ -6,6 +6,8 @@ or interrupted fit leaves no ``rig_fit.json`` and the previous output as it was)
     rig_fit.json (+ rig_fit_offsets.npy)  identity, per-frame expression and pose, the rig source (last)
     fitted.glb                            the textured fit of the first frame (glTF builder)
     fitted.obj / .mtl / .png              the same as OBJ
+    texture.png                           the baked texture in the rig's atlas layout (stages/rig_texture.py),
+                                          what `pipeline/fitted_rig.load_fitted_rig` reads back
     overlay_sheet.png                     detected vs fitted landmarks, mesh edges, per-view error map
     metrics.json                          landmark px median / p90, silhouette IoU, held-out masked PSNR of
                                           the face region, seconds per stage, per view and per frame
@@ -29,7 +31,7 @@ from headforge.errors import InputError
 from headforge.geometry.rays import project_points
 from headforge.locks import output_lock
 from headforge.pipeline.fit_rig import LANDMARK_SET, RigFit, default_config, fit_rig
-from headforge.pipeline.rig_fit_file import RigFitRecord, write_rig_fit
+from headforge.pipeline.rig_fit_file import TEXTURE_FILE, RigFitRecord, write_rig_fit
 from headforge.renderers.mesh_render import render_mesh
 from headforge.representations.mesh_io import save_glb, save_obj
 from headforge.representations.rig.deform import landmarks
@@ -126,6 +128,7 @@ def write_outputs(fit: RigFit, capture, folder: Path, seconds: float) -> None:
     mesh = rig_textured_mesh(fit.rig, verts, fit.texture)
     save_glb(mesh, folder / "fitted.glb")
     save_obj(mesh, folder / "fitted.obj")
+    write_image(folder / TEXTURE_FILE, fit.texture.texture.numpy())
     write_image(folder / "overlay_sheet.png", overlay_image(fit, capture))
     (folder / "metrics.json").write_text(json.dumps(metrics_json(fit, capture, seconds), indent=1) + "\n")
     write_rig_fit(_record(fit, capture), folder)  # last: its presence means the fit finished

@@ -35,6 +35,7 @@ from headforge.stages.rig_params import RigParams, Similarity
 FORMAT = "headforge.rig_fit"
 VERSION = 1
 OFFSETS_FILE = "rig_fit_offsets.npy"
+TEXTURE_FILE = "texture.png"  # the baked texture, atlas layout (fit-rig and avatar folders)
 D = torch.float64
 
 
