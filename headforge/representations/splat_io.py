@@ -51,14 +51,22 @@ def _ply_fields(k: int) -> list[str]:
             + ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"])
 
 
-def save_splats_ply(splats: Splats, path: str | Path) -> Path:
+def save_splats_ply(splats: Splats, path: str | Path, extra: dict[str, torch.Tensor] | None = None) -> Path:
+    """Write the 3DGS PLY; ``extra`` adds float32 columns [N] after the standard ones (GaussianAvatars' bound
+    splats add ``binding_0``, the triangle index, this way)."""
     s = splats.detach()
     n, k = len(s), s.sh.shape[1]
     op = s.opacities.double().clamp(1e-7, 1 - 1e-7)
     cols = [s.means, torch.zeros(n, 3), s.sh[:, 0], s.sh[:, 1:].transpose(1, 2).reshape(n, -1),
             torch.log(op / (1 - op))[:, None], s.scales.clamp_min(1e-30).log(), s.quats]
+    for name, col in (extra or {}).items():
+        if col.shape != (n,) or name in _ply_fields(k):
+            raise ValueError(f"extra PLY column {name!r} must be [N] = [{n}] and not a standard name")
+        if not col.dtype.is_floating_point and int(col.abs().max(initial=0) if n else 0) >= 2 ** 24:
+            raise ValueError(f"extra PLY column {name!r} holds integers float32 cannot store exactly")
+        cols.append(col[:, None])
     data = torch.cat([c.double().cpu() for c in cols], 1).numpy().astype("<f4")
-    names = _ply_fields(k)
+    names = _ply_fields(k) + list(extra or {})
     header = "ply\nformat binary_little_endian 1.0\n" + f"element vertex {n}\n"
     header += "".join(f"property float {name}\n" for name in names) + "end_header\n"
     with atomic_path(path) as tmp:
@@ -99,6 +107,11 @@ def _parse_ply_header(raw: bytes, path: Path) -> tuple[list[str], int, int, np.d
 
 
 def load_splats_ply(path: str | Path) -> Splats:
+    return load_splats_ply_extra(path, ())[0]
+
+
+def load_splats_ply_extra(path: str | Path, extra: tuple[str, ...]) -> tuple[Splats, dict[str, torch.Tensor]]:
+    """Read a 3DGS PLY and the named extra float columns (each [N] float64; a missing one is an error)."""
     path = Path(path)
     raw = read_bytes(path, "splat PLY")
     names, n, offset, dtype = _parse_ply_header(raw, path)
@@ -126,7 +139,14 @@ def load_splats_ply(path: str | Path) -> Splats:
                     torch.exp(col("scale_0", "scale_1", "scale_2")),
                     torch.sigmoid(col("opacity")[:, 0]), torch.cat([col("f_dc_0", "f_dc_1", "f_dc_2")[:, None],
                                                                      sh_rest], 1))
-    return splats.validate(path)
+    absent = [c for c in extra if c not in names]
+    if absent:
+        raise InputError(f"the PLY lacks the columns {absent}", path=path,
+                         fix="this file was not written as bound Gaussians; write it with headforge avatar")
+    columns = {c: torch.from_numpy(arr[c].astype(np.float64)) for c in extra}
+    if any(not bool(torch.isfinite(v).all()) for v in columns.values()):
+        raise InputError(f"the PLY's columns {list(extra)} hold non-finite values", path=path, fix="re-export it")
+    return splats.validate(path), columns
 
 
 def save_splats_dot_splat(splats: Splats, path: str | Path) -> Path:

@@ -96,21 +96,33 @@ def update_per_gaussian(model: GaussianModel, optimizer: torch.optim.Optimizer,
 
 
 def refine(model: GaussianModel, optimizer: torch.optim.Optimizer, state: DensifyState, cfg: DensifyConfig,
-           step: int, scene_scale: float, generator: torch.Generator | None = None) -> dict[str, int]:
-    """Grow and prune once; returns counts for logging and resets the accumulators."""
+           step: int, scene_scale: float, generator: torch.Generator | None = None, *,
+           size: Tensor | None = None, keep_one_per: Tensor | None = None) -> dict[str, int]:
+    """Grow and prune once; returns counts for logging and resets the accumulators.
+
+    For Gaussians in local frames (bound Gaussians): ``size`` [N] is the factor from a Gaussian's own scales
+    to world scales (the size thresholds compare world scales; splitting happens in the local frame), and
+    ``keep_one_per`` [N] int64 names a group per Gaussian (-1: none) of which pruning keeps at least the most
+    opaque member (a triangle that should stay covered is never emptied)."""
     with torch.no_grad():
         n = len(model)
         avg = state.grad2d / state.count.clamp_min(1)
         high = avg > cfg.grow_grad2d
-        max_scale = model.log_scales.exp().max(-1).values
+        factor = torch.ones(n, device=model.means.device) if size is None else size.to(model.means)
+        if factor.shape != (n,):
+            raise ValueError(f"size must be [N] = [{n}], got {list(factor.shape)}")
+        max_scale = model.log_scales.exp().max(-1).values * factor
         small = max_scale <= cfg.grow_scale3d * scene_scale
         room = max(0, cfg.max_gaussians - n)
         dupli = (high & small).nonzero()[:, 0][:room]
         split = (high & ~small).nonzero()[:, 0][:max(0, room - len(dupli))]
         # duplicate: append copies (moments copied too, as gsplat does)
+        groups = None if keep_one_per is None else keep_one_per.clone()
         if len(dupli):
             update_per_gaussian(model, optimizer, lambda _, p: torch.cat([p, p[dupli]]),
                            lambda _, s: torch.cat([s, s[dupli]]))
+            factor = torch.cat([factor, factor[dupli]])
+            groups = None if groups is None else torch.cat([groups, groups[dupli]])
         # split: two children sampled inside each parent, parents removed
         if len(split):
             scales = model.log_scales[split].exp()
@@ -133,18 +145,43 @@ def refine(model: GaussianModel, optimizer: torch.optim.Optimizer, state: Densif
                 return torch.cat([m[keep], torch.zeros_like(m[split]).repeat(2, *([1] * (m.ndim - 1)))])
 
             update_per_gaussian(model, optimizer, split_param, split_moment)
+            factor = torch.cat([factor[keep], factor[split].repeat(2)])
+            groups = None if groups is None else torch.cat([groups[keep], groups[split].repeat(2)])
         # prune
         prune = torch.sigmoid(model.logit_opacities) < cfg.prune_opa
         if step > cfg.reset_every:
-            prune |= model.log_scales.exp().max(-1).values > cfg.prune_scale3d * scene_scale
+            prune |= model.log_scales.exp().max(-1).values * factor > cfg.prune_scale3d * scene_scale
         if bool(prune.all()):
             prune[torch.argmax(model.logit_opacities)] = False  # never prune everything
+        if groups is not None:
+            prune &= ~keep_best_per_group(groups, model.logit_opacities, prune)
         if bool(prune.any()):
             keep = ~prune
             update_per_gaussian(model, optimizer, lambda _, p: p[keep], lambda _, s: s[keep])
         state.grad2d = torch.zeros(len(model), device=model.means.device)
         state.count = torch.zeros(len(model), device=model.means.device)
         return {"duplicated": len(dupli), "split": len(split), "pruned": int(prune.sum()), "total": len(model)}
+
+
+def keep_best_per_group(groups: Tensor, score: Tensor, prune: Tensor) -> Tensor:
+    """[N] bool: for every group (id >= 0) all of whose members ``prune`` would remove, its highest-``score``
+    member (the Gaussians pruning must spare so that no group is emptied)."""
+    valid = groups >= 0
+    if not bool(valid.any()):
+        return torch.zeros_like(prune)
+    g = torch.where(valid, groups, 0)
+    size = int(g.max()) + 1
+    survivors = torch.zeros(size, dtype=torch.long, device=groups.device).index_add_(
+        0, g[valid & ~prune], torch.ones_like(g[valid & ~prune]))
+    empty = valid & (survivors[g] == 0)
+    best = torch.full((size,), -float("inf"), dtype=score.dtype, device=score.device)
+    best = best.scatter_reduce(0, g[empty], score[empty], reduce="amax")
+    spare = empty & (score == best[g])
+    # ties: keep only the first member of each group
+    first = torch.full((size,), len(groups), dtype=torch.long, device=groups.device)
+    idx = torch.arange(len(groups), device=groups.device)
+    first = first.scatter_reduce(0, g[spare], idx[spare], reduce="amin")
+    return spare & (idx == first[g])
 
 
 def reset_opacities(model: GaussianModel, optimizer: torch.optim.Optimizer, cfg: DensifyConfig) -> None:
@@ -156,28 +193,40 @@ def reset_opacities(model: GaussianModel, optimizer: torch.optim.Optimizer, cfg:
 
 def densify_step(model: GaussianModel, optimizer: torch.optim.Optimizer, state: DensifyState, cfg: DensifyConfig,
                  step: int, render: GaussianRender, scene_scale: float,
-                 generator: torch.Generator | None = None) -> dict[str, int] | None:
+                 generator: torch.Generator | None = None, local: LocalFrames | None = None
+                 ) -> dict[str, int] | None:
     """The per-step hook: accumulate, and refine / reset on schedule. ``step`` counts from 1."""
     if step >= cfg.refine_stop:
         return None
     accumulate(state, render)
     stats = None
     if step > cfg.refine_start and step % cfg.refine_every == 0:
-        stats = refine(model, optimizer, state, cfg, step, scene_scale, generator)
+        extra = {} if local is None else {"size": local.size(), "keep_one_per": local.groups()}
+        stats = refine(model, optimizer, state, cfg, step, scene_scale, generator, **extra)
     if step % cfg.reset_every == 0:
         reset_opacities(model, optimizer, cfg)
     return stats
 
 
 
+@dataclass(frozen=True)
+class LocalFrames:
+    """What densifying Gaussians in local frames needs, read at refine time: ``size()`` [N] local-to-world scale
+    factors and ``groups()`` [N] the group of each Gaussian that pruning must not empty (-1: none)."""
+
+    size: Callable[[], Tensor]
+    groups: Callable[[], Tensor]
+
+
 class DensifyHook(Hook):
     """Adaptive density control as a training-loop hook: after each backward pass (reads ``out.render``)."""
 
     def __init__(self, model: GaussianModel, optimizer: torch.optim.Optimizer, state: DensifyState,
-                 cfg: DensifyConfig, scene_scale: float, generator: torch.Generator):
+                 cfg: DensifyConfig, scene_scale: float, generator: torch.Generator,
+                 local: LocalFrames | None = None):
         self.model, self.optimizer, self.state, self.cfg = model, optimizer, state, cfg
-        self.scene_scale, self.generator = scene_scale, generator
+        self.scene_scale, self.generator, self.local = scene_scale, generator, local
 
     def step_post_backward(self, step: int, out) -> None:
         densify_step(self.model, self.optimizer, self.state, self.cfg, step, out.render, self.scene_scale,
-                     self.generator)
+                     self.generator, self.local)
