@@ -105,6 +105,21 @@ class Split:
         return Split.from_test_list(n, chosen)
 
     @staticmethod
+    def spread_per_frame(cameras: Cameras, frames: Sequence[int], test_every: int = 8) -> Split:
+        """:meth:`spread` within each timestep of a sequence, so every timestep holds out its own views (the
+        same cameras in each when the rig is fixed, as NeRSemble's protocol holds out cameras)."""
+        frames = list(frames)
+        if len(frames) != len(cameras):
+            raise ValueError(f"{len(frames)} frame indices for {len(cameras)} cameras")
+        test: list[int] = []
+        for t in sorted(set(frames)):
+            idx = [i for i, f in enumerate(frames) if f == t]
+            test += [idx[k] for k in Split.spread(cameras[idx], test_every).test]
+        if not test:
+            return Split(tuple(range(len(frames))), ())
+        return Split.from_test_list(len(frames), test)
+
+    @staticmethod
     def from_test_list(num_views: int, test: Sequence[int]) -> Split:
         bad = [i for i in test if not 0 <= i < num_views]
         if bad:

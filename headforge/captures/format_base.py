@@ -192,9 +192,13 @@ def refuse_duplicates(names: Sequence[str], path: Path) -> None:
                          fix="list every image once (remove the duplicated entries)")
 
 
-def make_split(cameras: Cameras, test_every: int, test_views: Sequence[int] | None) -> Split:
+def make_split(cameras: Cameras, test_every: int, test_views: Sequence[int] | None,
+               frames: Sequence[int] | None = None) -> Split:
+    """The given test views, else views spread over azimuth (within each timestep of a sequence)."""
     if test_views is not None:
         return Split.from_test_list(len(cameras), list(test_views))
+    if frames is not None and len(set(frames)) > 1:
+        return Split.spread_per_frame(cameras, frames, test_every)
     return Split.spread(cameras, test_every)
 
 
@@ -202,8 +206,8 @@ def finish_capture(cameras: Cameras, views: Sequence[View], fmt: CaptureFormat, 
                    test_every: int, test_views: Sequence[int] | None, **fields: Any) -> Capture:
     """Validate, split and check files: the common tail of every reader."""
     cameras.validate(source=source)
-    capture = Capture(cameras, tuple(views), make_split(cameras, test_every, test_views),
-                      source_format=fmt, source_path=source, **fields)
+    split = make_split(cameras, test_every, test_views, [v.frame for v in views])
+    capture = Capture(cameras, tuple(views), split, source_format=fmt, source_path=source, **fields)
     return capture.check_files()
 
 

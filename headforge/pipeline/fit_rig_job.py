@@ -90,7 +90,7 @@ def template_texture(spec) -> torch.Tensor | None:
     return None
 
 
-def _record(fit: RigFit, capture) -> RigFitRecord:
+def fit_record(fit: RigFit, capture) -> RigFitRecord:
     names = tuple(tuple(capture.cameras.name(i) for i in f.views) for f in fit.frames)
     return RigFitRecord(fit.rig_spec, fit.rig.source, fit.rig.licence, fit.rig.num_vertices, fit.params,
                         tuple(f.frame for f in fit.frames), names, fit.landmark_set, fit.summary())
@@ -131,7 +131,7 @@ def write_outputs(fit: RigFit, capture, folder: Path, seconds: float) -> None:
     write_image(folder / TEXTURE_FILE, fit.texture.texture.numpy())
     write_image(folder / "overlay_sheet.png", overlay_image(fit, capture))
     (folder / "metrics.json").write_text(json.dumps(metrics_json(fit, capture, seconds), indent=1) + "\n")
-    write_rig_fit(_record(fit, capture), folder)  # last: its presence means the fit finished
+    write_rig_fit(fit_record(fit, capture), folder)  # last: its presence means the fit finished
 
 
 def _sheet_views(frame, found: list[bool]) -> list[tuple[int, bool]]:

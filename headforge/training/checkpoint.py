@@ -40,6 +40,7 @@ PAYLOAD_KEYS = ("format", "kind", "config", "step", "generator", "torch_rng", "s
 class CheckpointKind(StrEnum):
     GAUSSIANS = "gaussians"
     FIELD = "field"
+    AVATAR = "avatar"
 
 
 def checkpoint_name(step: int) -> str:
