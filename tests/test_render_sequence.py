@@ -150,6 +150,7 @@ def test_cli_builtin_rig(tmp_path, capsys):
     (["builtin", "--animation", "builtin:wink"], ["builtin:blink"]),
     (["builtin", "--animation", "builtin:talk", "--units", "cm"], ["--units", "rig"]),
     (["builtin", "--animation", "{tmp}/missing.json"], ["missing.json"]),
+    (["{tmp}", "--animation", "builtin:talk"], ["without rig_fit.json", "fit-rig"]),
 ])
 def test_cli_refusals(tmp_path, capsys, args, words):
     assert run_cli(*[a.format(tmp=tmp_path) for a in args], "--out", tmp_path / "out") == 2
