@@ -73,40 +73,56 @@ def scores_line(rec: Reconstruction) -> str:
     return f"held-out PSNR {ev.psnr:.2f} dB (masked {masked}), SSIM {ev.ssim:.4f} on views {views}"
 
 
-def render_capture(mesh: Annotated[Path, tyro.conf.Positional], out: Path, rig: RigKind = RigKind.SPHERE32,
-                   resolution: ImageSide = 512, num_views: ViewCount = 32, fov_deg: FovDeg = 30.0,
+def render_capture(mesh_or_rig: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="MESH_OR_RIG")],
+                   out: Path, rig: RigKind = RigKind.SPHERE32, resolution: ImageSide = 512, num_views: ViewCount = 32,
+                   fov_deg: FovDeg = 30.0,
                    units: Units | None = None, head_width: HeadWidth | None = None, up: Axis = Axis.POS_Y,
-                   forward: Axis = Axis.POS_Z, supersample: Supersample = 2, overwrite: bool = False) -> None:
-    """Render a textured mesh into a multi-view capture (RGBA, masks, depth, transforms.json, opencv_cameras.json).
+                   forward: Axis = Axis.POS_Z, supersample: Supersample = 2, animation: str | None = None,
+                   frames: Count | None = None, overwrite: bool = False) -> None:
+    """Render a textured mesh into a multi-view capture (RGBA, masks, depth, transforms.json, opencv_cameras.json),
+    or a head rig driven by a clip into a NeRSemble-layout sequence (+ expressions.json: per-frame ARKit weights).
 
     The capture holds no train/test split: `reconstruct` and `inspect` choose one (--test-every).
 
     Args:
-        mesh: Textured mesh file (OBJ with MTL and texture, PLY, GLB).
+        mesh_or_rig: A textured mesh file (OBJ with MTL and texture, PLY, GLB); `builtin` (the built-in rig
+            with its own texture); or a `headforge fit-rig` output folder (the fitted subject, its texture).
         out: Output capture directory.
         rig: Camera rig (sphere32: FaceLift-like, nersemble16: frontal arc, ring, sphere).
         resolution: Image height in pixels.
         num_views: Number of views for the ring and sphere rigs.
         fov_deg: Vertical field of view in degrees.
-        units: Units of the mesh (m, cm, mm); scales it to metres in the head frame.
-        head_width: Scale the head to this ear-to-ear width in metres instead (default 0.155 when
-            --units is not given).
-        up: The mesh's up axis.
-        forward: The axis the mesh's face looks along.
+        units: Meshes: units of the mesh (m, cm, mm); scales it to metres in the head frame.
+        head_width: Meshes: scale the head to this ear-to-ear width in metres instead (default 0.155 without --units).
+        up: Meshes: the mesh's up axis.
+        forward: Meshes: the axis the mesh's face looks along.
         supersample: Render at this multiple of the resolution and filter down.
+        animation: Rigs: the clip, builtin:NAME (blink, smile, talk, head_turn) or a clip JSON file (keyframes or
+            a MediaPipe blendshape recording). Without it one timestep of the neutral rig is rendered.
+        frames: Rigs: render this many frames spanning the clip (default: the clip's own frames at its fps).
         overwrite: Replace an existing output directory (once the new one is complete).
     """
+    from headforge.pipeline import render_sequence_job as sequence
+
+    rig_cfg = RigConfig(kind=rig, resolution=resolution, num_views=num_views, fov_deg=fov_deg)
+    if sequence.source_kind(mesh_or_rig) is not sequence.SourceKind.MESH:
+        mesh_only = [f for f, given in (("--units", units is not None), ("--head-width", head_width is not None),
+                                        ("--up", up != Axis.POS_Y), ("--forward", forward != Axis.POS_Z)) if given]
+        print(sequence.run_render_sequence(sequence.RenderSequenceJob(
+            source=mesh_or_rig, out=out, animation=animation, frames=frames, cameras=rig_cfg, supersample=supersample,
+            mesh_options=tuple(mesh_only), overwrite=overwrite)).summary())
+        return
     from headforge.representations.mesh_io import load_mesh
     from headforge.stages.render_capture import RenderCaptureConfig
     from headforge.stages.render_capture import render_capture as render
 
+    sequence.refuse_clip_options(mesh_or_rig, animation, frames)
     if units is not None and head_width is not None:
         raise InputError("give either --units or --head-width, not both", fix="drop one of them")
     spec = HeadFrameSpec(up=up, forward=forward, units=units,
                          head_width_m=None if units is not None else (0.155 if head_width is None else head_width))
-    rig_cfg = RigConfig(kind=rig, resolution=resolution, num_views=num_views, fov_deg=fov_deg)
     cfg = RenderCaptureConfig(rig=rig_cfg, head_frame=spec, supersample=supersample)
-    result = render(load_mesh(mesh), cfg, out, overwrite=overwrite)
+    result = render(load_mesh(Path(mesh_or_rig)), cfg, out, overwrite=overwrite)
     print(f"wrote {len(result.capture)} views to {result.out_dir}")
 
 

@@ -63,6 +63,7 @@ RANGES: dict[tuple[str, str], Range] = {
     ("render-capture", "fov_deg"): Range(lo=0, hi=180, lo_open=True, hi_open=True),
     ("render-capture", "head_width"): POSITIVE,
     ("render-capture", "supersample"): COUNT,
+    ("render-capture", "frames"): COUNT,  # --frames N of a rig's --animation
     ("inspect", "test_every"): HOLD_OUT,
     ("reconstruct", "resolution"): SIZE,
     ("reconstruct", "steps"): COUNT,
