@@ -1,4 +1,5 @@
-"""Command line: ``headforge run | reconstruct | extract-mesh | render-capture | inspect | rig-sheet``.
+"""Command line: ``headforge run | reconstruct | extract-mesh | render-capture | inspect | rig-sheet | fit-rig``
+(the avatar commands are in ``cli_avatar.py``).
 
 User errors (:class:`HeadforgeError`) print one clear message and exit with status 2; nothing that
 looks complete is left behind (every writer stages its output and renames it at the end). Closed sets
@@ -26,6 +27,7 @@ from typing import TYPE_CHECKING, Annotated
 import tyro
 
 from headforge import __version__
+from headforge.cli_avatar import animate, avatar
 from headforge.errors import HeadforgeError, InputError, Interrupted
 from headforge.geometry.camera_rigs import FovDeg, RigConfig, RigKind, ViewCount
 from headforge.geometry.head_frame import Axis, HeadFrameSpec, HeadWidth, Units
@@ -296,52 +298,10 @@ def fit_rig(capture: Annotated[Path, tyro.conf.Positional], out: Path, rig: str 
           f"silhouette IoU {s['silhouette_iou']:.3f}, held-out face PSNR {psnr}")
 
 
-def avatar(capture: Annotated[Path, tyro.conf.Positional], out: Path, rig: str = "builtin",
-           rig_fit: Path | None = None, frames: str = "all", test_frames: str = "", resolution: ImageSide = 256,
-           steps: Count = 3000, face_points: Count = 30_000, test_every: NonNegativeInt = 8, offsets: bool = True,
-           turntable_frames: Count = 36, cache_dir: Path | None = None, resume: bool = False,
-           overwrite: bool = False) -> None:
-    """Build an animatable avatar: Gaussians bound to a fitted head rig, trained over the capture's frames.
-
-    Writes avatar/ (rig fit, texture, bound Gaussians with binding and layer columns, one PLY per layer),
-    metrics.json, contact_sheet.png, turntable.gif and renders/.
-
-    Args:
-        capture: Capture directory or camera file (one timestep or a sequence), with masks.
-        out: Output directory.
-        rig: The rig to fit (builtin, ict-facekit:FOLDER, flame:FILE); ignored with --rig-fit.
-        rig_fit: A `headforge fit-rig` output folder to start from instead of fitting.
-        frames: Timesteps to fit and use: first, all, or a comma list.
-        test_frames: Timesteps kept out of the Gaussian training (their held-out views test unseen expressions).
-        resolution: Longest image side the Gaussians are trained at.
-        steps: Training steps.
-        face_points: Gaussians first placed on the fitted skin.
-        test_every: Hold out ceil(views / test_every) views per timestep; 0 holds out none.
-        offsets: Fit per-vertex offsets when fitting the rig.
-        turntable_frames: Frames of turntable.gif.
-        cache_dir: Where detected landmarks are cached (default: .headforge_cache beside OUT).
-        resume: Continue the training from the last checkpoint in OUT/checkpoints.
-        overwrite: Replace an existing output directory, once the new run has finished.
-    """
-    from headforge.pipeline.avatar_job import AvatarJob, run_avatar
-
-    run = run_avatar(AvatarJob(capture=capture, out=out, rig=rig, rig_fit=rig_fit, frames=frames,
-                               test_frames=test_frames, resolution=resolution, steps=steps, face_points=face_points,
-                               test_every=test_every, offsets=offsets, turntable_frames=turntable_frames,
-                               cache_dir=cache_dir, resume=resume, overwrite=overwrite))
-    m = run.metrics
-    parts = []
-    for key, label in (("trained_frames", "held-out views"), ("held_out_frames", "held-out frames")):
-        pool = m[key]
-        if pool["num_views"]:
-            parts.append(f"{label}: masked PSNR {pool['psnr_masked']:.2f} dB over {pool['num_views']} views")
-    print(f"wrote {run.out}: {m['num_gaussians']} Gaussians {m['gaussians']}; " + ("; ".join(parts) or "not scored"))
-
-
 # Each command checks its arguments against their declared ranges (headforge.validation) before it runs.
 COMMANDS = {name: checked_command(fn) for name, fn in (
     ("run", run), ("reconstruct", reconstruct), ("extract-mesh", extract_mesh), ("render-capture", render_capture),
-    ("inspect", inspect), ("rig-sheet", rig_sheet), ("fit-rig", fit_rig), ("avatar", avatar))}
+    ("inspect", inspect), ("rig-sheet", rig_sheet), ("fit-rig", fit_rig), ("avatar", avatar), ("animate", animate))}
 
 
 ISSUES_FALLBACK = "the headforge issue tracker"

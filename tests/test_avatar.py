@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+import numpy as np
 import pytest
 import torch
 
@@ -224,3 +225,27 @@ def test_rig_fit_folder_without_texture_is_refused(disk_capture, tmp_path):
     assert not (out / "metrics.json").exists()
     # the refusal came before any training: no checkpoint was written
     assert not (out / "checkpoints").exists() or not any((out / "checkpoints").iterdir())
+
+
+def test_animate_writes_a_video_of_the_clip(disk_capture, tmp_path):
+    import imageio.v3 as iio
+
+    avatar_dir = disk_capture / "out"
+    if not (avatar_dir / "metrics.json").exists():  # the end-to-end test above builds it
+        pytest.skip("the avatar of test_avatar_command_end_to_end is missing (run the module)")
+    mp4, gif = tmp_path / "blink.mp4", tmp_path / "talk.gif"
+    assert main(["animate", str(avatar_dir), "--clip", "builtin:blink", "--out", str(mp4), "--resolution", "64",
+                 "--frames", "6"]) == 0
+    frames = list(iio.imiter(mp4))
+    assert len(frames) == 6 and frames[0].shape == (64, 64, 3)
+    assert main(["animate", str(avatar_dir), "--clip", "builtin:talk", "--out", str(gif), "--resolution", "48",
+                 "--frames", "5", "--turn-deg", "60"]) == 0
+    g = list(iio.imiter(gif))
+    assert len(g) == 5
+    assert float(np.abs(g[0].astype(float) - g[2].astype(float)).mean()) > 0.5  # the camera turns, the face talks
+    # refusals: an existing video, a wrong suffix, a missing avatar, an unknown clip: exit 2, nothing written
+    assert main(["animate", str(avatar_dir), "--clip", "builtin:blink", "--out", str(mp4)]) == 2
+    assert main(["animate", str(avatar_dir), "--clip", "builtin:blink", "--out", str(tmp_path / "x.avi")]) == 2
+    assert main(["animate", str(tmp_path), "--clip", "builtin:blink", "--out", str(tmp_path / "y.mp4")]) == 2
+    assert main(["animate", str(avatar_dir), "--clip", "builtin:nope", "--out", str(tmp_path / "z.mp4")]) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["blink.mp4", "talk.gif"]

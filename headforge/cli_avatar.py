@@ -1,0 +1,76 @@
+"""Command line, the avatar commands: ``headforge avatar | animate`` (registered in ``cli.py``'s table)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import tyro
+
+from headforge.validation import Count, ImageSide, NonNegativeInt
+
+
+def avatar(capture: Annotated[Path, tyro.conf.Positional], out: Path, rig: str = "builtin",
+           rig_fit: Path | None = None, frames: str = "all", test_frames: str = "", resolution: ImageSide = 256,
+           steps: Count = 3000, face_points: Count = 30_000, test_every: NonNegativeInt = 8, offsets: bool = True,
+           turntable_frames: Count = 36, cache_dir: Path | None = None, resume: bool = False,
+           overwrite: bool = False) -> None:
+    """Build an animatable avatar: Gaussians bound to a fitted head rig, trained over the capture's frames.
+
+    Writes avatar/ (rig fit, texture, bound Gaussians with binding and layer columns, one PLY per layer),
+    metrics.json, contact_sheet.png, turntable.gif and renders/.
+
+    Args:
+        capture: Capture directory or camera file (one timestep or a sequence), with masks.
+        out: Output directory.
+        rig: The rig to fit (builtin, ict-facekit:FOLDER, flame:FILE); ignored with --rig-fit.
+        rig_fit: A `headforge fit-rig` output folder to start from instead of fitting.
+        frames: Timesteps to fit and use: first, all, or a comma list.
+        test_frames: Timesteps kept out of the Gaussian training (their held-out views test unseen expressions).
+        resolution: Longest image side the Gaussians are trained at.
+        steps: Training steps.
+        face_points: Gaussians first placed on the fitted skin.
+        test_every: Hold out ceil(views / test_every) views per timestep; 0 holds out none.
+        offsets: Fit per-vertex offsets when fitting the rig.
+        turntable_frames: Frames of turntable.gif.
+        cache_dir: Where detected landmarks are cached (default: .headforge_cache beside OUT).
+        resume: Continue the training from the last checkpoint in OUT/checkpoints.
+        overwrite: Replace an existing output directory, once the new run has finished.
+    """
+    from headforge.pipeline.avatar_job import AvatarJob, run_avatar
+
+    run = run_avatar(AvatarJob(capture=capture, out=out, rig=rig, rig_fit=rig_fit, frames=frames,
+                               test_frames=test_frames, resolution=resolution, steps=steps, face_points=face_points,
+                               test_every=test_every, offsets=offsets, turntable_frames=turntable_frames,
+                               cache_dir=cache_dir, resume=resume, overwrite=overwrite))
+    m = run.metrics
+    parts = []
+    for key, label in (("trained_frames", "held-out views"), ("held_out_frames", "held-out frames")):
+        pool = m[key]
+        if pool["num_views"]:
+            parts.append(f"{label}: masked PSNR {pool['psnr_masked']:.2f} dB over {pool['num_views']} views")
+    print(f"wrote {run.out}: {m['num_gaussians']} Gaussians {m['gaussians']}; " + ("; ".join(parts) or "not scored"))
+
+
+def animate(avatar: Annotated[Path, tyro.conf.Positional], clip: str, out: Path, resolution: ImageSide = 512,
+            frames: Count | None = None, turn_deg: float = 30.0, distance_m: float = 0.75, fov_deg: float = 25.0,
+            overwrite: bool = False) -> None:
+    """Render an avatar driven by a clip of ARKit weights from a turning camera into a video (MP4 or GIF).
+
+    Args:
+        avatar: An avatar folder (`headforge avatar` output, or its avatar/ folder).
+        clip: builtin:NAME (blink, smile, talk, head_turn), a clip JSON file (keyframes or dense frames), or a
+            MediaPipe face-blendshape recording (JSON: a list of frames of {categoryName, score}).
+        out: The video file: .mp4 (H.264) or .gif.
+        resolution: Image side in pixels.
+        frames: Resample the clip to this many frames (default: its own frames at its fps).
+        turn_deg: The camera sweeps this far to each side of the face and back over the clip.
+        distance_m: Camera distance from the head centre, metres.
+        fov_deg: The camera's field of view, degrees.
+        overwrite: Replace an existing video (once the new one is complete).
+    """
+    from headforge.pipeline.animate_job import AnimateJob, run_animate
+
+    path = run_animate(AnimateJob(avatar=avatar, clip=clip, out=out, resolution=resolution, frames=frames,
+                                  turn_deg=turn_deg, distance_m=distance_m, fov_deg=fov_deg, overwrite=overwrite))
+    print(f"wrote {path}")
