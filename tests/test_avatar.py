@@ -23,7 +23,7 @@ from headforge.renderers.mesh_render import render_mesh
 from headforge.representations.bound_gaussians import Layer, LayerCode
 from headforge.representations.rig.arkit import ARKIT_NAMES
 from headforge.representations.rig.deform import RigPose
-from headforge.representations.rig.head_rig import LandmarkSet
+from headforge.representations.rig.head_rig import LandmarkSet, Region
 from headforge.stages.avatar import Avatar, pose_avatar
 from headforge.stages.avatar_init import AvatarInitConfig, initial_bound_splats
 from headforge.stages.avatar_train import AvatarTrainConfig, render_posed, train_avatar
@@ -99,17 +99,22 @@ def test_initial_layers_follow_the_geometry(rig, truth, cameras, frames, texture
                              AvatarInitConfig(face_points=3000, extra_points=3000, hull_resolution=48),
                              torch.Generator().manual_seed(0))
     counts = g.counts()
-    assert counts[Layer.FACE] == 3000
+    surface = slice(0, 3000)  # the points sampled on the skin come first
+    scalp = rig.region_mask(Region.SCALP)[rig.faces[g.binding[surface]]].all(1)
+    # on the skin: scalp triangles carry the hair layer, the others the face layer
+    assert torch.equal(g.layer[surface] == int(LayerCode.HAIR), scalp) and 0 < int(scalp.sum()) < 3000
+    assert bool((g.layer[surface] != int(LayerCode.CLOTHING)).all())
     # the views show only the rig: the hull hugs it, and few points stand off the skin (the hull's own error)
-    assert counts[Layer.HAIR] + counts[Layer.CLOTHING] < 3000
+    assert counts[Layer.FACE] + counts[Layer.HAIR] + counts[Layer.CLOTHING] - 3000 < 3000
     posed = pose_avatar(Avatar(rig, "builtin", truth, texture, g, 0), truth.frame(0))
-    face = g.layer == int(LayerCode.FACE)
-    tri = v[rig.faces[g.binding[face]]].mean(1)
-    assert float((posed.means[face] - tri).norm(dim=-1).max()) < 0.02  # on (near) their own triangles
-    hair = g.layer == int(LayerCode.HAIR)
-    if bool(hair.any()):  # hair points stand above the chin line in the rig frame
-        rig_pts = truth.similarity.inverse_apply(posed.means[hair].double())
-        assert float(rig_pts[:, 1].min()) > -0.2
+    tri = v[rig.faces[g.binding[surface]]].mean(1)
+    assert float((posed.means[surface] - tri).norm(dim=-1).max()) < 0.02  # on (near) their own triangles
+    off = g.layer[3000:]
+    rig_pts = truth.similarity.inverse_apply(posed.means[3000:].double())
+    chin = float(truth.similarity.inverse_apply(v[rig.region_mask(Region.FACE_SKIN)].double())[:, 1].min())
+    # off the skin: hair above the chin line, clothing below it
+    assert bool((rig_pts[off == int(LayerCode.HAIR), 1] >= chin).all())
+    assert bool((rig_pts[off == int(LayerCode.CLOTHING), 1] < chin).all())
 
 
 def test_short_training_beats_initialisation_on_held_out_frames(rig, truth, cameras, frames, texture, tmp_path):

@@ -1,7 +1,9 @@
 """Stage: the first bound Gaussians of an avatar, and the layer each one belongs to.
 
-Face layer: points sampled on the fitted rig's textured triangles (area-weighted, the atlas faces that renders
-draw), coloured from the baked texture, sized by their neighbours, bound to the triangle they lie on.
+Surface Gaussians: points sampled on the fitted rig's textured triangles (area-weighted, the atlas faces that
+renders draw), coloured from the baked texture, discs in their triangle's plane sized by their neighbours, bound to
+the triangle they lie on. Those on scalp triangles (region labels) are the hair layer (hair painted on the scalp,
+or short hair), the others the face layer.
 
 Hair and clothing (MeGA's split: what the skin does not explain): points on the surface of the masks' visual
 hull (the person segmentation of every train view of the first frame) that lie farther than ``layer_distance``
@@ -101,7 +103,11 @@ def initial_bound_splats(rig: HeadRig, vertices: Tensor, similarity: Similarity,
     slot[texture.faces] = torch.arange(len(texture.faces))
     uv = (texture.uvs[slot[face]].double() * bary[..., None]).sum(1)  # [P, 2] OBJ convention
     colors = bilinear_image(texture.texture.double(), uv_to_texel(uv)).clamp(0, 1)
-    parts = [_bind(points, colors, face, LayerCode.FACE, rig, vertices, cfg)]
+    surface = _bind(points, colors, face, LayerCode.FACE, rig, vertices, cfg, disc=True)
+    if Region.SCALP in rig.region_names:  # what grows on the scalp is hair, painted on or standing off it
+        scalp = rig.region_mask(Region.SCALP)[rig.faces[face]].all(1)
+        surface = replace(surface, layer=torch.where(scalp, int(LayerCode.HAIR), surface.layer))
+    parts = [surface]
     if views is not None and views.alphas is not None and cfg.extra_points > 0 and bounds is not None:
         extra = _hair_and_clothing(rig, vertices, similarity, views, bounds, cfg, generator, candidates)
         parts += extra
@@ -109,11 +115,11 @@ def initial_bound_splats(rig: HeadRig, vertices: Tensor, similarity: Similarity,
 
 
 def _bind(points: Tensor, colors: Tensor, face: Tensor, layer: LayerCode, rig: HeadRig, vertices: Tensor,
-          cfg: AvatarInitConfig) -> BoundSplats:
+          cfg: AvatarInitConfig, disc: bool = False) -> BoundSplats:
     world = init_splats(points.float(), colors.float(), max_sh_degree=cfg.max_sh_degree,
                         init_opacity=cfg.init_opacity)
     local = bind_world_splats(world, face, vertices.float(), rig.faces)
-    if layer == LayerCode.FACE:  # discs in the triangle's plane (local y is the normal), overlapping a little
+    if disc:  # surface Gaussians: discs in the triangle's plane (local y is the normal), overlapping a little
         flat = torch.tensor([cfg.disc_spread, cfg.disc_thickness, cfg.disc_spread])
         quats = torch.zeros_like(local.quats)
         quats[:, 0] = 1

@@ -8,8 +8,9 @@ and scales beyond ``scale_threshold``, linearly penalised; here in metres, not t
 triangles may be much smaller than the Gaussians' spacing) and an L2 pull of the per-frame corrections to zero, so
 the expression and pose are refined jointly but stay near the fit. Gradients reach the corrections through
 ``deform``. Adaptive density control runs in the triangles' frames (``densify.LocalFrames``: sizes for the
-thresholds, and no face triangle that had Gaussians is ever emptied); children keep their parent's triangle and
-layer. Checkpoints, the divergence check, SIGINT / SIGTERM and ``max_seconds`` come from ``training/loop.py``.
+thresholds, and no face or hair triangle that had Gaussians is ever emptied); children keep their parent's
+triangle and layer. Checkpoints, the divergence check, SIGINT / SIGTERM and ``max_seconds`` come from
+``training/loop.py``.
 """
 
 from __future__ import annotations
@@ -138,19 +139,29 @@ class AvatarTask:
         render = render_posed(splats, cams, degree, bg)
         l1 = (render.rgb - target).abs().mean()
         loss = (1 - cfg.ssim_lambda) * l1 + cfg.ssim_lambda * (1 - ssim(render.rgb, target).mean())
-        face = self.model.layer == int(LayerCode.FACE)
-        if bool(face.any()):
-            k = self.size()[face]  # world metres per local unit
-            mu = self.model.means[face].norm(dim=-1) * k
-            s = self.model.log_scales[face].exp().max(-1).values * k
-            loss = loss + cfg.position_weight * torch.relu(mu - cfg.position_threshold).mean() / cfg.position_threshold
-            loss = loss + cfg.scale_weight * torch.relu(s - cfg.scale_threshold).mean() / cfg.scale_threshold
-            if cfg.skin_opacity_weight > 0:
-                o = torch.sigmoid(self.model.logit_opacities[face])
-                loss = loss + cfg.skin_opacity_weight * torch.relu(cfg.skin_opacity - o).mean()
+        loss = loss + self.priors()
         loss = loss + cfg.correction_weight * (self.corr["expression"][b].square().sum()
                                                + self.corr["rotation"][b].square().sum())
         return AvatarStep(loss, render, target)
+
+    def priors(self) -> Tensor:
+        """The face layer's position and scale priors, and the opacity prior of every Gaussian on the skin (the
+        face layer, and hair lying on the scalp within ``position_threshold``)."""
+        cfg, m = self.cfg, self.model
+        k = self.size()  # [N] world metres per local unit
+        dist = m.means.norm(dim=-1) * k
+        face = m.layer == int(LayerCode.FACE)
+        total = dist.new_zeros(())
+        if bool(face.any()):
+            s = m.log_scales[face].exp().max(-1).values * k[face]
+            total = total + cfg.position_weight * torch.relu(dist[face] - cfg.position_threshold).mean() \
+                / cfg.position_threshold
+            total = total + cfg.scale_weight * torch.relu(s - cfg.scale_threshold).mean() / cfg.scale_threshold
+        skin = face | ((m.layer == int(LayerCode.HAIR)) & (dist.detach() < cfg.position_threshold))
+        if cfg.skin_opacity_weight > 0 and bool(skin.any()):
+            o = torch.sigmoid(m.logit_opacities[skin])
+            total = total + cfg.skin_opacity_weight * torch.relu(cfg.skin_opacity - o).mean()
+        return total
 
     def update(self, step: int) -> None:
         cfg = self.cfg
@@ -225,7 +236,7 @@ def train_avatar(rig: HeadRig, base: RigParams, init: BoundSplats, train: ViewBa
         restore_rng(payload, gen)
     task = AvatarTask(rig, base, model, corr, optimizer, train, frame_of_view.long(), background, densify, cfg, gen)
     local = LocalFrames(size=task.size,
-                        groups=lambda: torch.where(task.model.layer == int(LayerCode.FACE), task.model.binding, -1))
+                        groups=lambda: torch.where(task.model.layer != int(LayerCode.CLOTHING), task.model.binding, -1))
     hooks = [DensifyHook(model, optimizer, densify, cfg.densify, scene_scale, gen, local)]
     ck = None if checkpoint_dir is None else Checkpointing(checkpoint_dir, CheckpointKind.AVATAR, cfg,
                                                            cfg.checkpoint_every, cfg.checkpoint_minutes)
