@@ -62,7 +62,7 @@ def save_splats_ply(splats: Splats, path: str | Path, extra: dict[str, torch.Ten
     for name, col in (extra or {}).items():
         if col.shape != (n,) or name in _ply_fields(k):
             raise ValueError(f"extra PLY column {name!r} must be [N] = [{n}] and not a standard name")
-        if not col.dtype.is_floating_point and int(col.abs().max(initial=0) if n else 0) >= 2 ** 24:
+        if not col.dtype.is_floating_point and (int(col.abs().max()) if n else 0) >= 2 ** 24:
             raise ValueError(f"extra PLY column {name!r} holds integers float32 cannot store exactly")
         cols.append(col[:, None])
     data = torch.cat([c.double().cpu() for c in cols], 1).numpy().astype("<f4")
