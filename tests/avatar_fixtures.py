@@ -59,6 +59,11 @@ def upper_scalp_faces(rig: HeadRig) -> torch.Tensor:
     return tris[(c[:, 1] > top - 0.03) & (c[:, 2] < float(face[:, 2].max()) - 0.06)]
 
 
+def _barycentrics(n: int, g: torch.Generator) -> torch.Tensor:  # [n, 3] uniform over the triangle (Dirichlet(1))
+    e = -torch.log(torch.rand(n, 3, generator=g, dtype=torch.float64).clamp_min(1e-12))
+    return e / e.sum(1, keepdim=True)
+
+
 def _frame_splats(verts: torch.Tensor, faces: torch.Tensor, tris: torch.Tensor, bary: torch.Tensor, height: float,
                   scales: tuple[float, float, float], colors: torch.Tensor, opacity: float) -> Splats:
     R, _, _ = triangle_frames(verts, faces)
@@ -82,14 +87,14 @@ def make_avatar(rig: HeadRig, rig_spec: str, *, identity: torch.Tensor | None = 
     face_tris = region_faces(rig, Region.FACE_SKIN)
     face_tris = face_tris[row[face_tris] >= 0]
     ft = face_tris[torch.randint(len(face_tris), (n_face,), generator=g)]
-    fb = torch.distributions.Dirichlet(torch.ones(3)).sample((n_face,)).double()
+    fb = _barycentrics(n_face, g)
     uv = (fb[:, :, None] * tex.uvs[row[ft]].double()).sum(1)
     col = tex.texture[((1 - uv[:, 1]) * TEXTURE_SIZE).long().clamp(0, TEXTURE_SIZE - 1),
                       (uv[:, 0] * TEXTURE_SIZE).long().clamp(0, TEXTURE_SIZE - 1)]
     face = _frame_splats(verts, rig.faces, ft, fb, 0.0, (0.0015, 0.0003, 0.0015), col, 0.9)
     scalp = upper_scalp_faces(rig)
     ht = scalp[torch.randint(len(scalp), (n_hair,), generator=g)]
-    hb = torch.distributions.Dirichlet(torch.ones(3)).sample((n_hair,)).double()
+    hb = _barycentrics(n_hair, g)
     hair_col = torch.tensor(hair_rgb).expand(n_hair, 3) * (0.85 + 0.3 * torch.rand(n_hair, 1, generator=g))
     hair = _frame_splats(verts, rig.faces, ht, hb, HAIR_HEIGHT, (0.003, 0.0015, 0.003), hair_col, 0.85)
     binding = torch.cat([ft, ht])

@@ -32,6 +32,7 @@ from headforge.representations.mesh import uv_to_texel
 from headforge.representations.rig.head_rig import HeadRig, Region
 from headforge.stages.avatar import Avatar, BoundSplats, avatar_vertices, pose_avatar
 from headforge.stages.avatar_layers import (
+    closest_among,
     composite_render,
     gaussian_texture_uvs,
     replace_face_texture,
@@ -39,7 +40,7 @@ from headforge.stages.avatar_layers import (
     tint_face,
 )
 from headforge.stages.avatar_sheets import DEFAULT_EXPRESSIONS, avatar_cameras, before_after_sheet, expressions_sheet
-from headforge.stages.landmark_embedding import snap_to_surface
+from headforge.stages.landmark_embedding import closest_points_on_triangles, snap_to_surface
 from headforge.viz.rig_sheet import layout
 
 ICT = SHARED_DATA / "ict_facekit"
@@ -168,6 +169,17 @@ def test_hair_swap_across_rigs_keeps_counts_and_height(donor):
     d_result = _scalp_distance(result, pose_avatar(result, world=False, layers=(Layer.HAIR,)))
     assert float((d_result - d_donor).abs().median()) < 0.001
     assert min(job.face_region_psnr(ict, result, SIZE)[0]) >= 35.0
+
+
+def testclosest_among_candidates_matches_one_point_at_a_time():
+    g = torch.Generator().manual_seed(0)
+    points = torch.randn(150, 3, generator=g, dtype=torch.float64)
+    tris = torch.randn(150, 5, 3, 3, generator=g, dtype=torch.float64)
+    pt, j = closest_among(points, tris, chunk=32)
+    for m in range(len(points)):
+        pts, _ = closest_points_on_triangles(points[m:m + 1], tris[m])
+        d = (pts[0] - points[m]).norm(dim=-1)
+        assert int(j[m]) == int(d.argmin()) and torch.allclose(pt[m], pts[0, int(d.argmin())])
 
 
 def test_tint_scales_face_colours_and_leaves_hair(receiver):

@@ -64,7 +64,7 @@ from headforge.stages.landmark_embedding import closest_points_on_triangles
 from headforge.stages.rig_params import RigParams
 from headforge.stages.rig_texture import rig_textured_mesh
 
-__all__ = ["DEFAULT_TOLERANCE", "composite_render", "gaussian_texture_uvs", "occluded_centres",
+__all__ = ["DEFAULT_TOLERANCE", "closest_among", "composite_render", "gaussian_texture_uvs", "occluded_centres",
            "replace_face_texture", "same_rig", "scale_colors", "swap_hair", "tint_face", "transfer_bound"]
 
 DEFAULT_TOLERANCE = 0.003  # rig-frame metres a Gaussian centre may lie behind the mesh surface and still show
@@ -102,7 +102,7 @@ def composite_render(avatar: Avatar, params: RigParams, cameras: Cameras, backgr
                      tolerance: float = DEFAULT_TOLERANCE) -> tuple[Tensor, Tensor]:
     """The avatar under one frame of ``params`` from ``cameras`` (in the capture's world, or the rig frame
     with ``world=False``) over ``background`` [3] -> rgb [C, H, W, 3], alpha [C, H, W, 1] (see the module doc).
-    ``mesh_face=False``: the plain Gaussian render of ``layers``."""
+    ``mesh_face=False``: the plain Gaussian render of ``layers``. A preview and metric render: no gradients."""
     if params.num_frames != 1:
         raise ValueError(f"composite_render takes one frame, got {params.num_frames}")
     W, H = cameras.same_size()
@@ -170,6 +170,21 @@ def _candidate_faces(rig: HeadRig, region: Region) -> Tensor:  # [F'] faces of t
     return rig.region_mask(region)[rig.faces].all(1).nonzero().squeeze(1)
 
 
+def closest_among(points: Tensor, tris: Tensor, chunk: int = 64) -> tuple[Tensor, Tensor]:
+    """points [M, 3], each with its own candidate triangles [M, k, 3, 3] -> the closest point [M, 3] over its
+    candidates and which candidate [M] (exact; ``closest_points_on_triangles`` on chunks, its diagonal blocks)."""
+    M, k = tris.shape[:2]
+    best_pt, best_j = torch.empty(M, 3, dtype=points.dtype), torch.empty(M, dtype=torch.long)
+    for s in range(0, M, chunk):
+        p, t = points[s:s + chunk], tris[s:s + chunk]
+        n = len(p)
+        pts, _ = closest_points_on_triangles(p, t.reshape(n * k, 3, 3))  # [n, n * k, 3]
+        own = pts.reshape(n, n, k, 3)[torch.arange(n), torch.arange(n)]  # [n, k, 3]
+        j = (own - p[:, None]).norm(dim=-1).argmin(1)
+        best_pt[s:s + n], best_j[s:s + n] = own[torch.arange(n), j], j
+    return best_pt, best_j
+
+
 def transfer_bound(bound: BoundSplats, source: HeadRig, target: HeadRig) -> BoundSplats:
     """Re-bind Gaussians from ``source``'s triangles to ``target``'s through the templates (see the module doc)."""
     if Region.SCALP not in target.region_names or len(_candidate_faces(target, Region.SCALP)) == 0:
@@ -193,14 +208,8 @@ def transfer_bound(bound: BoundSplats, source: HeadRig, target: HeadRig) -> Boun
         k = min(NEAREST_CANDIDATES, len(cand))
         _, near = cKDTree(cand_centroids.numpy()).query(centroids.numpy(), k=k)
         near = torch.from_numpy(np.asarray(near, dtype=np.int64).reshape(len(centroids), k))
-        tri_pts = dst_v[target.faces[cand[near]]]  # [M, k, 3, 3]
-        best_pt = torch.empty(len(centroids), 3, dtype=torch.float64)
-        best_tri = torch.empty(len(centroids), dtype=torch.long)
-        for m in range(len(centroids)):  # exact closest point among the k candidates
-            pts, _ = closest_points_on_triangles(centroids[m:m + 1], tri_pts[m])  # [1, k, 3]
-            j = int((pts[0] - centroids[m]).norm(dim=-1).argmin())
-            best_pt[m], best_tri[m] = pts[0, j], cand[near[m, j]]
-        new_tri[sel], anchor[sel] = best_tri, best_pt
+        best_pt, best_j = closest_among(centroids, dst_v[target.faces[cand[near]]])
+        new_tri[sel], anchor[sel] = cand[near.gather(1, best_j[:, None])[:, 0]], best_pt
     slot = torch.searchsorted(tris, bound.binding)  # [N] index into tris
     world = pose_bound(_double(bound.local), bound.binding, src_v, source.faces)  # donor template space
     turn = _rotation_between(Rs[tris][:, :, 1], Rt[new_tri][:, :, 1])[slot]  # normals are frame column 1
