@@ -78,7 +78,8 @@ def read_avatar(path: Path) -> tuple[Avatar, RigFitRecord]:
 
 def face_region_psnr(reference: Avatar, edited: Avatar, size: int) -> tuple[list[float], list[int]]:
     """Per sheet view: PSNR (dB) of ``edited``'s neutral render against ``reference``'s over ``reference``'s
-    front-most face-skin pixels, and how many pixels that is (rig frame, the sheet's cameras)."""
+    front-most face-skin pixels (NaN where a view has none), and how many pixels that is (rig frame, the sheet's
+    cameras)."""
     cams = avatar_cameras(reference, size)
     bg = torch.ones(3)
     ref, _ = composite_render(reference, reference.neutral_params(), cams, bg, world=False)
@@ -86,7 +87,8 @@ def face_region_psnr(reference: Avatar, edited: Avatar, size: int) -> tuple[list
     verts = avatar_vertices(reference, reference.neutral_params(), world=False)[0]
     region = region_pixels(reference.rig, verts, cams, Region.FACE_SKIN)
     scores = psnr(out, ref, region.float())
-    return [float(s) for s in scores], [int(n) for n in region.flatten(1).sum(1)]
+    pixels = [int(n) for n in region.flatten(1).sum(1)]
+    return [float(s) if n else math.nan for s, n in zip(scores, pixels, strict=True)], pixels
 
 
 def _refuse_existing(out: Path, overwrite: bool) -> None:
@@ -114,7 +116,7 @@ def run_hair_swap(job: HairSwapJob, progress=print) -> tuple[Path, dict]:
         finite = [s for s in scores if math.isfinite(s)]
         metrics = {"headforge": __version__, "receiver": str(job.receiver), "donor": str(job.donor),
                    "same_rig": same_rig(receiver, donor),
-                   "face_psnr_db": dict(zip(views, scores, strict=True)),
+                   "face_psnr_db": {v: s if math.isfinite(s) else None for v, s in zip(views, scores, strict=True)},
                    "face_psnr_db_min": min(finite) if finite else None,
                    "face_pixels": dict(zip(views, pixels, strict=True)),
                    "counts": {"receiver": receiver.gaussians.counts(), "donor": donor.gaussians.counts(),

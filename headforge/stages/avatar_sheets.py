@@ -121,9 +121,9 @@ def expressions_sheet(avatar: Avatar, names: tuple[SheetExpression, ...] = DEFAU
         w = expression_weights(e)
         tiles.append(SheetTile(e.label, render_views(avatar, w, cams, mesh_face),
                                missing=not all(present[n] for n in e.shapes)))
-    layers = ", ".join(f"{k} {v}" for k, v in avatar.gaussians.counts().items())
-    title = f"{avatar.rig.source or avatar.rig_spec}: Gaussians {layers}; views " + \
-        ", ".join(str(v) for v in views) + (" (mesh face under the Gaussians)" if mesh_face else " (Gaussians)")
+    layers = ", ".join(f"{k} {v}" for k, v in avatar.gaussians.counts().items() if v)
+    title = f"ARKit expressions at weight 1 ({'mesh face + ' if mesh_face else ''}Gaussians: {layers}); views " \
+        + ", ".join(str(v) for v in views)
     return _sheet(title, tiles, columns, tile)
 
 
