@@ -1,5 +1,4 @@
-"""Command line: ``headforge run | reconstruct | extract-mesh | render-capture | inspect | rig-sheet | fit-rig``
-(the avatar commands are in ``cli_avatar.py``).
+"""Command line: ``headforge run | reconstruct | extract-mesh | render-capture | inspect | rig-sheet | fit-rig``, +cli_avatar.
 
 User errors (:class:`HeadforgeError`) print one clear message and exit with status 2; nothing that
 looks complete is left behind (every writer stages its output and renames it at the end). Closed sets
@@ -27,7 +26,7 @@ from typing import TYPE_CHECKING, Annotated
 import tyro
 
 from headforge import __version__
-from headforge.cli_avatar import animate, avatar
+from headforge.cli_avatar import animate, avatar, edit_texture, hair_swap
 from headforge.errors import HeadforgeError, InputError, Interrupted
 from headforge.geometry.camera_rigs import FovDeg, RigConfig, RigKind, ViewCount
 from headforge.geometry.head_frame import Axis, HeadFrameSpec, HeadWidth, Units
@@ -301,7 +300,8 @@ def fit_rig(capture: Annotated[Path, tyro.conf.Positional], out: Path, rig: str 
 # Each command checks its arguments against their declared ranges (headforge.validation) before it runs.
 COMMANDS = {name: checked_command(fn) for name, fn in (
     ("run", run), ("reconstruct", reconstruct), ("extract-mesh", extract_mesh), ("render-capture", render_capture),
-    ("inspect", inspect), ("rig-sheet", rig_sheet), ("fit-rig", fit_rig), ("avatar", avatar), ("animate", animate))}
+    ("inspect", inspect), ("rig-sheet", rig_sheet), ("fit-rig", fit_rig), ("avatar", avatar), ("animate", animate),
+    ("hair-swap", hair_swap), ("edit-texture", edit_texture))}
 
 
 ISSUES_FALLBACK = "the headforge issue tracker"

@@ -1,4 +1,5 @@
-"""Command line, the avatar commands: ``headforge avatar | animate`` (registered in ``cli.py``'s table)."""
+"""Command line, the avatar commands: ``headforge avatar | animate | hair-swap | edit-texture`` (registered in
+``cli.py``'s command table)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Annotated
 import tyro
 
 from headforge.validation import Count, ImageSide, NonNegativeInt
+from headforge.viz.rig_sheet import TileSize
 
 
 def avatar(capture: Annotated[Path, tyro.conf.Positional], out: Path, rig: str = "builtin",
@@ -74,3 +76,44 @@ def animate(avatar: Annotated[Path, tyro.conf.Positional], clip: str, out: Path,
     path = run_animate(AnimateJob(avatar=avatar, clip=clip, out=out, resolution=resolution, frames=frames,
                                   turn_deg=turn_deg, distance_m=distance_m, fov_deg=fov_deg, overwrite=overwrite))
     print(f"wrote {path}")
+
+
+def hair_swap(receiver: Annotated[Path, tyro.conf.Positional], donor: Annotated[Path, tyro.conf.Positional],
+              out: Path, size: TileSize = 256, overwrite: bool = False) -> None:
+    """Move the donor avatar's hair layer onto the receiver (through the rig's canonical space): OUT/avatar/,
+    before_after.png (receiver | donor | result) and metrics.json (the receiver's face-region PSNR, layer counts).
+
+    Args:
+        receiver: The avatar folder (`headforge avatar`'s OUT or OUT/avatar) that keeps its face and clothing.
+        donor: The avatar folder whose hair Gaussians are moved onto the receiver's scalp.
+        out: Output directory.
+        size: Tile height of the before/after sheet in pixels (the PSNR is measured at this size).
+        overwrite: Replace an existing output directory, once the new result is written.
+    """
+    from headforge.pipeline.avatar_edit_job import HairSwapJob, run_hair_swap
+
+    where, metrics = run_hair_swap(HairSwapJob(receiver=receiver, donor=donor, out=out, size=size,
+                                               overwrite=overwrite))
+    worst = metrics["face_psnr_db_min"]
+    print(f"wrote {where}: hair {metrics['counts']['result']['hair']} Gaussians, receiver face region "
+          f"{'not seen' if worst is None else f'PSNR >= {worst:.1f} dB'} against its own render")
+
+
+def edit_texture(avatar: Annotated[Path, tyro.conf.Positional], out: Path, tint: str | None = None,
+                 texture: Path | None = None, size: TileSize = 256, overwrite: bool = False) -> None:
+    """Tint or replace an avatar's face texture (the mesh texture and the face-layer Gaussians' colours; hair
+    untouched): OUT/avatar/ and before_after.png.
+
+    Args:
+        avatar: The avatar folder (`headforge avatar`'s OUT or OUT/avatar).
+        out: Output directory.
+        tint: R,G,B factors > 0 multiplying the face colours (e.g. 1.1,1.0,0.9).
+        texture: A square PNG in the avatar's atlas layout (its texture.png's); another size is resampled.
+        size: Tile height of the before/after sheet in pixels.
+        overwrite: Replace an existing output directory, once the new result is written.
+    """
+    from headforge.pipeline.avatar_edit_job import EditTextureJob, run_edit_texture
+
+    where = run_edit_texture(EditTextureJob(avatar=avatar, out=out, tint=tint, texture=texture, size=size,
+                                            overwrite=overwrite))
+    print(f"wrote {where}")

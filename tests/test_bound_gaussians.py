@@ -52,7 +52,8 @@ def test_triangle_frame_of_a_hand_computed_triangle():
     assert torch.allclose(T[0], torch.tensor([2 / 3, 0.0, -1 / 3], dtype=D))
     assert float(k[0]) == pytest.approx(1.5)  # (base 2 + height 1) / 2
     local = Splats(torch.tensor([[1.0, 0.5, 0.0]], dtype=D), torch.tensor([[1.0, 0, 0, 0]], dtype=D),
-                   torch.tensor([[0.2, 0.1, 0.4]], dtype=D), torch.tensor([0.5], dtype=D), torch.zeros(1, 1, 3, dtype=D))
+                   torch.tensor([[0.2, 0.1, 0.4]], dtype=D), torch.tensor([0.5], dtype=D),
+                   torch.zeros(1, 1, 3, dtype=D))
     world = pose_bound(local, torch.tensor([0]), V, torch.tensor([[0, 1, 2]]))
     assert torch.allclose(world.means[0], torch.tensor([1.5 + 2 / 3, 0.75, -1 / 3], dtype=D))
     assert torch.allclose(world.scales[0], torch.tensor([0.3, 0.15, 0.6], dtype=D))

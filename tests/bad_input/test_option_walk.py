@@ -76,6 +76,8 @@ RANGES: dict[tuple[str, str], Range] = {
     ("rig-sheet", "size"): Range(lo=16, hi=1024, huge=True),  # tile height: a thumbnail .. a 2-3 GB sheet
     ("fit-rig", "resolution"): SIZE,
     ("fit-rig", "test_every"): HOLD_OUT,
+    ("hair-swap", "size"): Range(lo=16, hi=1024, huge=True),  # the rig sheet's tile height
+    ("edit-texture", "size"): Range(lo=16, hi=1024, huge=True),
 }
 
 # Every other option at a small valid value, so that nothing slow can start if a refusal is missing.
@@ -92,6 +94,8 @@ BASE: dict[str, list[str]] = {
     "rig-sheet": ["ict-facekit:{tmp}/missing_rig", "--out", "{tmp}/sheet.png", "--size", "64"],
     "fit-rig": ["{tmp}/missing_capture", "--out", "{tmp}/out", "--rig", "ict-facekit:{tmp}/missing_rig",
                 "--resolution", "16"],
+    "hair-swap": ["{tmp}/missing_receiver", "{tmp}/missing_donor", "--out", "{tmp}/out", "--size", "64"],
+    "edit-texture": ["{tmp}/missing_avatar", "--out", "{tmp}/out", "--tint", "1,1,1", "--size", "64"],
 }
 
 
