@@ -1,7 +1,7 @@
-"""Command line: ``headforge run | reconstruct | extract-mesh | render-capture | inspect | rig-sheet | fit-rig``, +cli_avatar.
+"""Command line: ``headforge run | reconstruct | extract-mesh | render-capture | inspect | rig-sheet | fit-rig``.
 
-User errors (:class:`HeadforgeError`) print one clear message and exit with status 2; nothing that
-looks complete is left behind (every writer stages its output and renames it at the end). Closed sets
+The avatar commands live in ``cli_avatar.py``. User errors (:class:`HeadforgeError`) print one clear message and
+exit with status 2; nothing that looks complete is left behind (every writer stages its output and renames it at the end). Closed sets
 (rig, method, device) are StrEnums; the command line spells them by value (``--rig sphere32``).
 
 Exit status: 0 done; 2 a user error; 1 a bug (``headforge: internal error: ...`` and where to report it; the
