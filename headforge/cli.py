@@ -1,8 +1,8 @@
 """Command line: ``headforge run | reconstruct | extract-mesh | render-capture | inspect | rig-sheet | fit-rig``.
 
-The avatar commands live in ``cli_avatar.py``. User errors (:class:`HeadforgeError`) print one clear message and
-exit with status 2; nothing that looks complete is left behind (every writer stages its output and renames it at the end). Closed sets
-(rig, method, device) are StrEnums; the command line spells them by value (``--rig sphere32``).
+Avatar commands: ``cli_avatar.py``. User errors (:class:`HeadforgeError`) print one clear message and exit 2;
+nothing that looks complete is left behind (every writer stages its output and renames it at the end). Closed
+sets (rig, method, device) are StrEnums; the command line spells them by value (``--rig sphere32``).
 
 Exit status: 0 done; 2 a user error; 1 a bug (``headforge: internal error: ...`` and where to report it; the
 traceback with ``--debug`` or ``HEADFORGE_DEBUG=1``); 130 / 143 training stopped by SIGINT / SIGTERM, with
