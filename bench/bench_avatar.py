@@ -134,11 +134,10 @@ TRAIN_CLIPS, TEST_CLIP = (("talk", 10), ("blink", 4)), ("smile", 6)
 def dynamic_capture() -> tuple[Path, Path, list[int]]:
     """The 20-timestep built-in-rig sequence and a rig-fit folder with its true state -> (capture, fit, held-out
     timesteps)."""
-    from headforge.representations.rig.clips import Clip, read_clip, resample, write_clip
-
     from headforge.captures.formats import read_capture
     from headforge.captures.images import write_image
     from headforge.pipeline.rig_fit_file import TEXTURE_FILE, RigFitRecord, write_rig_fit
+    from headforge.representations.rig.clips import Clip, read_clip, resample, write_clip
     from headforge.representations.rig.deform import RigPose
     from headforge.representations.rig.head_rig import LandmarkSet
     from headforge.stages.rig_texture import RigTextureConfig, bake_rig_texture
@@ -197,6 +196,22 @@ def part_dynamic(steps: int) -> dict:
     return m
 
 
+def part_swap() -> None:
+    pairs = (("lps_avatar_256", "avatar_dynamic/avatar", "swap_builtin_hair_onto_lps"),
+             ("avatar_dynamic/avatar", "lps_avatar_256", "swap_lps_hair_onto_builtin"))
+    print("\n## swap: hair layer moved between the built-in head (built-in rig) and the LPS head (ICT-FaceKit)")
+    print("| receiver <- donor | hair Gaussians moved | receiver face-region PSNR (3 views) | sheet |")
+    print("| --- | --- | --- | --- |")
+    for receiver, donor, name in pairs:
+        out = BENCH_OUT / name
+        shutil.rmtree(out, ignore_errors=True)
+        sh("hair-swap", str(BENCH_OUT / receiver), str(BENCH_OUT / donor), "--out", str(out))
+        m = json.loads((out / "metrics.json").read_text())
+        psnr = ", ".join(f"{k} {v:.1f}" if v is not None else f"{k} -" for k, v in m["face_psnr_db"].items())
+        print(f"| {receiver} <- {donor} | {m['counts']['donor']['hair']} | {psnr} (min {m['face_psnr_db_min']}) | "
+              f"{out / 'before_after.png'} |")
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--parts", default="dynamic,static,render,swap")
@@ -210,6 +225,8 @@ def main() -> int:
         part_render()
     if "static" in parts:
         part_static(args.steps)
+    if "swap" in parts:
+        part_swap()
     return 0
 
 

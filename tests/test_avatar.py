@@ -206,7 +206,8 @@ def test_avatar_command_end_to_end(disk_capture, capsys):
     m = json.loads((out / "metrics.json").read_text())
     assert m["held_out_frames"]["num_views"] > 0 and m["trained_frames"]["num_views"] > 0
     assert m["held_out_frames"]["psnr_masked"] > 10
-    for name in ("contact_sheet.png", "turntable.gif", "avatar/avatar.json", "avatar/gaussians.ply"):
+    for name in ("contact_sheet.png", "turntable.gif", "expressions_sheet.png", "avatar/avatar.json",
+                 "avatar/gaussians.ply"):
         assert (out / name).is_file(), name
     avatar = load_avatar(out)
     assert len(avatar.gaussians) == m["num_gaussians"]

@@ -17,6 +17,7 @@ from torch import Tensor
 from headforge.captures.capture import Capture
 from headforge.captures.images import write_image
 from headforge.stages.avatar import Avatar, pose_avatar
+from headforge.stages.avatar_sheets import expressions_sheet
 from headforge.stages.avatar_train import render_posed
 from headforge.stages.evaluate import Evaluation, evaluate, orbit_cameras, write_contact_sheet, write_turntable
 from headforge.stages.views import load_views
@@ -99,4 +100,7 @@ def write_pictures(avatar: Avatar, capture: Capture, scores: FrameScores, out_di
     cams = orbit_cameras(capture.cameras, centre, distance, turntable_frames)
     write_turntable(out_dir / "turntable.gif", lambda c, bg: render_avatar(avatar, None, c, bg), cams, background)
     pictures.append("turntable.gif")
+    # the Gaussians alone (no mesh under them), so a gap in the avatar shows
+    write_image(out_dir / "expressions_sheet.png", expressions_sheet(avatar, mesh_face=False))
+    pictures.append("expressions_sheet.png")
     return pictures
