@@ -41,7 +41,7 @@ from headforge.pipeline.avatar_views import evaluate_frames, write_pictures
 from headforge.pipeline.fit_rig import default_config, fit_rig, parse_frames
 from headforge.pipeline.fit_rig_job import fit_record, template_texture
 from headforge.pipeline.fitted_rig import load_fitted_rig
-from headforge.pipeline.reconstruct import check_resumable_output
+from headforge.pipeline.reconstruct import check_training_output
 from headforge.pipeline.rig_fit_file import RigFitRecord
 from headforge.stages.avatar import Avatar
 from headforge.stages.avatar_init import AvatarInitConfig, initial_bound_splats
@@ -179,16 +179,8 @@ def build_avatar(job: AvatarJob, capture: Capture, out_dir: Path, checkpoint_dir
 
 def run_avatar(job: AvatarJob) -> AvatarRun:
     out = check_output_path(job.out, directory=True)
-    if job.resume and job.overwrite:
-        raise InputError("--resume continues the run in the output directory and --overwrite replaces it",
-                         path=out, fix="give one of them")
     with output_lock(out):
-        if out.exists() and not (job.resume or job.overwrite):
-            raise InputError("output directory already exists", path=out,
-                             fix="pass --overwrite to replace it (when the new run has finished), --resume to "
-                                 "continue its training, or another --out")
-        if job.resume:
-            check_resumable_output(out)
+        check_training_output(out, job.resume, job.overwrite)
         capture = read_capture(job.capture, test_every=job.test_every)
         if job.rig_fit is None:
             from headforge.assets.rigs import parse_rig_spec

@@ -19,7 +19,7 @@ from headforge.captures.images import write_image
 from headforge.stages.avatar import Avatar, pose_avatar
 from headforge.stages.avatar_sheets import expressions_sheet
 from headforge.stages.avatar_train import render_posed
-from headforge.stages.evaluate import Evaluation, evaluate, orbit_cameras, write_contact_sheet, write_turntable
+from headforge.stages.evaluate import Evaluation, evaluate, orbit_cameras, write_renders, write_turntable
 from headforge.stages.views import load_views
 
 __all__ = ["FrameScores", "evaluate_frames", "render_avatar", "write_pictures"]
@@ -87,14 +87,7 @@ def evaluate_frames(avatar: Avatar, capture: Capture, test: list[int], slot: dic
 
 def write_pictures(avatar: Avatar, capture: Capture, scores: FrameScores, out_dir: Path, summary, background: Tensor,
                    turntable_frames: int) -> list[str]:
-    pictures = []
-    ev = scores.evaluation
-    if ev is not None:
-        (out_dir / "renders").mkdir(exist_ok=True)
-        for k, v in enumerate(ev.per_view):
-            write_image(out_dir / "renders" / f"test_{v.view:04d}.png", ev.renders[k].numpy())
-        write_contact_sheet(out_dir / "contact_sheet.png", ev)
-        pictures += ["renders/", "contact_sheet.png"]
+    pictures = [] if scores.evaluation is None else write_renders(out_dir, scores.evaluation)
     centre = avatar.params.similarity.translation.float()
     distance = summary.distance_median if math.isfinite(summary.distance_median) else 1.0
     cams = orbit_cameras(capture.cameras, centre, distance, turntable_frames)

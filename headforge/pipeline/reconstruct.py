@@ -40,7 +40,6 @@ from headforge import __version__
 from headforge.atomic import atomic_directory, atomic_merge, check_output_path, write_text
 from headforge.captures.capture import Capture, viewing_angles
 from headforge.captures.formats import read_capture
-from headforge.captures.images import write_image
 from headforge.captures.inspect import CaptureSummary, summarize
 from headforge.errors import InputError, Interrupted
 from headforge.locks import output_lock
@@ -61,7 +60,7 @@ from headforge.stages.evaluate import (
     evaluate,
     evaluation_record,
     orbit_cameras,
-    write_contact_sheet,
+    write_renders,
     write_turntable,
 )
 from headforge.stages.views import ViewBatch, load_views
@@ -70,7 +69,7 @@ from headforge.validation import Checked, Count, ImageSide, NonNegativeInt
 
 __all__ = ["Device", "HeldOutView", "Method", "PreparedJob", "ReconstructConfig", "ReconstructOptions",
            "Reconstruction", "check_job_inputs", "check_resumable_output", "prepare", "reconstruct", "run_prepared",
-           "run_reconstruct"]
+           "check_training_output", "run_reconstruct"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -209,13 +208,7 @@ def run_prepared(job: PreparedJob, out_dir: Path, *, checkpoint_dir: Path | None
         trained = train_field_method(job.train, bounds, job.preset.train, **common)
     ev = evaluate(trained.render_fn, job.test, trained.background) if job.test is not None else None
     exports = tuple(trained.write_exports(out_dir))
-    pictures = []
-    if ev is not None:
-        (out_dir / "renders").mkdir(exist_ok=True)
-        for k, v in enumerate(ev.per_view):
-            write_image(out_dir / "renders" / f"test_{v.view:04d}.png", ev.renders[k].numpy())
-        write_contact_sheet(out_dir / "contact_sheet.png", ev)
-        pictures += ["renders/", "contact_sheet.png"]
+    pictures = [] if ev is None else write_renders(out_dir, ev)
     reference = (job.test if job.test is not None else job.train).cameras  # intrinsics of the turntable
     centre = torch.tensor(summary.centre, dtype=torch.float32)
     write_turntable(out_dir / "turntable.gif", trained.render_fn,
@@ -252,19 +245,25 @@ def check_resumable_output(out: Path) -> Path:
     return found
 
 
+def check_training_output(out: Path, resume: bool, overwrite: bool) -> None:
+    """The output policy of a training job (call it holding the output lock): a new folder, ``--resume`` of one
+    with a checkpoint, or ``--overwrite``; never both."""
+    if resume and overwrite:
+        raise InputError("--resume continues the run in the output directory and --overwrite replaces it",
+                         path=out, fix="give one of them")
+    if out.exists() and not (resume or overwrite):
+        raise InputError("output directory already exists", path=out,
+                         fix="pass --overwrite to replace it (when the new run has finished), --resume to "
+                             "continue its training, or another --out")
+    if resume:
+        check_resumable_output(out)
+
+
 def run_reconstruct(cfg: ReconstructConfig) -> Reconstruction:
     """The file job behind ``headforge reconstruct`` (output policy in the module docstring)."""
     out = check_output_path(cfg.out, directory=True)
-    if cfg.resume and cfg.overwrite:
-        raise InputError("--resume continues the run in the output directory and --overwrite replaces it",
-                         path=out, fix="give one of them")
     with output_lock(out):
-        if out.exists() and not (cfg.resume or cfg.overwrite):
-            raise InputError("output directory already exists", path=out,
-                             fix="pass --overwrite to replace it (when the new run has finished), --resume to "
-                                 "continue its training, or another --out")
-        if cfg.resume:
-            check_resumable_output(out)
+        check_training_output(out, cfg.resume, cfg.overwrite)
         capture = read_capture(cfg.capture, test_every=cfg.test_every)
         job = prepare(capture, cfg.options(), source=str(cfg.capture))
         if cfg.overwrite and out.exists():

@@ -23,7 +23,7 @@ import annotated_types as at
 import torch
 from torch import Tensor, nn
 
-from headforge.metrics import psnr, ssim
+from headforge.metrics import ssim
 from headforge.renderers.gaussian_raster import GaussianRender, rasterize_gaussians
 from headforge.representations.bound_gaussians import BoundGaussianModel, LayerCode, triangle_frames
 from headforge.representations.gaussians import GaussianLearningRates, Splats, activate
@@ -31,6 +31,7 @@ from headforge.representations.rig.deform import RigPose
 from headforge.representations.rig.head_rig import HeadRig
 from headforge.stages.avatar import BoundSplats
 from headforge.stages.densify import DensifyConfig, DensifyHook, DensifyState, LocalFrames
+from headforge.stages.gaussian_train import SplatStepLog, decayed_lr
 from headforge.stages.rig_params import RigParams, rig_vertices
 from headforge.stages.views import ViewBatch, composite
 from headforge.training.background import Background, TrainingBackground
@@ -105,7 +106,7 @@ class AvatarStep:
     target: Tensor
 
 
-class AvatarTask:
+class AvatarTask(SplatStepLog):
     def __init__(self, rig: HeadRig, base: RigParams, model: BoundGaussianModel, corrections: nn.ParameterDict,
                  optimizer: torch.optim.Optimizer, data: ViewBatch, frame_of_view: Tensor,
                  background: TrainingBackground, densify: DensifyState, cfg: AvatarTrainConfig,
@@ -167,15 +168,8 @@ class AvatarTask:
         cfg = self.cfg
         for g in self.optimizer.param_groups:
             if g["name"] == "means":
-                g["lr"] = cfg.means_lr * (cfg.means_lr_final / cfg.means_lr) ** min(step / max(cfg.steps, 1), 1.0) \
-                    if cfg.means_lr > 0 else 0.0
+                g["lr"] = decayed_lr(cfg.means_lr, cfg.means_lr_final, step, cfg.steps)
         self.optimizer.step()
-
-    def log_row(self, step: int, out: AvatarStep) -> tuple[int, float, float, int]:
-        return step, out.loss.item(), float(psnr(out.render.rgb.detach(), out.target)[0]), len(self.model)
-
-    def postfix(self, row: tuple) -> dict[str, str]:
-        return {"loss": f"{row[1]:.4f}", "psnr": f"{row[2]:.2f}", "gaussians": str(row[3])}
 
     def state(self) -> dict:
         return {"model": {k: v.detach().cpu() for k, v in self.model.per_gaussian().items()},

@@ -19,6 +19,7 @@ import torch
 from torch import Tensor
 
 from headforge.atomic import atomic_path
+from headforge.captures.images import write_image
 from headforge.geometry.camera_rigs import spherical_directions
 from headforge.geometry.cameras import Cameras
 from headforge.geometry.rotations import look_at
@@ -87,6 +88,15 @@ def write_contact_sheet(path: Path, ev: Evaluation, max_rows: int = 8) -> Path:
     labels = [f"view {v.view}: {v.psnr:.1f} dB" for v in ev.per_view[:max_rows]]
     return save_sheet(path, contact_sheet(rows, column_titles=["ground truth", "render", "|error| (0-0.2)"],
                                           row_labels=labels, tile_height=192))
+
+
+def write_renders(out_dir: Path, ev: Evaluation) -> list[str]:
+    """``renders/test_NNNN.png`` for every scored view and ``contact_sheet.png``; -> the names written."""
+    (out_dir / "renders").mkdir(exist_ok=True)
+    for k, v in enumerate(ev.per_view):
+        write_image(out_dir / "renders" / f"test_{v.view:04d}.png", ev.renders[k].numpy())
+    write_contact_sheet(out_dir / "contact_sheet.png", ev)
+    return ["renders/", "contact_sheet.png"]
 
 
 def orbit_cameras(reference: Cameras, centre: Tensor, distance: float, frames: int = 36,

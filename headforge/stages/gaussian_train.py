@@ -123,7 +123,24 @@ class GaussianStep:
     target: Tensor  # [1, H, W, 3]
 
 
-class GaussianTask:
+def decayed_lr(lr0: float, lr1: float, step: int, steps: int) -> float:
+    """Exponential decay from ``lr0`` at step 0 to ``lr1`` at ``steps`` (3DGS's position schedule)."""
+    return lr0 * (lr1 / lr0) ** min(step / max(steps, 1), 1.0) if lr0 > 0 else 0.0
+
+
+class SplatStepLog:
+    """The history row and progress fields every splat trainer shows: (step, loss, PSNR of the view, count)."""
+
+    model: GaussianModel
+
+    def log_row(self, step: int, out) -> tuple[int, float, float, int]:
+        return step, out.loss.item(), float(psnr(out.render.rgb.detach(), out.target)[0]), len(self.model)
+
+    def postfix(self, row: tuple) -> dict[str, str]:
+        return {"loss": f"{row[1]:.4f}", "psnr": f"{row[2]:.2f}", "gaussians": str(row[3])}
+
+
+class GaussianTask(SplatStepLog):
     """One Gaussian training step (3DGS): a random view over this step's background, L1 + D-SSIM."""
 
     def __init__(self, model: GaussianModel, optimizer: torch.optim.Optimizer, data: ViewBatch,
@@ -148,14 +165,8 @@ class GaussianTask:
     def update(self, step: int) -> None:
         for g in self.optimizer.param_groups:
             if g["name"] == "means":
-                g["lr"] = self.lr0 * (self.lr1 / self.lr0) ** min(step / max(self.cfg.steps, 1), 1.0)
+                g["lr"] = decayed_lr(self.lr0, self.lr1, step, self.cfg.steps)
         self.optimizer.step()
-
-    def log_row(self, step: int, out: GaussianStep) -> tuple[int, float, float, int]:
-        return step, out.loss.item(), float(psnr(out.render.rgb.detach(), out.target)[0]), len(self.model)
-
-    def postfix(self, row: tuple) -> dict[str, str]:
-        return {"loss": f"{row[1]:.4f}", "psnr": f"{row[2]:.2f}", "gaussians": str(row[3])}
 
     def state(self) -> dict:
         return {"model": {k: v.detach().cpu() for k, v in self.model.per_gaussian().items()},
