@@ -8,7 +8,8 @@ from typing import Annotated
 
 import tyro
 
-from headforge.validation import Count, ImageSide, NonNegativeInt
+from headforge.geometry.camera_rigs import FovDeg, TurnDeg
+from headforge.validation import Count, ImageSide, NonNegativeInt, Positive
 from headforge.viz.rig_sheet import TileSize
 
 
@@ -55,8 +56,8 @@ def avatar(capture: Annotated[Path, tyro.conf.Positional], out: Path, rig: str =
 
 
 def animate(avatar: Annotated[Path, tyro.conf.Positional], clip: str, out: Path, resolution: ImageSide = 512,
-            frames: Count | None = None, turn_deg: float = 30.0, distance_m: float = 0.75, fov_deg: float = 25.0,
-            overwrite: bool = False) -> None:
+            frames: Count | None = None, turn_deg: TurnDeg = 30.0, distance_m: Positive = 0.75,
+            fov_deg: FovDeg = 25.0, overwrite: bool = False) -> None:
     """Render an avatar driven by a clip of ARKit weights from a turning camera into a video (MP4 or GIF).
 
     Args:

@@ -21,6 +21,7 @@ from headforge.geometry.rotations import look_at
 from headforge.validation import Checked, ImageSide, Positive
 
 FovDeg = Annotated[float, at.Gt(0), at.Lt(180)]  # a pinhole's field of view, degrees
+TurnDeg = Annotated[float, at.Ge(0), at.Le(180)]  # how far a moving camera swings to either side, degrees
 ViewCount = Annotated[int, at.Ge(1), at.Le(1024)]  # cameras of a generated rig
 
 

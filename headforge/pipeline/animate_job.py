@@ -22,6 +22,7 @@ from tqdm import tqdm
 
 from headforge.atomic import atomic_path, check_output_path
 from headforge.errors import InputError
+from headforge.geometry.camera_rigs import FovDeg, TurnDeg
 from headforge.geometry.cameras import Cameras
 from headforge.geometry.rotations import look_at
 from headforge.locks import output_lock
@@ -29,7 +30,7 @@ from headforge.pipeline.avatar_file import load_avatar
 from headforge.representations.rig.clips import Clip, check_clip_for_rig, read_clip, resample
 from headforge.stages.avatar import Avatar, pose_avatar
 from headforge.stages.avatar_train import render_posed
-from headforge.validation import Checked, Count, ImageSide
+from headforge.validation import Checked, Count, ImageSide, Positive
 
 __all__ = ["AnimateJob", "animate_frames", "run_animate", "sweep_cameras"]
 
@@ -43,9 +44,9 @@ class AnimateJob(Checked):
     out: Path
     resolution: ImageSide = 512
     frames: Count | None = None  # resample the clip to this many frames (default: its own length)
-    turn_deg: float = 30.0  # the camera sweeps this far to each side of the face
-    distance_m: float = 0.75
-    fov_deg: float = 25.0
+    turn_deg: TurnDeg = 30.0  # the camera sweeps this far to each side of the face
+    distance_m: Positive = 0.75
+    fov_deg: FovDeg = 25.0
     overwrite: bool = False
     progress: bool = True
 
@@ -83,9 +84,6 @@ def run_animate(job: AnimateJob) -> Path:
     if out.suffix.lower() not in VIDEO_SUFFIXES:
         raise InputError(f"the output must end in {' or '.join(VIDEO_SUFFIXES)}", path=out,
                          fix="e.g. --out talk.mp4")
-    if not (0 <= job.turn_deg <= 180 and job.distance_m > 0 and 0 < job.fov_deg < 180):
-        raise InputError(f"--turn-deg {job.turn_deg} must be in 0..180, --distance-m {job.distance_m} > 0 and "
-                         f"--fov-deg {job.fov_deg} in (0, 180)", fix="give values in those ranges")
     with output_lock(out):
         if out.exists() and not job.overwrite:
             raise InputError("the output file already exists", path=out, fix="pass --overwrite or another --out")

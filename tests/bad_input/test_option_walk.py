@@ -78,6 +78,16 @@ RANGES: dict[tuple[str, str], Range] = {
     ("fit-rig", "test_every"): HOLD_OUT,
     ("hair-swap", "size"): Range(lo=16, hi=1024, huge=True),  # the rig sheet's tile height
     ("edit-texture", "size"): Range(lo=16, hi=1024, huge=True),
+    ("avatar", "resolution"): SIZE,
+    ("avatar", "steps"): COUNT,
+    ("avatar", "face_points"): COUNT,
+    ("avatar", "test_every"): HOLD_OUT,
+    ("avatar", "turntable_frames"): COUNT,
+    ("animate", "resolution"): SIZE,
+    ("animate", "frames"): COUNT,
+    ("animate", "turn_deg"): Range(lo=0, hi=180),
+    ("animate", "distance_m"): POSITIVE,
+    ("animate", "fov_deg"): Range(lo=0, hi=180, lo_open=True, hi_open=True),
 }
 
 # Every other option at a small valid value, so that nothing slow can start if a refusal is missing.
@@ -96,6 +106,10 @@ BASE: dict[str, list[str]] = {
                 "--resolution", "16"],
     "hair-swap": ["{tmp}/missing_receiver", "{tmp}/missing_donor", "--out", "{tmp}/out", "--size", "64"],
     "edit-texture": ["{tmp}/missing_avatar", "--out", "{tmp}/out", "--tint", "1,1,1", "--size", "64"],
+    "avatar": ["{tmp}/missing_capture", "--out", "{tmp}/out", "--resolution", "16", "--steps", "1",
+               "--face-points", "10", "--turntable-frames", "1"],
+    "animate": ["{tmp}/missing_avatar", "--clip", "builtin:blink", "--out", "{tmp}/v.mp4", "--resolution", "16",
+                "--frames", "2"],
 }
 
 
