@@ -37,7 +37,7 @@ from headforge.assets.sample_head import load_sample_head
 from headforge.representations.rig.arkit import ARKIT_NAMES
 from headforge.stages.avatar import Avatar, pose_avatar
 from headforge.stages.avatar_init import AvatarInitConfig, initial_bound_splats
-from headforge.stages.avatar_train import render_posed
+from headforge.stages.gaussian_train import render_splats
 from headforge.stages.rig_params import RigParams, Similarity, world_vertices
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -89,7 +89,7 @@ def part_render(frames: int = 20) -> None:
             t0 = time.perf_counter()
             splats = pose_avatar(avatar, params, world=False)
             t1 = time.perf_counter()
-            render_posed(splats, cams[[k % frames]], 3, torch.ones(3))
+            render_splats(splats, cams[[k % frames]], 3, torch.ones(3))
             t2 = time.perf_counter()
         if k >= 2:  # the first two warm the kernel and caches
             pose_s.append(t1 - t0)

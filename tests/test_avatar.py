@@ -26,7 +26,8 @@ from headforge.representations.rig.deform import RigPose
 from headforge.representations.rig.head_rig import LandmarkSet, Region
 from headforge.stages.avatar import Avatar, pose_avatar
 from headforge.stages.avatar_init import AvatarInitConfig, initial_bound_splats
-from headforge.stages.avatar_train import AvatarTrainConfig, render_posed, train_avatar
+from headforge.stages.avatar_train import AvatarTrainConfig, train_avatar
+from headforge.stages.gaussian_train import render_splats
 from headforge.stages.rig_evaluate import rig_mesh
 from headforge.stages.rig_params import RigParams, Similarity, world_vertices
 from headforge.stages.rig_texture import RigTextureConfig, bake_rig_texture
@@ -86,7 +87,7 @@ def _score(rig, gaussians, params, cameras, frames, b, views) -> float:
     v = world_vertices(rig, params.frame(b))[0].float()
     s = pose_bound(gaussians.local, gaussians.binding, v, rig.faces)
     k = int(gaussians.local.sh.shape[1] ** 0.5) - 1
-    r = render_posed(s, cameras[views], k, torch.ones(3))
+    r = render_splats(s, cameras[views], k, torch.ones(3))
     target = composite(frames[b, views, ..., :3], frames[b, views, ..., 3], torch.ones(3))
     return float(psnr(r.rgb, target, frames[b, views, ..., 3]).mean())
 

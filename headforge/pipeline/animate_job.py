@@ -29,7 +29,7 @@ from headforge.locks import output_lock
 from headforge.pipeline.avatar_file import load_avatar
 from headforge.representations.rig.clips import Clip, check_clip_for_rig, read_clip, resample
 from headforge.stages.avatar import Avatar, pose_avatar
-from headforge.stages.avatar_train import render_posed
+from headforge.stages.gaussian_train import render_splats
 from headforge.validation import Checked, Count, ImageSide, Positive
 
 __all__ = ["AnimateJob", "animate_frames", "run_animate", "sweep_cameras"]
@@ -75,7 +75,7 @@ def animate_frames(avatar: Avatar, clip: Clip, cameras: Cameras, background: tor
         params = avatar.frame_params(clip.weights[k], clip.rotations[k])
         with torch.no_grad():
             splats = pose_avatar(avatar, params, world=False)
-            rgb = render_posed(splats, cameras[[k]], avatar.sh_degree, bg).rgb[0]
+            rgb = render_splats(splats, cameras[[k]], avatar.sh_degree, bg).rgb[0]
         yield (rgb.clamp(0, 1).numpy() * 255).round().astype(np.uint8)
 
 

@@ -18,8 +18,8 @@ from headforge.captures.capture import Capture
 from headforge.captures.images import write_image
 from headforge.stages.avatar import Avatar, pose_avatar
 from headforge.stages.avatar_sheets import expressions_sheet
-from headforge.stages.avatar_train import render_posed
 from headforge.stages.evaluate import Evaluation, evaluate, orbit_cameras, write_renders, write_turntable
+from headforge.stages.gaussian_train import render_splats
 from headforge.stages.views import load_views
 
 __all__ = ["FrameScores", "evaluate_frames", "render_avatar", "write_pictures"]
@@ -56,7 +56,7 @@ def render_avatar(avatar: Avatar, b: int | None, cameras, background: Tensor) ->
     """Render frame ``b`` of the avatar's fitted state (None: neutral) into world cameras -> (rgb, alpha)."""
     params = None if b is None else avatar.params.frame(b)
     splats = pose_avatar(avatar, params)
-    out = render_posed(splats, cameras, avatar.sh_degree, background)
+    out = render_splats(splats, cameras, avatar.sh_degree, background)
     return out.rgb, out.alpha
 
 

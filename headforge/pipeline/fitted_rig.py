@@ -8,7 +8,7 @@ the spec the record names (``builtin``, ``ict-facekit:PATH``, ``flame:PATH``): i
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -18,9 +18,8 @@ from headforge.captures.images import read_image
 from headforge.errors import InputError
 from headforge.pipeline.rig_fit_file import TEXTURE_FILE, RigFitRecord, read_rig_fit
 from headforge.representations.mesh import TexturedMesh
-from headforge.representations.rig.deform import RigPose
 from headforge.representations.rig.head_rig import HeadRig
-from headforge.stages.rig_params import RigParams, rig_vertices
+from headforge.stages.rig_params import RigParams
 from headforge.stages.rig_texture import RigTexture, RigTextureConfig, atlas_layout, rig_textured_mesh
 
 __all__ = ["FittedRig", "load_fitted_rig", "texture_from_image"]
@@ -39,12 +38,6 @@ class FittedRig:
     def mesh(self, vertices: Tensor) -> TexturedMesh:
         """The textured mesh of posed vertices [V, 3] (any frame: world or rig frame)."""
         return rig_textured_mesh(self.rig, vertices, self.texture)
-
-    def neutral_vertices(self) -> Tensor:
-        """[V, 3] float64 in the rig frame: the subject's identity and offsets, no expression, rest pose."""
-        p = self.params.frame(0)
-        p = replace(p, expression=torch.zeros_like(p.expression), pose=RigPose.rest(1, dtype=torch.float64))
-        return rig_vertices(self.rig, p)[0]
 
 
 def texture_from_image(rig: HeadRig, image: Tensor, source: Path | None = None) -> RigTexture:

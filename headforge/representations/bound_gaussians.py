@@ -140,6 +140,3 @@ class BoundGaussianModel(GaussianModel):
     def posed(self, vertices: Tensor, faces: Tensor, sh_degree: int | None = None) -> Splats:
         """World splats on ``vertices`` [V, 3] (differentiable in the parameters and the vertices)."""
         return pose_bound(activate(self, sh_degree), self.binding, vertices.to(self.means.dtype), faces)
-
-    def world_size(self, vertices: Tensor, faces: Tensor) -> Tensor:  # [N] the k of each Gaussian's triangle
-        return triangle_frames(vertices.to(self.means.dtype), faces)[2][self.binding]

@@ -10,16 +10,14 @@ the fit's similarity (the capture's world, where the cameras are).
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 
 import torch
 from torch import Tensor
 
 from headforge.representations.bound_gaussians import Layer, LayerCode, pose_bound
 from headforge.representations.gaussians import Splats
-from headforge.representations.rig.arkit import NUM_ARKIT
-from headforge.representations.rig.deform import RigPose
-from headforge.representations.rig.head_rig import JOINTS, HeadRig
+from headforge.representations.rig.head_rig import HeadRig
 from headforge.stages.rig_params import RigParams, rig_vertices
 from headforge.stages.rig_texture import RigTexture
 
@@ -74,21 +72,11 @@ class Avatar:
 
     def neutral_params(self) -> RigParams:
         """One frame: the subject's identity and offsets, no expression, rest pose."""
-        p = self.params.frame(0)
-        return replace(p, expression=torch.zeros_like(p.expression), pose=RigPose.rest(1, dtype=torch.float64))
+        return self.params.posed()
 
     def frame_params(self, expression: Tensor | None = None, rotations: Tensor | None = None) -> RigParams:
         """One frame with ARKit weights [52] (None: neutral) and joint rotations [J, 3] axis-angle (None: rest)."""
-        p = self.neutral_params()
-        if expression is not None:
-            if expression.shape != (NUM_ARKIT,):
-                raise ValueError(f"expression must be [{NUM_ARKIT}], got {list(expression.shape)}")
-            p = replace(p, expression=expression.double()[None])
-        if rotations is not None:
-            if rotations.shape != (len(JOINTS), 3):
-                raise ValueError(f"rotations must be [{len(JOINTS)}, 3], got {list(rotations.shape)}")
-            p = replace(p, pose=RigPose(rotations.double()[None], torch.zeros(1, 3, dtype=torch.float64)))
-        return p
+        return self.params.posed(expression, rotations)
 
 
 def avatar_vertices(avatar: Avatar, params: RigParams, *, world: bool = True) -> Tensor:

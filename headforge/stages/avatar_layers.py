@@ -47,7 +47,6 @@ from headforge.geometry.cameras import Cameras
 from headforge.geometry.rays import project_points
 from headforge.geometry.rotations import rotmat_to_quat
 from headforge.geometry.sh import SH_C0, num_sh_bases
-from headforge.renderers.gaussian_raster import rasterize_gaussians
 from headforge.renderers.mesh_render import render_mesh
 from headforge.representations.bound_gaussians import (
     Layer,
@@ -60,6 +59,7 @@ from headforge.representations.gaussians import Splats
 from headforge.representations.mesh import uv_to_texel
 from headforge.representations.rig.head_rig import HeadRig, Region
 from headforge.stages.avatar import Avatar, BoundSplats, avatar_vertices, pose_avatar
+from headforge.stages.gaussian_train import render_splats
 from headforge.stages.landmark_embedding import closest_points_on_triangles
 from headforge.stages.rig_params import RigParams
 from headforge.stages.rig_texture import rig_textured_mesh
@@ -88,12 +88,10 @@ def occluded_centres(means: Tensor, cameras: Cameras, depth: Tensor, coverage: T
 
 def _rasterize(splats: Splats, cameras: Cameras, sh_degree: int, background: Tensor | None
                ) -> tuple[Tensor, Tensor]:  # -> rgb [C, H, W, 3], alpha [C, H, W, 1]
-    W, H = cameras.same_size()
-    sh = splats.sh[:, :num_sh_bases(sh_degree)].float()
-    out = rasterize_gaussians(splats.means.float(), splats.quats.float(), splats.scales.float(),
-                              splats.opacities.float(), sh, cameras.world_to_camera.float(),
-                              cameras.intrinsics().float(), W, H, sh_degree=sh_degree,
-                              background=None if background is None else background.float())
+    s = Splats(splats.means.float(), splats.quats.float(), splats.scales.float(), splats.opacities.float(),
+               splats.sh[:, :num_sh_bases(sh_degree)].float())
+    bg = None if background is None else background.float()
+    out = render_splats(s, cameras.to(dtype=torch.float32), sh_degree, bg)
     return out.rgb, out.alpha
 
 

@@ -24,14 +24,14 @@ import torch
 from torch import Tensor, nn
 
 from headforge.metrics import ssim
-from headforge.renderers.gaussian_raster import GaussianRender, rasterize_gaussians
+from headforge.renderers.gaussian_raster import GaussianRender
 from headforge.representations.bound_gaussians import BoundGaussianModel, LayerCode, triangle_frames
-from headforge.representations.gaussians import GaussianLearningRates, Splats, activate
+from headforge.representations.gaussians import GaussianLearningRates, activate
 from headforge.representations.rig.deform import RigPose
 from headforge.representations.rig.head_rig import HeadRig
 from headforge.stages.avatar import BoundSplats
 from headforge.stages.densify import DensifyConfig, DensifyHook, DensifyState, LocalFrames
-from headforge.stages.gaussian_train import SplatStepLog, decayed_lr
+from headforge.stages.gaussian_train import SplatStepLog, decayed_lr, render_splats
 from headforge.stages.rig_params import RigParams, rig_vertices
 from headforge.stages.views import ViewBatch, composite
 from headforge.training.background import Background, TrainingBackground
@@ -39,7 +39,7 @@ from headforge.training.checkpoint import CheckpointKind, load_for_resume, resto
 from headforge.training.loop import Checkpointing, LoopOptions, run_loop, seed_everything
 from headforge.validation import Checked, Count, Fraction, NonNegative, NonNegativeInt, Positive, Seconds
 
-__all__ = ["AvatarTrainConfig", "AvatarTrainResult", "frame_params", "train_avatar"]
+__all__ = ["AvatarTrainConfig", "AvatarTrainResult", "train_avatar"]
 
 
 def _avatar_densify() -> DensifyConfig:
@@ -89,7 +89,7 @@ class AvatarTrainResult:
     history: tuple[tuple[int, float, float, int], ...]  # (step, loss, psnr, gaussians)
 
 
-def frame_params(base: RigParams, b: int, d_expr: Tensor | None = None, d_rot: Tensor | None = None) -> RigParams:
+def _corrected_frame(base: RigParams, b: int, d_expr: Tensor | None = None, d_rot: Tensor | None = None) -> RigParams:
     """Frame ``b`` of ``base`` with corrections [B, 52] / [B, J, 3] added (weights kept in [0, 1])."""
     p = base.frame(b)
     if d_expr is not None:
@@ -125,7 +125,7 @@ class AvatarTask(SplatStepLog):
         return self._sizes[self.model.binding]
 
     def vertices(self, b: int) -> Tensor:  # [V, 3] float32 world, differentiable in the corrections
-        p = frame_params(self.base, b, self.corr["expression"] * self.present, self.corr["rotation"])
+        p = _corrected_frame(self.base, b, self.corr["expression"] * self.present, self.corr["rotation"])
         return p.similarity.apply(rig_vertices(self.rig, p))[0].float()
 
     def forward(self, step: int) -> AvatarStep:
@@ -137,7 +137,7 @@ class AvatarTask(SplatStepLog):
         target = composite(data.images[i:i + 1], None if data.alphas is None else data.alphas[i:i + 1], bg.detach())
         degree = min(step // cfg.sh_degree_interval, cfg.max_sh_degree)
         splats = self.model.posed(self.vertices(b), self.rig.faces, degree)
-        render = render_posed(splats, cams, degree, bg)
+        render = render_splats(splats, cams, degree, bg)
         l1 = (render.rgb - target).abs().mean()
         loss = (1 - cfg.ssim_lambda) * l1 + cfg.ssim_lambda * (1 - ssim(render.rgb, target).mean())
         loss = loss + self.priors()
@@ -176,13 +176,6 @@ class AvatarTask(SplatStepLog):
                 "corrections": {k: v.detach().cpu() for k, v in self.corr.items()},
                 "optimizer": self.optimizer.state_dict(), "grad2d": self.densify.grad2d.cpu(),
                 "count": self.densify.count.cpu(), "background": self.background.state()}
-
-
-def render_posed(splats: Splats, cameras, sh_degree: int, background: Tensor) -> GaussianRender:
-    w, h = cameras.same_size()
-    return rasterize_gaussians(splats.means, splats.quats, splats.scales, splats.opacities, splats.sh,
-                               cameras.world_to_camera, cameras.intrinsics(), w, h, sh_degree=sh_degree,
-                               background=background)
 
 
 def _optimizer(model: BoundGaussianModel, corr: nn.ParameterDict, cfg: AvatarTrainConfig) -> torch.optim.Adam:

@@ -20,7 +20,6 @@ one, with ``overwrite``, as it was).
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -41,7 +40,6 @@ from headforge.locks import output_lock
 from headforge.renderers.mesh_render import render_mesh
 from headforge.representations.mesh import TexturedMesh
 from headforge.representations.rig.clips import Clip, check_clip_for_rig, write_clip
-from headforge.representations.rig.deform import RigPose
 from headforge.representations.rig.head_rig import HeadRig
 from headforge.stages.render_capture import Supersample
 from headforge.stages.rig_params import RigParams, rig_vertices
@@ -84,8 +82,7 @@ def serials_of(cameras: Cameras) -> tuple[str, ...]:
 
 def frame_params(base: RigParams, clip: Clip, frame: int) -> RigParams:
     """The subject's identity and offsets with frame ``frame`` of the clip (one frame, float64)."""
-    pose = RigPose(clip.rotations[frame:frame + 1], torch.zeros(1, 3, dtype=clip.rotations.dtype))
-    return dataclasses.replace(base, expression=clip.weights[frame:frame + 1], pose=pose)
+    return base.posed(clip.weights[frame], clip.rotations[frame])
 
 
 def frame_vertices(rig: HeadRig, base: RigParams, clip: Clip, frame: int) -> Tensor:  # -> [V, 3] float64

@@ -65,6 +65,21 @@ class RigParams:
         pose = RigPose(self.pose.rotations[b:b + 1], self.pose.translation[b:b + 1])
         return replace(self, expression=self.expression[b:b + 1], pose=pose)
 
+    def posed(self, expression: Tensor | None = None, rotations: Tensor | None = None) -> RigParams:
+        """One frame of this subject (similarity, identity, offsets) with ARKit weights [52] (None: neutral) and
+        joint rotations [J, 3] axis-angle (None: rest), float64."""
+        D = torch.float64
+        if expression is None:
+            expression = torch.zeros(NUM_ARKIT, dtype=D)
+        if expression.shape != (NUM_ARKIT,):
+            raise ValueError(f"expression must be [{NUM_ARKIT}], got {list(expression.shape)}")
+        if rotations is None:
+            rotations = torch.zeros(len(JOINTS), 3, dtype=D)
+        if rotations.shape != (len(JOINTS), 3):
+            raise ValueError(f"rotations must be [{len(JOINTS)}, 3], got {list(rotations.shape)}")
+        return replace(self, expression=expression.to(D)[None],
+                       pose=RigPose(rotations.to(D)[None], torch.zeros(1, 3, dtype=D)))
+
     def is_finite(self) -> bool:
         parts = [self.similarity.scale, self.similarity.rotation, self.similarity.translation, self.identity,
                  self.expression, self.pose.rotations, self.pose.translation]
