@@ -140,7 +140,7 @@ def _hair_and_clothing(rig: HeadRig, vertices: Tensor, similarity: Similarity, v
         return []
     rig_points = similarity.inverse_apply(points.double())
     face_skin = rig.region_mask(Region.FACE_SKIN) if Region.FACE_SKIN in rig.region_names else None
-    chin_y = float(rig_points.new_tensor(float("-inf"))) if face_skin is None else float(
+    chin_y = float("-inf") if face_skin is None else float(
         similarity.inverse_apply(vertices[face_skin].double())[:, 1].min())
     below = rig_points[:, 1] < chin_y
     drawn = drawn_faces(rig)
