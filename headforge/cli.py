@@ -1,8 +1,8 @@
 """Command line: ``headforge run | reconstruct | extract-mesh | render-capture | inspect | rig-sheet | fit-rig``.
 
-Avatar commands: ``cli_avatar.py``. User errors (:class:`HeadforgeError`) print one clear message and exit 2;
-nothing that looks complete is left behind (every writer stages its output and renames it at the end). Closed
-sets (rig, method, device) are StrEnums; the command line spells them by value (``--rig sphere32``).
+Avatar commands: ``cli_avatar.py``; export and report: ``cli_export.py``. User errors (:class:`HeadforgeError`)
+print one clear message and exit 2; nothing that looks complete is left behind (every writer stages its output
+and renames it at the end). Closed sets (rig, method, device) are StrEnums, spelled by value (``--rig sphere32``).
 
 Exit status: 0 done; 2 a user error; 1 a bug (``headforge: internal error: ...`` and where to report it; the
 traceback with ``--debug`` or ``HEADFORGE_DEBUG=1``); 130 / 143 training stopped by SIGINT / SIGTERM, with
@@ -27,6 +27,7 @@ import tyro
 
 from headforge import __version__
 from headforge.cli_avatar import animate, avatar, edit_texture, hair_swap
+from headforge.cli_export import export
 from headforge.errors import HeadforgeError, InputError, Interrupted
 from headforge.geometry.camera_rigs import FovDeg, RigConfig, RigKind, ViewCount
 from headforge.geometry.head_frame import Axis, HeadFrameSpec, HeadWidth, Units
@@ -301,7 +302,7 @@ def fit_rig(capture: Annotated[Path, tyro.conf.Positional], out: Path, rig: str 
 COMMANDS = {name: checked_command(fn) for name, fn in (
     ("run", run), ("reconstruct", reconstruct), ("extract-mesh", extract_mesh), ("render-capture", render_capture),
     ("inspect", inspect), ("rig-sheet", rig_sheet), ("fit-rig", fit_rig), ("avatar", avatar), ("animate", animate),
-    ("hair-swap", hair_swap), ("edit-texture", edit_texture))}
+    ("hair-swap", hair_swap), ("edit-texture", edit_texture), ("export", export))}
 
 
 ISSUES_FALLBACK = "the headforge issue tracker"

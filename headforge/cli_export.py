@@ -1,0 +1,41 @@
+"""Command line, the asset commands: ``headforge export | report`` (registered in ``cli.py``'s command table)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import tyro
+
+from headforge.pipeline.export_job import ExportFormat
+
+
+def export(run: Annotated[Path, tyro.conf.Positional], out: Path,
+           format: tuple[ExportFormat, ...] = (ExportFormat.ALL,), clip: tuple[str, ...] | None = None,
+           hair: str = "splats", ply_frame: str | None = None, name: str = "head", author: str = "",
+           licence_url: str = "", overwrite: bool = False) -> None:
+    """Export a run for engines and viewers: rigged GLB (52 ARKit morph targets, skin, clips), VRM 1.0, OBJ, PLY,
+    .splat, .spz. Writes OUT/ as one folder (complete or absent) with export.json last.
+
+    Args:
+        run: A folder `headforge avatar`, `fit-rig`, `reconstruct` (or `run`) or `extract-mesh` wrote.
+        out: Output folder.
+        format: glb, vrm, obj, ply, splat, spz, or all (every format the run can give).
+        clip: Animation clips for the rigged GLB / VRM: builtin:NAME (blink, smile, talk, head_turn) or a clip JSON
+            (default: the four built-ins).
+        hair: The avatar's hair and clothing layers in the rigged GLB: splats (KHR_gaussian_splatting nodes) or none.
+        ply_frame: Frame of splat PLY / .splat files: opencv (x right, y down, z forward: what 3DGS viewers expect,
+            the default) or head (headforge's head frame, +y up).
+        name: The asset's name (VRM meta).
+        author: VRM meta author.
+        licence_url: VRM meta licence URL (default: the VRM Public License 1.0).
+        overwrite: Replace an existing output folder (the old one stays if this export fails).
+    """
+    from headforge.pipeline.export_job import ExportJob, run_export
+    from headforge.pipeline.export_writers import DEFAULT_CLIPS
+
+    result = run_export(ExportJob(run=run, out=out, formats=format, clips=DEFAULT_CLIPS if clip is None else clip,
+                                  hair=hair, ply_frame=ply_frame, name=name, author=author, licence_url=licence_url,
+                                  overwrite=overwrite))
+    sizes = ", ".join(f"{n} {b / 1e6:.2f} MB" for n, b in result.files.items())
+    print(f"wrote {result.out} from the {result.source.kind} run: {sizes}")
