@@ -187,8 +187,10 @@ def _add_part_mesh(b: GltfBuilder, part: PartGeometry, rig: HeadRig, neutral: np
     prims = []
     if len(part.textured):
         prims.append(Primitive(attrs, indices=b.add_indices(part.textured), material=materials.face, targets=targets))
-    if len(part.plain):
-        prims.append(Primitive(attrs, indices=b.add_indices(part.plain), material=materials.plain, targets=targets))
+    if len(part.plain):  # untextured: no TEXCOORD_0 (the validator flags an attribute no material reads)
+        plain_attrs = {k: v for k, v in attrs.items() if k != "TEXCOORD_0"}
+        prims.append(Primitive(plain_attrs, indices=b.add_indices(part.plain), material=materials.plain,
+                               targets=targets))
     names = list(ARKIT_NAMES) if targets else None
     mesh = b.add_mesh(prims, weights=[0.0] * NUM_ARKIT if targets else None, target_names=names, name=part.name)
     return mesh, bool(targets)

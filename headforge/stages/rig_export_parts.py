@@ -101,7 +101,7 @@ def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
 
 
 def top_influences(weights: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Skin weights [N, J] -> (joints [N, 4 * S] uint16, weights [N, 4 * S] float32) with S = ceil(k / 4) sets:
+    """Skin weights [N, J] -> (joints [N, 4 * S] uint8, weights [N, 4 * S] float32) with S = ceil(k / 4) sets:
     the k largest per vertex, renormalised to sum to 1 (the float32 largest takes the rounding remainder),
     zero-weight slots point at joint 0 (glTF asks unused slots to be 0)."""
     N, J = weights.shape
@@ -110,7 +110,9 @@ def top_influences(weights: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]
     w = np.take_along_axis(weights, order, 1).astype(np.float64)
     w = np.where(w > 0, w, 0.0)
     w /= w.sum(1, keepdims=True)
-    joints = np.zeros((N, width), np.uint16)
+    if J > 256:
+        raise ValueError(f"top_influences: {J} joints do not fit uint8 joint indices")
+    joints = np.zeros((N, width), np.uint8)
     out = np.zeros((N, width), np.float32)
     joints[:, :order.shape[1]] = np.where(w > 0, order, 0)
     out[:, :order.shape[1]] = w.astype(np.float32)
