@@ -48,7 +48,7 @@ from headforge.representations.bound_gaussians import Layer, pose_bound
 from headforge.representations.rig.arkit import ARKIT_NAMES, NUM_ARKIT
 from headforge.representations.rig.clips import Clip, check_clip_for_rig
 from headforge.representations.rig.head_rig import JOINT_PARENTS, JOINTS, HeadRig, Joint
-from headforge.stages.avatar import BoundSplats
+from headforge.stages.avatar import Avatar, BoundSplats
 from headforge.stages.rig_export_parts import (
     HEAD_MESH,
     PartGeometry,
@@ -83,6 +83,10 @@ class ExportHead:
     params: RigParams  # identity + offsets used; its expression/pose are ignored (the export is neutral)
     texture: RigTexture  # the baked face texture in its atlas layout
     gaussians: BoundSplats | None = None  # an avatar's bound Gaussians; None for a rig fit
+
+    @staticmethod
+    def of_avatar(avatar: Avatar) -> ExportHead:
+        return ExportHead(avatar.rig, avatar.params, avatar.texture, avatar.gaussians)
 
 
 @dataclass(frozen=True)
