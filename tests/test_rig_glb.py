@@ -312,6 +312,10 @@ def test_bad_input_is_refused():
     bad = dataclasses.replace(head, params=dataclasses.replace(head.params, offsets=offsets))
     with pytest.raises(InputError, match="NaN"):
         build_rigged_glb(bad, ())
+    correctives = torch.zeros(len(JOINTS) - 1, 9, rig.num_vertices, 3)
+    flame_like = dataclasses.replace(head, rig=dataclasses.replace(rig, pose_correctives=correctives))
+    with pytest.raises(InputError, match="pose correctives"):
+        build_rigged_glb(flame_like, ())
     with pytest.raises(OptionError, match="max_influences"):
         RigGlbConfig(max_influences=0)
 

@@ -120,10 +120,10 @@ def _check(head: ExportHead) -> None:
     if p.offsets is not None and p.offsets.shape != rig.template.shape:
         raise InputError(f"{STAGE}: offsets {list(p.offsets.shape)} do not match the rig's {rig.num_vertices} "
                          "vertices", fix="export with the rig the fit was made with")
-    if rig.pose_correctives is not None or rig.expression_components is not None:
-        raise InputError(f"{STAGE}: the rig ({rig.source}) has pose correctives or its own expression "
-                         "components, which glTF cannot play (no pose-driven shapes)",
-                         fix="export an ICT-FaceKit or built-in rig fit; FLAME's extras are not exportable yet")
+    if rig.pose_correctives is not None:  # (its own expression components are zero at rest; clips drive ARKit)
+        raise InputError(f"{STAGE}: the rig ({rig.source}) has pose correctives (shapes driven by joint "
+                         "rotations), which glTF cannot play", fix="export an ICT-FaceKit or built-in rig fit; "
+                         "FLAME's pose correctives are not exportable yet")
     if not bool(torch.isfinite(head.texture.texture).all()):
         raise InputError(f"{STAGE}: the texture holds non-finite values", fix="bake the texture again")
 
