@@ -312,6 +312,9 @@ def test_bad_input_is_refused():
     bad = dataclasses.replace(head, params=dataclasses.replace(head.params, offsets=offsets))
     with pytest.raises(InputError, match="NaN"):
         build_rigged_glb(bad, ())
+    talk = read_clip("builtin:talk")
+    with pytest.raises(InputError, match="two clips are named talk"):
+        build_rigged_glb(head, (talk, talk))
     correctives = torch.zeros(len(JOINTS) - 1, 9, rig.num_vertices, 3)
     flame_like = dataclasses.replace(head, rig=dataclasses.replace(rig, pose_correctives=correctives))
     with pytest.raises(InputError, match="pose correctives"):

@@ -231,6 +231,11 @@ def export_rig(head: ExportHead, clips: Sequence[Clip] = (), config: RigGlbConfi
     """Build the GLB (see the module doc) and return it with the parts it holds."""
     _check(head)
     rig = head.rig
+    names = [clip.name for clip in clips]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise InputError(f"{STAGE}: two clips are named {', '.join(twice)}; each becomes the animation of that name",
+                         fix="rename one of the clip files (the animation takes the file's name)")
     for clip in clips:
         check_clip_for_rig(clip, rig)
     neutral, bare = _neutral(rig, head.params)
