@@ -349,8 +349,13 @@ def test_ict_fit_exports_teeth_and_matches_deform(tmp_path):
     # of at most sqrt(3) * epsilon * sum(weights) (2.2 um measured here; 0.03 um with every delta kept)
     tol = F32_TOL + 3**0.5 * RigGlbConfig().target_epsilon * float(w.sum())
     assert _max_error(ex, glb, _deform(head, w, r), _glb_pose(glb.document, w.numpy(), r.numpy())) < tol
-    path = tmp_path / "ict.glb"
-    path.write_bytes(ex.glb)
+    whole = export_rig(head, (clip,), RigGlbConfig(split_parts=False))  # one skinned mesh (Unreal's layout)
+    assert [p.name for p in whole.parts] == ["head_mesh"]
+    one = read_glb(whole.glb)
+    assert _max_error(whole, one, _deform(head, w, r), _glb_pose(one.document, w.numpy(), r.numpy())) < tol
     require_validator()
-    report = validate_glb(path)
-    assert report.num_errors == 0 and report.num_warnings == 0, report.summary()
+    for label, data in (("ict", ex.glb), ("whole", whole.glb)):
+        path = tmp_path / f"{label}.glb"
+        path.write_bytes(data)
+        report = validate_glb(path)
+        assert report.num_errors == 0 and report.num_warnings == 0, report.summary()

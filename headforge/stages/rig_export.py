@@ -94,6 +94,9 @@ class RigGlbConfig(Checked):
     sparse_targets: bool = True  # False writes dense targets (the size comparison of the bench)
     max_influences: Annotated[int, at.Ge(1), at.Le(len(JOINTS))] = 4  # joints per vertex (glTF sets of 4)
     hair: HairExport = HairExport.SPLATS
+    # eyes and teeth as rigid meshes under their joints (the node contract); False keeps them in the skinned head
+    # mesh, for engines that play morph targets only on skinned meshes (Unreal: ICT's teeth have targets)
+    split_parts: bool = True
     target_epsilon: NonNegative = 1e-7  # metres: a sparse target stores the vertices moving more than this
     roughness: Fraction = 0.6
     plain_color: tuple[float, float, float] = (0.45, 0.25, 0.25)  # linear RGB of faces outside the atlas
@@ -240,7 +243,7 @@ def export_rig(head: ExportHead, clips: Sequence[Clip] = (), config: RigGlbConfi
         check_clip_for_rig(clip, rig)
     neutral, bare = _neutral(rig, head.params)
     joints = rest_joints(rig, bare)  # [J, 3]
-    parts_faces, dropped = face_parts(rig)
+    parts_faces, dropped = face_parts(rig, config.split_parts)
     atlas_faces = head.texture.faces.numpy()
     atlas_uvs = head.texture.uvs.double().numpy()
     drawn = np.concatenate(list(parts_faces.values()))

@@ -33,16 +33,16 @@ class PartGeometry:
     plain: np.ndarray  # [Fp, 3] int64 triangles outside the atlas, drawn with a plain colour
 
 
-def face_parts(rig: HeadRig) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """-> (part name -> rig faces [F_p] (int64) it draws, dropped [F] bool: faces no part draws). Eyes and
-    teeth are split off when they are bound rigidly to one joint (teeth: upper = dominant joint head, lower =
-    jaw); everything else is the head mesh."""
+def face_parts(rig: HeadRig, split: bool = True) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """-> (part name -> rig faces [F_p] (int64) it draws, dropped [F] bool: faces no part draws). With ``split``,
+    eyes and teeth are split off when they are bound rigidly to one joint (teeth: upper = dominant joint head,
+    lower = jaw); everything else is the head mesh."""
     faces = rig.faces.numpy()
     weights = rig.skin_weights.double().numpy()  # [V, J]
     dominant = weights.argmax(1)  # [V]
     owner = np.full(len(faces), HEAD_MESH, dtype=object)
     for name, region_joints in ((Region.EYES, EYE_PARTS), (Region.TEETH, TEETH_PARTS)):
-        if name not in rig.region_names:
+        if not split or name not in rig.region_names:
             continue
         in_region = rig.region_mask(name).numpy()[faces].all(1)
         for part, joint in region_joints.items():
