@@ -247,6 +247,41 @@ def test_sparse_targets_are_at_least_5x_smaller_than_dense():
         np.testing.assert_allclose(a.accessor(x["POSITION"]), b.accessor(y["POSITION"]), atol=1e-7)
 
 
+def _normals(v: np.ndarray, faces: np.ndarray) -> np.ndarray:  # area-weighted unit normals, written out again
+    acc = np.zeros_like(v)
+    n = np.cross(v[faces[:, 1]] - v[faces[:, 0]], v[faces[:, 2]] - v[faces[:, 0]])
+    for k in range(3):
+        np.add.at(acc, faces[:, k], n)
+    return acc / np.linalg.norm(acc, axis=1, keepdims=True)
+
+
+def test_normal_targets_give_each_shapes_normals(tmp_path):
+    head = small_export_head(offsets=True)
+    plain = read_glb(_exported().glb)
+    assert all(set(t) == {"POSITION"} for t in plain.document["meshes"][0]["primitives"][0]["targets"])
+    ex = export_rig(head, _clips()[:1], RigGlbConfig(normal_targets=True))
+    glb = read_glb(ex.glb)
+    prim = glb.document["meshes"][0]["primitives"][0]
+    part = ex.parts[0]
+    assert part.name == "head_mesh"
+    faces = head.rig.faces.numpy()
+    base = glb.accessor(prim["attributes"]["NORMAL"]).astype(np.float64)
+    np.testing.assert_allclose(base, _normals(ex.neutral, faces)[part.source], atol=1e-6)
+    basis = head.rig.expression_basis.double().numpy()
+    for name in ("jawOpen", "mouthSmileLeft", "eyeBlinkRight"):
+        k = ARKIT_NAMES.index(name)
+        got = base + glb.accessor(prim["targets"][k]["NORMAL"]).astype(np.float64)
+        got /= np.linalg.norm(got, axis=1, keepdims=True)
+        want = _normals(ex.neutral + basis[k], faces)[part.source]
+        assert np.abs(got - want).max() < 2 * RigGlbConfig().normal_epsilon
+        assert np.abs(base - want).max() > 0.05  # the shape really turns normals
+    require_validator()
+    path = tmp_path / "normals.glb"
+    path.write_bytes(ex.glb)
+    report = validate_glb(path)
+    assert report.num_errors == 0 and report.num_warnings == 0, report.summary()
+
+
 def test_hair_and_clothing_splats_sit_on_the_neutral_and_follow_their_joints():
     head = small_export_head(gaussians=True, offsets=True)
     ex = _exported(gaussians=True)

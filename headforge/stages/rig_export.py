@@ -55,6 +55,7 @@ from headforge.stages.rig_export_parts import (
     axis_angle_to_quat_xyzw,
     continuous_quats,
     face_parts,
+    normal_deltas,
     part_geometry,
     rest_joints,
     sparse_delta,
@@ -98,6 +99,10 @@ class RigGlbConfig(Checked):
     # mesh, for engines that play morph targets only on skinned meshes (Unreal: ICT's teeth have targets)
     split_parts: bool = True
     target_epsilon: NonNegative = 1e-7  # metres: a sparse target stores the vertices moving more than this
+    # NORMAL deltas in the morph targets (shading follows the expression in engines that do not recompute normals,
+    # three.js among them; about doubles the targets' size)
+    normal_targets: bool = False
+    normal_epsilon: NonNegative = 1e-4  # unit-normal change below which a sparse NORMAL target leaves a vertex out
     roughness: Fraction = 0.6
     plain_color: tuple[float, float, float] = (0.45, 0.25, 0.25)  # linear RGB of faces outside the atlas
 
@@ -159,10 +164,19 @@ class _Materials:
         return self._plain
 
 
+def _target(b: GltfBuilder, delta: np.ndarray, epsilon: float, sparse: bool, bounds: bool, name: str) -> int:
+    """One morph-target accessor of delta [N, 3] (float64), sparse or dense."""
+    if sparse:
+        idx, val = sparse_delta(delta, epsilon)
+        return b.add_sparse_accessor(len(delta), idx, val, AccessorType.VEC3, min_max=bounds, name=name)
+    return b.add_accessor(delta.astype(np.float32), AccessorType.VEC3, target=VERTEX, min_max=bounds, name=name)
+
+
 def _add_part_mesh(b: GltfBuilder, part: PartGeometry, rig: HeadRig, neutral: np.ndarray, normals: np.ndarray,
-                   origin: np.ndarray, materials: _Materials, config: RigGlbConfig) -> tuple[int, bool]:
-    """The part's mesh; positions relative to ``origin`` [3] (its joint, or 0 for the skinned head). -> (mesh
-    index, has targets)."""
+                   dnormals: np.ndarray | None, origin: np.ndarray, materials: _Materials,
+                   config: RigGlbConfig) -> tuple[int, bool]:
+    """The part's mesh; positions relative to ``origin`` [3] (its joint, or 0 for the skinned head); ``dnormals``
+    [52, V, 3] NORMAL deltas or None. -> (mesh index, has targets)."""
     src = part.source
     pos = (neutral[src] - origin).astype(np.float32)
     attrs = {"POSITION": b.add_accessor(pos, AccessorType.VEC3, target=VERTEX, min_max=True),
@@ -179,17 +193,13 @@ def _add_part_mesh(b: GltfBuilder, part: PartGeometry, rig: HeadRig, neutral: np
     moves = np.abs(basis).max() > config.target_epsilon
     targets: tuple[dict[str, int], ...] = ()
     if part.joint is None or moves:
-        N = len(src)
         tlist = []
-        for k in range(NUM_ARKIT):
-            if config.sparse_targets:
-                idx, val = sparse_delta(basis[k], config.target_epsilon)
-                acc = b.add_sparse_accessor(N, idx.astype(np.uint16 if N <= 65535 else np.uint32), val,
-                                            AccessorType.VEC3, min_max=True, name=ARKIT_NAMES[k])
-            else:
-                acc = b.add_accessor(basis[k].astype(np.float32), AccessorType.VEC3, target=VERTEX, min_max=True,
-                                     name=ARKIT_NAMES[k])
-            tlist.append({"POSITION": acc})
+        for k, name in enumerate(ARKIT_NAMES):
+            t = {"POSITION": _target(b, basis[k], config.target_epsilon, config.sparse_targets, True, name)}
+            if dnormals is not None:
+                t["NORMAL"] = _target(b, dnormals[k][src], config.normal_epsilon, config.sparse_targets, False,
+                                      f"{name}_normal")
+            tlist.append(t)
         targets = tuple(tlist)
     prims = []
     if len(part.textured):
@@ -249,6 +259,8 @@ def export_rig(head: ExportHead, clips: Sequence[Clip] = (), config: RigGlbConfi
     drawn = np.concatenate(list(parts_faces.values()))
     drawn = drawn[~dropped[drawn]]
     normals = vertex_normals(neutral, rig.faces.numpy()[drawn])
+    dnormals = (normal_deltas(neutral, rig.expression_basis.double().numpy(), rig.faces.numpy()[drawn])
+                if config.normal_targets else None)
     b = GltfBuilder()
     materials = _Materials(b, head.texture, config)
     parts, children = [], {j: [] for j in JOINTS}
@@ -258,7 +270,7 @@ def export_rig(head: ExportHead, clips: Sequence[Clip] = (), config: RigGlbConfi
         if len(part.textured) + len(part.plain) == 0:
             continue
         origin = np.zeros(3) if part.joint is None else joints[JOINTS.index(part.joint)]
-        mesh, morphs = _add_part_mesh(b, part, rig, neutral, normals, origin, materials, config)
+        mesh, morphs = _add_part_mesh(b, part, rig, neutral, normals, dnormals, origin, materials, config)
         parts.append(part)
         if part.joint is None:
             head_node = (mesh, morphs)
