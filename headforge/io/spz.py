@@ -278,6 +278,7 @@ def decode_spz(data: bytes, path: str | Path) -> SpzCloud:
     else:
         xyz = parts["rot"].reshape(n, 3).astype(np.float64) / 127.5 - 1.0
         q = np.concatenate([xyz, np.sqrt(np.maximum(0.0, 1.0 - (xyz ** 2).sum(1, keepdims=True)))], 1)
+    q = q / np.linalg.norm(q, axis=1, keepdims=True)  # v2's x y z may round to a norm just above 1 (w then 0)
     rest = (parts["sh"].reshape(n, k - 1, 3).astype(np.float64) - 128.0) / 128.0
     sh = np.concatenate([dc[:, None], rest], 1)
     f32 = lambda a: np.ascontiguousarray(a, dtype=np.float32)  # noqa: E731

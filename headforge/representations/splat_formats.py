@@ -80,9 +80,9 @@ def from_frame(splats: Splats, frame: SplatFrame) -> Splats:
 def save_splats_spz(splats: Splats, path: str | Path, options: SpzOptions | None = None) -> Path:
     """Write Niantic's .spz (``SpzOptions()``: version 3, 12 fractional bits, 5/4 SH bits). spz stores RUB, the
     head frame: no turn is needed."""
-    s = splats.detach().cpu()
+    s = splats.detach()
     q = s.quats / s.quats.norm(dim=-1, keepdim=True).clamp_min(1e-12)
-    f32 = lambda t: t.float().numpy()  # noqa: E731
+    f32 = lambda t: t.float().cpu().numpy()  # noqa: E731
     data = encode_spz(f32(s.means), f32(q[:, [1, 2, 3, 0]]), f32(s.scales), f32(s.opacities), f32(s.sh),
                       options or SpzOptions())
     with atomic_path(path) as tmp:
