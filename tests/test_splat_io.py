@@ -332,3 +332,55 @@ def test_every_format_renders_the_same_image_within_its_quantisation(tmp_path, d
     if degree == 0:
         dot = load_splats_dot_splat(save_splats_dot_splat(s, tmp_path / "s.splat"))
         assert psnr(render(dot, 0), ref) >= 35.0
+
+
+# ------------------------------------------------------------------------------------------ issue 13: KHR glTF
+def _splat_glb(tmp_path, s: Splats, *, node=None, ext=None, mode=None):
+    from dataclasses import replace
+
+    from headforge.io.gaussian_splatting import KHR_GAUSSIAN_SPLATTING, add_gaussian_splats
+    from headforge.io.gltf import GltfBuilder
+    from headforge.io.gltf_types import Node, PrimitiveMode
+
+    b = GltfBuilder()
+    prim = add_gaussian_splats(b, s.means.numpy(), s.quats[:, [1, 2, 3, 0]].numpy(), s.scales.numpy(),
+                               s.opacities.numpy(), s.sh.numpy())
+    if ext is not None:
+        prim = replace(prim, extensions={KHR_GAUSSIAN_SPLATTING: ext})
+    if mode is not None:
+        prim = replace(prim, mode=PrimitiveMode(mode))
+    mesh = b.add_mesh([prim])
+    leaf = b.add_node(Node(mesh=mesh))
+    root = b.add_node(replace(node, children=(leaf,))) if node is not None else leaf
+    b.add_scene([root])
+    path = tmp_path / "x.glb"
+    path.write_bytes(b.to_glb())
+    return path
+
+
+def test_glb_extension_object_follows_the_newest_spec(tmp_path):
+    path = save_splats_glb(random_splats(5, degree=1), tmp_path / "s.glb")
+    raw = path.read_bytes()
+    doc = json.loads(raw[20:20 + struct.unpack_from("<I", raw, 12)[0]])
+    assert doc["meshes"][0]["primitives"][0]["extensions"]["KHR_gaussian_splatting"] == {
+        "kernel": "ellipse", "colorSpace": "srgb_rec709_display", "projection": "perspective",
+        "sortingMethod": "cameraDistance"}
+
+
+def test_glb_reader_refuses_what_it_would_misread(tmp_path):
+    from headforge.io.gltf_types import Node
+
+    s = random_splats(6, degree=0)
+    assert len(load_splats_glb(_splat_glb(tmp_path, s, node=Node(translation=(0.0, 0.0, 0.0))))) == 6  # identity
+    cases = [({"node": Node(translation=(0.0, 1.0, 0.0))}, "node transforms"),
+             ({"node": Node(scale=(2.0, 2.0, 2.0))}, "node transforms"),
+             ({"ext": {"kernel": "customShape", "colorSpace": "srgb_rec709_display"}}, "kernel 'customShape'"),
+             ({"ext": {"kernel": "ellipse"}}, "lacks the required colorSpace"),
+             ({"ext": {"kernel": "ellipse", "colorSpace": "srgb_rec709_display", "projection": "ortho"}},
+              "projection 'ortho'"),
+             ({"mode": 4}, "not POINTS")]
+    for kwargs, message in cases:
+        path = _splat_glb(tmp_path, s, **kwargs)
+        with pytest.raises(InputError, match=message) as info:
+            load_splats_glb(path)
+        assert str(path) in str(info.value)

@@ -44,6 +44,7 @@ from headforge.io.gaussian_splatting import (
     ROTATION,
     SCALE,
     add_gaussian_splats,
+    extension_problem,
     sh_attribute_names,
 )
 from headforge.io.glb import load_glb
@@ -236,16 +237,42 @@ def save_splats_glb(splats: Splats, path: str | Path,
     return Path(path)
 
 
+def _moved_nodes(document: dict, mesh: int) -> list[int]:
+    """Nodes instancing ``mesh`` whose global transform (theirs or an ancestor's) is not the identity."""
+    nodes = document.get("nodes", [])
+    parent = {c: i for i, nd in enumerate(nodes) for c in nd.get("children", [])}
+    identity = {"matrix": [1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1], "translation": [0, 0, 0],
+                "rotation": [0, 0, 0, 1], "scale": [1, 1, 1]}
+
+    def moved(i: int, seen: frozenset = frozenset()) -> bool:
+        if i in seen:
+            return False
+        own = any(key in nodes[i] and nodes[i][key] != value for key, value in identity.items())
+        return own or (i in parent and moved(parent[i], seen | {i}))
+
+    return [i for i, nd in enumerate(nodes) if nd.get("mesh") == mesh and moved(i)]
+
+
 def load_splats_glb(path: str | Path) -> Splats:
-    """Read the first ``KHR_gaussian_splatting`` primitive of a GLB (float or normalized accessors)."""
+    """Read the first ``KHR_gaussian_splatting`` primitive of a GLB (float or quantized accessors)."""
     path = resolve_input(path, what="splat GLB")
     glb = load_glb(path)
-    prims = [p for m in glb.document.get("meshes", []) for p in m.get("primitives", [])
+    prims = [(i, p) for i, m in enumerate(glb.document.get("meshes", [])) for p in m.get("primitives", [])
              if KHR_GAUSSIAN_SPLATTING in p.get("extensions", {})]
     if not prims:
         raise InputError(f"GLB has no {KHR_GAUSSIAN_SPLATTING} primitive", path=path,
                          fix="export with the KHR_gaussian_splatting extension")
-    attrs = prims[0].get("attributes", {})
+    mesh, prim = prims[0]
+    problem = extension_problem(prim["extensions"][KHR_GAUSSIAN_SPLATTING])
+    if prim.get("mode", 4) != 0:
+        problem = f"the {KHR_GAUSSIAN_SPLATTING} primitive has mode {prim.get('mode', 4)}, not POINTS (0)"
+    if problem:
+        raise InputError(problem, path=path, fix="export with the ellipse kernel of KHR_gaussian_splatting")
+    moved = _moved_nodes(glb.document, mesh)
+    if moved:
+        raise InputError(f"the splat mesh sits under node transforms (nodes {moved}), which headforge does not "
+                         "apply", path=path, fix="bake the node transforms into the splats before export")
+    attrs = prim.get("attributes", {})
 
     def get(name: str) -> torch.Tensor:
         if name not in attrs:
