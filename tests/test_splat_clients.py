@@ -1,6 +1,7 @@
 """Third-party readers open headforge's splat files with the same values and the same "up".
 
-- ``gsply`` (PyPI, dev extra) reads our PLY and .spz;
+- ``gsply`` (PyPI, dev extra) reads our PLY and .spz and writes a .spz we read (it turns no axes between
+  PLY and .spz, so only value agreement is checked there);
 - ``@playcanvas/splat-transform`` (npm, installed by tools/install_clients.sh into .cache/clients) reads
   our PLY, .splat and .spz (each converted to CSV, which it writes in its PLY space: the OpenCV / 3DGS
   world) and writes GLB and .spz that we read back.
@@ -140,6 +141,12 @@ def test_gsply_reads_our_ply_and_spz_with_the_same_values(tmp_path):
     np.testing.assert_allclose(np.exp(z.scales), ours.scales.numpy(), rtol=1e-5)
     np.testing.assert_allclose(z.sh0, ours.sh[:, 0].numpy(), atol=1e-6)
     np.testing.assert_allclose(z.shN, ours.sh[:, 1:].numpy(), atol=1e-6)
+    gsply.write_spz(str(tmp_path / "theirs.spz"), z)  # and the other way: gsply writes, we read (v3, gzip)
+    theirs = load_splats_spz(tmp_path / "theirs.spz")
+    b = spz_bounds()
+    torch.testing.assert_close(theirs.means, ours.means, atol=b.position * 1.01, rtol=0)
+    torch.testing.assert_close(theirs.sh, ours.sh, atol=b.dc * 1.01, rtol=0)
+    assert covariance_error(covariance(theirs.quats, theirs.scales), covariance(ours.quats, ours.scales)) < 1e-2
 
 
 def test_splat_transform_reads_our_ply_splat_and_spz_alike(tmp_path):
