@@ -1,17 +1,29 @@
-"""The ``KHR_gaussian_splatting`` mesh primitive (Khronos, release candidate; facts from its README).
+"""The ``KHR_gaussian_splatting`` mesh primitive (Khronos; facts from its README).
 
-A POINTS primitive whose attributes are ``POSITION`` (splat centres), ``KHR_gaussian_splatting:ROTATION``
-(VEC4 unit quaternions, glTF's xyzw order), ``:SCALE`` (VEC3, linear standard deviations, not logs),
-``:OPACITY`` (SCALAR in [0, 1], after the sigmoid) and ``:SH_DEGREE_l_COEF_n`` (VEC3 RGB per
-coefficient, n = 0..2l for m = -l..l; degree 0 is required, a degree needs all lower ones; the
-3DGS coefficient order and its Condon-Shortley signs are the spec's). The extension object needs
-``kernel`` ("ellipse") and ``colorSpace``.
+Checked against the newest README in KhronosGroup/glTF (commit 63770cc, 2026-04-15, "Editorial review";
+its status line still reads "Release Candidate"). A POINTS primitive whose attributes are ``POSITION``
+(splat centres), ``KHR_gaussian_splatting:ROTATION`` (VEC4 unit quaternions, glTF's xyzw order; float or
+normalized signed byte/short), ``:SCALE`` (VEC3, linear, not logs, never negative; float or unsigned
+byte/short, normalized or not), ``:OPACITY`` (SCALAR in [0, 1], after the sigmoid; float or normalized
+unsigned byte/short) and ``:SH_DEGREE_l_COEF_n`` (float VEC3 RGB per coefficient, n = 0..2l for
+m = -l..l; degree 0 is required, a degree needs all lower ones and all its own coefficients; the 3DGS
+basis with its Condon-Shortley signs, so headforge's coefficients are stored unchanged). The extension
+object needs ``kernel`` ("ellipse") and ``colorSpace`` ("srgb_rec709_display" or "lin_rec709_display");
+``projection`` ("perspective") and ``sortingMethod`` ("cameraDistance") are optional, with those
+defaults, and are written explicitly, as in the spec's example.
+
+Axes: glTF's +y up, +z the front of the asset, +x its left, which is headforge's head frame, so splats
+are stored unchanged (the spec recommends training in glTF's frame). Node transforms apply to the means
+and covariances and SH should be rotated with them; headforge writes none, and its reader refuses splat
+meshes under a node transform rather than ignore it.
 
 ``COLOR_0`` is the optional fallback for viewers without the extension: clamp(0.5 + C0 * SH0) with
 the opacity as alpha; glTF's COLOR_0 is linear, so an sRGB colour space is decoded to linear first.
 """
 
 from __future__ import annotations
+
+from enum import StrEnum
 
 import numpy as np
 
@@ -23,6 +35,31 @@ SH_C0 = 0.28209479177387814
 ROTATION = f"{KHR_GAUSSIAN_SPLATTING}:ROTATION"
 SCALE = f"{KHR_GAUSSIAN_SPLATTING}:SCALE"
 OPACITY = f"{KHR_GAUSSIAN_SPLATTING}:OPACITY"
+
+
+class SplatProjection(StrEnum):
+    PERSPECTIVE = "perspective"
+
+
+class SplatSortingMethod(StrEnum):
+    CAMERA_DISTANCE = "cameraDistance"  # back to front by distance from the camera position (not view depth)
+
+
+def extension_problem(ext: object) -> str | None:
+    """What is wrong with a primitive's extension object for a reader of the ellipse kernel, or None."""
+    if not isinstance(ext, dict):
+        return f"the {KHR_GAUSSIAN_SPLATTING} object is not a JSON object"
+    missing = [key for key in ("kernel", "colorSpace") if key not in ext]
+    if missing:
+        return f"the {KHR_GAUSSIAN_SPLATTING} object lacks the required {', '.join(missing)}"
+    checks = (("kernel", SplatKernel, None), ("colorSpace", SplatColorSpace, None),
+              ("projection", SplatProjection, SplatProjection.PERSPECTIVE),
+              ("sortingMethod", SplatSortingMethod, SplatSortingMethod.CAMERA_DISTANCE))
+    for key, kind, default in checks:
+        value = ext.get(key, default)
+        if value not in set(kind):
+            return f"{KHR_GAUSSIAN_SPLATTING} {key} {value!r} is not one headforge knows ({[str(v) for v in kind]})"
+    return None
 
 
 def sh_attribute_names(num_coefficients: int) -> list[str]:
@@ -74,6 +111,7 @@ def add_gaussian_splats(builder: GltfBuilder, positions: np.ndarray, rotations_x
     attributes[OPACITY] = builder.add_accessor(opacities, AccessorType.SCALAR, target=vertex)
     for i, name in enumerate(sh_attribute_names(sh.shape[1])):
         attributes[name] = builder.add_accessor(np.ascontiguousarray(sh[:, i]), AccessorType.VEC3, target=vertex)
-    ext = {"kernel": kernel.value, "colorSpace": color_space.value}
+    ext = {"kernel": kernel.value, "colorSpace": color_space.value, "projection": SplatProjection.PERSPECTIVE.value,
+           "sortingMethod": SplatSortingMethod.CAMERA_DISTANCE.value}
     builder.use_extension(KHR_GAUSSIAN_SPLATTING)
     return Primitive(attributes, mode=PrimitiveMode.POINTS, extensions={KHR_GAUSSIAN_SPLATTING: ext})

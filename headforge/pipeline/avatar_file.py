@@ -9,8 +9,8 @@ Layout (``avatar.json``: ``format`` = ``headforge.avatar``, ``version`` = 1)::
                          triangle's frame, in units of its size; log local scales; local wxyz rotations) and
                          two extra columns: ``binding_0`` (the triangle index, as GaussianAvatars writes it) and
                          ``layer`` (0 face, 1 hair, 2 clothing)
-    layers/<layer>.ply   each layer posed neutral in the rig frame (head frame, metres): plain 3DGS PLYs any
-                         splat viewer opens
+    layers/<layer>.ply   each layer posed neutral in the rig frame (metres), stored in the 3DGS viewers' OpenCV
+                         frame (y down; the header says so): plain 3DGS PLYs any splat viewer opens upright
 
 ``save_avatar`` writes into a folder the caller stages; ``load_avatar`` checks every file and names the one
 that is missing or wrong.
@@ -30,7 +30,7 @@ from headforge.io.files import read_json
 from headforge.pipeline.fitted_rig import load_fitted_rig
 from headforge.pipeline.rig_fit_file import TEXTURE_FILE, RigFitRecord, write_rig_fit
 from headforge.representations.bound_gaussians import Layer, LayerCode
-from headforge.representations.splat_io import load_splats_ply_extra, save_splats_ply
+from headforge.representations.splat_io import SplatFrame, load_splats_ply_extra, save_splats_ply
 from headforge.stages.avatar import Avatar, BoundSplats, pose_avatar
 
 FORMAT = "headforge.avatar"
@@ -47,13 +47,14 @@ def save_avatar(avatar: Avatar, folder: Path, record: RigFitRecord) -> Path:
     write_rig_fit(record, folder)
     write_image(folder / TEXTURE_FILE, avatar.texture.texture.numpy())
     g = avatar.gaussians
-    save_splats_ply(g.local, folder / GAUSSIANS_FILE, extra={"binding_0": g.binding, "layer": g.layer})
+    save_splats_ply(g.local, folder / GAUSSIANS_FILE, extra={"binding_0": g.binding, "layer": g.layer},
+                    frame=SplatFrame.HEAD)  # triangle-local values: never turned
     (folder / "layers").mkdir(exist_ok=True)
     layer_files = {}
     for layer in Layer:
         if bool(g.layer_mask(layer).any()):
             save_splats_ply(pose_avatar(avatar, world=False, layers=(layer,)).detach(),
-                            folder / "layers" / f"{layer}.ply")
+                            folder / "layers" / f"{layer}.ply", frame=SplatFrame.OPENCV)
             layer_files[str(layer)] = f"layers/{layer}.ply"
     doc = {"format": FORMAT, "version": VERSION, "headforge": __version__, "rig_spec": avatar.rig_spec,
            "rig_source": avatar.rig.source, "rig_licence": avatar.rig.licence, "sh_degree": avatar.sh_degree,

@@ -137,10 +137,15 @@ def train_gaussian_method(train: ViewBatch, bounds, cfg: GaussianTrainConfig, *,
         return r.rgb, r.alpha[..., 0]
 
     def write_exports(stage: Path) -> list[str]:
-        from headforge.representations.splat_io import save_splats_dot_splat, save_splats_glb, save_splats_ply
+        from headforge.representations.splat_io import (
+            SplatFrame,
+            save_splats_dot_splat,
+            save_splats_glb,
+            save_splats_ply,
+        )
 
-        save_splats_ply(splats, stage / "splats.ply")
-        save_splats_dot_splat(splats, stage / "splats.splat")
+        save_splats_ply(splats, stage / "splats.ply", frame=SplatFrame.OPENCV)  # what 3DGS viewers expect
+        save_splats_dot_splat(splats, stage / "splats.splat", frame=SplatFrame.OPENCV)
         save_splats_glb(splats, stage / "splats.glb")
         return ["splats.ply", "splats.splat", "splats.glb"]
 

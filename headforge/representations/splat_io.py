@@ -1,9 +1,15 @@
-"""Gaussian-splat files: graphdeco 3DGS PLY, antimatter15 ``.splat`` and glTF KHR_gaussian_splatting.
+"""Gaussian-splat files: graphdeco 3DGS PLY, antimatter15 ``.splat``, glTF KHR_gaussian_splatting and ``.spz``.
 
-Axis conventions: every format stores positions in headforge's world frame unchanged (the head frame:
-metres, +y up, face toward +z). glTF's own frame is +y up and +z toward the viewer's front, so GLB
-files open upright in glTF viewers; PLY and .splat have no declared frame, and viewers that assume
-COLMAP's y-down world (some 3DGS viewers) show the head upside down until flipped in the viewer.
+Axis conventions (see :mod:`headforge.representations.splat_formats`): headforge's world is the head
+frame (metres, x the subject's left, +y up, face toward +z), the RUB axes of glTF and ``.spz``, so GLB
+and .spz store it unchanged and open upright. PLY and ``.splat`` have no declared frame and 3DGS
+viewers (SuperSplat, splat-transform, graphdeco) read them in the OpenCV world (y down, z forward), so
+they are written in ``SplatFrame.OPENCV`` by default (the head turned 180 degrees about x). A PLY says
+its frame in a header line ``comment headforge frame=opencv (...)`` and :func:`load_splats_ply` turns
+it back; a PLY without that line (older exports, other tools) is read as is. ``.splat`` has no header:
+its reader takes the frame as an argument (default OPENCV, what headforge writes). Internal files whose
+values are not world values (the avatar's triangle-local ``gaussians.ply``) are written with
+``frame=SplatFrame.HEAD``.
 
 - PLY (SuperSplat, Unity GaussianSplatting, graphdeco viewers): binary little-endian float32
   ``x y z nx ny nz f_dc_0..2 f_rest_0..(3(K-1)-1) opacity scale_0..2 rot_0..3``; f_rest is
@@ -12,12 +18,13 @@ COLMAP's y-down world (some 3DGS viewers) show the head upside down until flippe
 - .splat: 32 bytes per splat: position float32 x3, scale float32 x3 (linear), RGBA uint8 (colour
   = 0.5 + SH_C0 * DC, alpha = opacity), rotation uint8 x4 (wxyz, q * 128 + 128), sorted by
   decreasing scale volume x opacity. Lossy: no higher SH bands, 8-bit colour and rotation.
-- GLB (KHR_gaussian_splatting, release candidate), built by :mod:`headforge.io.gltf`: POINTS
-  primitive with POSITION, ``KHR_gaussian_splatting:ROTATION`` (xyzw, unit), ``:SCALE`` (linear),
-  ``:OPACITY`` (after the sigmoid), ``:SH_DEGREE_l_COEF_n`` (raw SH coefficients, m from -l to l);
-  COLOR_0 carries the DC colour (decoded to linear, as glTF's COLOR_0 is linear) and the opacity, so
-  viewers without the extension show a coloured point cloud. The reader also takes the spec's
-  normalized-integer ROTATION / SCALE / OPACITY accessors.
+- GLB (KHR_gaussian_splatting), built by :mod:`headforge.io.gltf`: POINTS primitive with POSITION,
+  ``KHR_gaussian_splatting:ROTATION`` (xyzw, unit), ``:SCALE`` (linear), ``:OPACITY`` (after the
+  sigmoid), ``:SH_DEGREE_l_COEF_n`` (raw SH coefficients, m from -l to l); COLOR_0 carries the DC
+  colour (decoded to linear, as glTF's COLOR_0 is linear) and the opacity, so viewers without the
+  extension show a coloured point cloud. The reader also takes the spec's normalized-integer
+  ROTATION / SCALE / OPACITY accessors.
+- .spz (Niantic, versions 2 and 3): :mod:`headforge.io.spz`, wrapped in ``splat_formats``.
 """
 
 from __future__ import annotations
@@ -37,12 +44,23 @@ from headforge.io.gaussian_splatting import (
     ROTATION,
     SCALE,
     add_gaussian_splats,
+    extension_problem,
     sh_attribute_names,
 )
 from headforge.io.glb import load_glb
 from headforge.io.gltf import GltfBuilder
 from headforge.io.gltf_types import Node, SplatColorSpace
 from headforge.representations.gaussians import Splats
+from headforge.representations.splat_formats import (
+    FRAME_SENTENCES,
+    SplatFrame,
+    from_frame,
+    load_splats_spz,
+    save_splats_spz,
+    to_frame,
+)
+
+FRAME_COMMENT = "comment headforge frame="
 
 
 def _ply_fields(k: int) -> list[str]:
@@ -51,10 +69,14 @@ def _ply_fields(k: int) -> list[str]:
             + ["opacity", "scale_0", "scale_1", "scale_2", "rot_0", "rot_1", "rot_2", "rot_3"])
 
 
-def save_splats_ply(splats: Splats, path: str | Path, extra: dict[str, torch.Tensor] | None = None) -> Path:
-    """Write the 3DGS PLY; ``extra`` adds float32 columns [N] after the standard ones (GaussianAvatars' bound
-    splats add ``binding_0``, the triangle index, this way)."""
-    s = splats.detach()
+def save_splats_ply(splats: Splats, path: str | Path, extra: dict[str, torch.Tensor] | None = None, *,
+                    frame: SplatFrame = SplatFrame.OPENCV) -> Path:
+    """Write the 3DGS PLY of head-frame ``splats`` in ``frame`` (default: the 3DGS viewers' OpenCV world; pass
+    ``SplatFrame.HEAD`` for files whose values must stay as they are), named in a header comment. ``extra``
+    adds float32 columns [N] after the standard ones (GaussianAvatars' bound splats add ``binding_0``, the
+    triangle index, this way)."""
+    frame = SplatFrame(frame)
+    s = to_frame(splats.detach(), frame)
     n, k = len(s), s.sh.shape[1]
     op = s.opacities.double().clamp(1e-7, 1 - 1e-7)
     cols = [s.means, torch.zeros(n, 3), s.sh[:, 0], s.sh[:, 1:].transpose(1, 2).reshape(n, -1),
@@ -67,7 +89,8 @@ def save_splats_ply(splats: Splats, path: str | Path, extra: dict[str, torch.Ten
         cols.append(col[:, None])
     data = torch.cat([c.double().cpu() for c in cols], 1).numpy().astype("<f4")
     names = _ply_fields(k) + list(extra or {})
-    header = "ply\nformat binary_little_endian 1.0\n" + f"element vertex {n}\n"
+    header = "ply\nformat binary_little_endian 1.0\n" + f"{FRAME_COMMENT}{frame} ({FRAME_SENTENCES[frame]})\n"
+    header += f"element vertex {n}\n"
     header += "".join(f"property float {name}\n" for name in names) + "end_header\n"
     with atomic_path(path) as tmp:
         with open(tmp, "wb") as f:
@@ -76,7 +99,17 @@ def save_splats_ply(splats: Splats, path: str | Path, extra: dict[str, torch.Ten
     return Path(path)
 
 
-def _parse_ply_header(raw: bytes, path: Path) -> tuple[list[str], int, int, np.dtype]:
+def _ply_frame(lines: list[str], path: Path) -> SplatFrame:
+    """The frame a ``comment headforge frame=...`` line names; HEAD (read as is) when there is none."""
+    marks = [ln[len(FRAME_COMMENT):].split()[0] for ln in lines if ln.startswith(FRAME_COMMENT)
+             and ln[len(FRAME_COMMENT):].split()]
+    if len(marks) > 1 or (marks and marks[0] not in set(SplatFrame)):
+        raise InputError(f"PLY header names the frame {marks} (expected one of {[str(f) for f in SplatFrame]})",
+                         path=path, fix="remove or fix the 'comment headforge frame=' line")
+    return SplatFrame(marks[0]) if marks else SplatFrame.HEAD
+
+
+def _parse_ply_header(raw: bytes, path: Path) -> tuple[list[str], int, int, np.dtype, SplatFrame]:
     end = raw.find(b"end_header\n")
     if not raw.startswith(b"ply") or end < 0:
         raise InputError("not a PLY file (missing 'ply' magic or 'end_header')", path=path,
@@ -103,10 +136,11 @@ def _parse_ply_header(raw: bytes, path: Path) -> tuple[list[str], int, int, np.d
                 raise InputError(f"unsupported PLY property {' '.join(parts[1:])}", path=path,
                                  fix="a 3DGS PLY has scalar float properties")
             props.append((parts[2], types[parts[1]]))
-    return [p[0] for p in props], n, end + len(b"end_header\n"), np.dtype(props)
+    return [p[0] for p in props], n, end + len(b"end_header\n"), np.dtype(props), _ply_frame(lines, path)
 
 
 def load_splats_ply(path: str | Path) -> Splats:
+    """Head-frame splats of a 3DGS PLY (turned back when its header names the OpenCV frame)."""
     return load_splats_ply_extra(path, ())[0]
 
 
@@ -114,7 +148,7 @@ def load_splats_ply_extra(path: str | Path, extra: tuple[str, ...]) -> tuple[Spl
     """Read a 3DGS PLY and the named extra float columns (each [N] float64; a missing one is an error)."""
     path = Path(path)
     raw = read_bytes(path, "splat PLY")
-    names, n, offset, dtype = _parse_ply_header(raw, path)
+    names, n, offset, dtype, frame = _parse_ply_header(raw, path)
     if len(raw) - offset < n * dtype.itemsize:
         raise InputError(f"PLY is truncated: header says {n} splats, data holds "
                          f"{(len(raw) - offset) // dtype.itemsize}", path=path, fix="re-export the file")
@@ -146,11 +180,13 @@ def load_splats_ply_extra(path: str | Path, extra: tuple[str, ...]) -> tuple[Spl
     columns = {c: torch.from_numpy(arr[c].astype(np.float64)) for c in extra}
     if any(not bool(torch.isfinite(v).all()) for v in columns.values()):
         raise InputError(f"the PLY's columns {list(extra)} hold non-finite values", path=path, fix="re-export it")
-    return splats.validate(path), columns
+    return from_frame(splats.validate(path), frame), columns
 
 
-def save_splats_dot_splat(splats: Splats, path: str | Path) -> Path:
-    s = splats.detach()
+def save_splats_dot_splat(splats: Splats, path: str | Path, *, frame: SplatFrame = SplatFrame.OPENCV) -> Path:
+    """Write antimatter15's .splat of head-frame ``splats`` in ``frame`` (default: OpenCV, as its viewers read it;
+    the file cannot say which, so the reader must be told)."""
+    s = to_frame(splats.detach(), SplatFrame(frame))
     order = torch.argsort(-(s.scales.prod(-1) * s.opacities))
     rec = np.zeros(len(s), dtype=[("pos", "<f4", 3), ("scale", "<f4", 3), ("rgba", "u1", 4), ("rot", "u1", 4)])
     rec["pos"] = s.means[order].cpu().numpy()
@@ -164,7 +200,9 @@ def save_splats_dot_splat(splats: Splats, path: str | Path) -> Path:
     return Path(path)
 
 
-def load_splats_dot_splat(path: str | Path, max_sh_degree: int = 0) -> Splats:
+def load_splats_dot_splat(path: str | Path, max_sh_degree: int = 0, *,
+                          frame: SplatFrame = SplatFrame.OPENCV) -> Splats:
+    """Head-frame splats of a .splat stored in ``frame`` (default OpenCV, what headforge and 3DGS tools write)."""
     path = Path(path)
     raw = read_bytes(path, ".splat file", allow_empty=True)
     if len(raw) == 0 or len(raw) % 32:
@@ -178,8 +216,9 @@ def load_splats_dot_splat(path: str | Path, max_sh_degree: int = 0) -> Splats:
     n = len(rec)
     sh = torch.zeros(n, num_sh_bases(max_sh_degree), 3)
     sh[:, 0] = rgb_to_sh0(rgba[:, :3])
-    return Splats(torch.from_numpy(rec["pos"].copy()), q / q.norm(dim=-1, keepdim=True).clamp_min(1e-12),
-                  torch.from_numpy(rec["scale"].copy()), rgba[:, 3], sh).validate(path)
+    stored = Splats(torch.from_numpy(rec["pos"].copy()), q / q.norm(dim=-1, keepdim=True).clamp_min(1e-12),
+                    torch.from_numpy(rec["scale"].copy()), rgba[:, 3], sh).validate(path)
+    return from_frame(stored, SplatFrame(frame))
 
 
 def save_splats_glb(splats: Splats, path: str | Path,
@@ -198,16 +237,42 @@ def save_splats_glb(splats: Splats, path: str | Path,
     return Path(path)
 
 
+def _moved_nodes(document: dict, mesh: int) -> list[int]:
+    """Nodes instancing ``mesh`` whose global transform (theirs or an ancestor's) is not the identity."""
+    nodes = document.get("nodes", [])
+    parent = {c: i for i, nd in enumerate(nodes) for c in nd.get("children", [])}
+    identity = {"matrix": [1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1, 0, 0, 0, 0, 1], "translation": [0, 0, 0],
+                "rotation": [0, 0, 0, 1], "scale": [1, 1, 1]}
+
+    def moved(i: int, seen: frozenset = frozenset()) -> bool:
+        if i in seen:
+            return False
+        own = any(key in nodes[i] and nodes[i][key] != value for key, value in identity.items())
+        return own or (i in parent and moved(parent[i], seen | {i}))
+
+    return [i for i, nd in enumerate(nodes) if nd.get("mesh") == mesh and moved(i)]
+
+
 def load_splats_glb(path: str | Path) -> Splats:
-    """Read the first ``KHR_gaussian_splatting`` primitive of a GLB (float or normalized accessors)."""
+    """Read the first ``KHR_gaussian_splatting`` primitive of a GLB (float or quantized accessors)."""
     path = resolve_input(path, what="splat GLB")
     glb = load_glb(path)
-    prims = [p for m in glb.document.get("meshes", []) for p in m.get("primitives", [])
+    prims = [(i, p) for i, m in enumerate(glb.document.get("meshes", [])) for p in m.get("primitives", [])
              if KHR_GAUSSIAN_SPLATTING in p.get("extensions", {})]
     if not prims:
         raise InputError(f"GLB has no {KHR_GAUSSIAN_SPLATTING} primitive", path=path,
                          fix="export with the KHR_gaussian_splatting extension")
-    attrs = prims[0].get("attributes", {})
+    mesh, prim = prims[0]
+    problem = extension_problem(prim["extensions"][KHR_GAUSSIAN_SPLATTING])
+    if prim.get("mode", 4) != 0:
+        problem = f"the {KHR_GAUSSIAN_SPLATTING} primitive has mode {prim.get('mode', 4)}, not POINTS (0)"
+    if problem:
+        raise InputError(problem, path=path, fix="export with the ellipse kernel of KHR_gaussian_splatting")
+    moved = _moved_nodes(glb.document, mesh)
+    if moved:
+        raise InputError(f"the splat mesh sits under node transforms (nodes {moved}), which headforge does not "
+                         "apply", path=path, fix="bake the node transforms into the splats before export")
+    attrs = prim.get("attributes", {})
 
     def get(name: str) -> torch.Tensor:
         if name not in attrs:
@@ -229,5 +294,6 @@ def load_splats_glb(path: str | Path) -> Splats:
                   get(OPACITY)[:, 0], torch.stack([get(nm) for nm in sh_names], 1)).validate(path)
 
 
-__all__ = ["SH_C0", "save_splats_ply", "load_splats_ply", "save_splats_dot_splat", "load_splats_dot_splat",
-           "save_splats_glb", "load_splats_glb"]
+__all__ = ["SH_C0", "SplatFrame", "save_splats_ply", "load_splats_ply", "load_splats_ply_extra",
+           "save_splats_dot_splat", "load_splats_dot_splat", "save_splats_glb", "load_splats_glb", "save_splats_spz",
+           "load_splats_spz"]
