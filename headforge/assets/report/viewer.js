@@ -259,7 +259,8 @@
     }
 
     Object.assign(hook, { targetNames: names.slice(), clipNames: [...clips.keys()], setWeight,
-                          weight: (name) => weights.get(name), influence, playClip, stopClip, reset, project, projectMeshPoints, camera,
+                          weight: (name) => weights.get(name), influence, playClip, stopClip, reset, project,
+                          projectMeshPoints, camera,
                           revision: THREE.REVISION });
     reset();
     resize();
