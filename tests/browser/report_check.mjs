@@ -2,7 +2,7 @@
 //
 //   node report_check.mjs CONFIG.json
 // CONFIG: {playwright: dir of playwright-core, chromium: executable, html: page path, out: folder for results,
-//          target: morph target to move, points: mesh-local [x, y, z] to project (the vertices the target moves,
+//          target: morph target to move (null: only screenshots), points: mesh-local [x, y, z] to project (the vertices the target moves,
 //          before and after), clip: animation to play or null, cdnRoot: {prefix: URL, dir: folder} to serve CDN
 //          requests from local files (or null: every network request fails)}
 // Writes into out: before.png and after.png (the canvas, slider at 0 then 1), clip.png, page.png (the whole
@@ -60,36 +60,37 @@ try {
   }));
   const canvas = page.locator("#hf-canvas");
   await canvas.screenshot({ path: path.join(config.out, "before.png") });
+  if (config.target) {  // null: only the screenshots of the page as it opens
+    // the page's own control: set the slider and dispatch its input event
+    const slider = page.locator(`input[type=range][data-target="${config.target}"]`);
+    result.sliderCount = await slider.count();
+    const rendersBefore = await page.evaluate(() => window.headforgeViewer.renderCount);
+    await slider.evaluate((el) => { el.value = "1"; el.dispatchEvent(new Event("input", { bubbles: true })); });
+    Object.assign(result, await page.evaluate(([t, n]) => {
+      const v = window.headforgeViewer;
+      return { weightAfter: v.weight(t), influenceAfter: v.influence(t), rendered: v.renderCount - n };
+    }, [config.target, rendersBefore]));
+    await canvas.screenshot({ path: path.join(config.out, "after.png") });
+    result.projected = await page.evaluate(([t, pts]) => window.headforgeViewer.projectMeshPoints(t, pts),
+                                           [config.target, config.points]);
 
-  // the page's own control: set the slider and dispatch its input event
-  const slider = page.locator(`input[type=range][data-target="${config.target}"]`);
-  result.sliderCount = await slider.count();
-  const rendersBefore = await page.evaluate(() => window.headforgeViewer.renderCount);
-  await slider.evaluate((el) => { el.value = "1"; el.dispatchEvent(new Event("input", { bubbles: true })); });
-  Object.assign(result, await page.evaluate(([t, n]) => {
-    const v = window.headforgeViewer;
-    return { weightAfter: v.weight(t), influenceAfter: v.influence(t), rendered: v.renderCount - n };
-  }, [config.target, rendersBefore]));
-  await canvas.screenshot({ path: path.join(config.out, "after.png") });
-  result.projected = await page.evaluate(([t, pts]) => window.headforgeViewer.projectMeshPoints(t, pts),
-                                         [config.target, config.points]);
-
-  if (config.clip) {  // the clip's button, as a user would press it
-    await page.locator(`button[data-clip="${config.clip}"]`).click();
-    await page.waitForTimeout(400);
-    result.clipPressed = await page.locator(`button[data-clip="${config.clip}"]`).getAttribute("aria-pressed");
-    result.clipInfluences = [];
-    for (let i = 0; i < 6; i++) {
-      result.clipInfluences.push(await page.evaluate((t) => window.headforgeViewer.influence(t), config.target));
-      await page.waitForTimeout(120);
+    if (config.clip) {  // the clip's button, as a user would press it
+      await page.locator(`button[data-clip="${config.clip}"]`).click();
+      await page.waitForTimeout(400);
+      result.clipPressed = await page.locator(`button[data-clip="${config.clip}"]`).getAttribute("aria-pressed");
+      result.clipInfluences = [];
+      for (let i = 0; i < 6; i++) {
+        result.clipInfluences.push(await page.evaluate((t) => window.headforgeViewer.influence(t), config.target));
+        await page.waitForTimeout(120);
+      }
+      await canvas.screenshot({ path: path.join(config.out, "clip.png") });
+      await page.locator("#hf-stop").click();
+      result.influenceAfterStop = await page.evaluate((t) => window.headforgeViewer.influence(t), config.target);
     }
-    await canvas.screenshot({ path: path.join(config.out, "clip.png") });
-    await page.locator("#hf-stop").click();
-    result.influenceAfterStop = await page.evaluate((t) => window.headforgeViewer.influence(t), config.target);
+    await page.locator("#hf-reset").click();
+    result.weightAfterReset = await page.evaluate((t) => window.headforgeViewer.weight(t), config.target);
+    await canvas.screenshot({ path: path.join(config.out, "reset.png") });
   }
-  await page.locator("#hf-reset").click();
-  result.weightAfterReset = await page.evaluate((t) => window.headforgeViewer.weight(t), config.target);
-  await canvas.screenshot({ path: path.join(config.out, "reset.png") });
   await page.screenshot({ path: path.join(config.out, "page.png"), fullPage: true });
   save();
 } finally {
