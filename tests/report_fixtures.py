@@ -88,7 +88,7 @@ def head_glb() -> bytes:
     jaw = (fall * np.array([0.0, -0.03, 0.012], np.float32)).astype(np.float32)
     brow = np.flatnonzero((unit[:, 2] > 0.5) & (unit[:, 1] > 0.45))
     lift = np.tile(np.array([[0.0, 0.012, 0.0]], np.float32), (len(brow), 1))
-    targets = tuple({"POSITION": b.add_sparse_accessor(len(pos), idx.astype(np.uint16), d, AccessorType.VEC3,
+    targets = tuple({"POSITION": b.add_sparse_accessor(len(pos), idx.astype(np.uint32), d, AccessorType.VEC3,
                                                        min_max=True)} for idx, d in ((mouth, jaw), (brow, lift)))
     prim = Primitive(attrs, indices=b.add_indices(faces), material=material, targets=targets)
     mesh = b.add_mesh([prim], weights=[0.0, 0.0], target_names=["jawOpen", "browInnerUp"], name="head")

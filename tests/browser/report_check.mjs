@@ -54,7 +54,7 @@ try {
   await page.evaluate(() => window.headforgeViewer.ready);
   Object.assign(result, await page.evaluate(() => {
     const v = window.headforgeViewer, canvas = document.getElementById("hf-canvas");
-    return { targetNames: v.targetNames, clipNames: v.clipNames, revision: v.revision,
+    return { targetNames: v.targetNames, clipNames: v.clipNames, revision: v.revision, readyMs: v.readyMs,
              canvas: { width: canvas.clientWidth, height: canvas.clientHeight },
              sourceLine: document.getElementById("hf-viewer-source").textContent };
   }));

@@ -8,7 +8,7 @@
 // and a reset button. It renders on demand (orbiting, a slider, a playing clip), never in an idle loop.
 //
 // Test hook: window.headforgeViewer = {ready, targetNames, clipNames, setWeight, weight, influence, playClip,
-// stopClip, reset, project, projectMeshPoints, camera, renderCount, revision}; document.body.dataset.viewerState
+// stopClip, reset, project, projectMeshPoints, camera, renderCount, revision, readyMs}; document.body.dataset.viewerState
 // is "loading", then "ready" or "error:<message>". The page's own sliders call the same setWeight.
 "use strict";
 
@@ -273,6 +273,7 @@
            `${count(names.length, "morph target", "morph targets")}, ${count(clips.size, "clip", "clips")} ` +
            "\u2014 drag to orbit, wheel to zoom, right-drag to pan");
     byId("hf-viewer-source").textContent += ` (running three.js r${THREE.REVISION})`;
+    hook.readyMs = performance.now();  // since the page started loading
     body.dataset.viewerState = "ready";
     resolveReady(hook);
   }
