@@ -100,24 +100,24 @@ def head_glb() -> bytes:
     return b.to_glb()
 
 
-def target_points(glb: bytes, target: str) -> tuple[np.ndarray, np.ndarray]:
-    """Mesh-local positions of the vertices ``target`` moves (by more than 2% of its largest move), at rest and
-    at weight 1, read from the GLB itself: -> ([M, 3], [M, 3])."""
+def target_points(glb: bytes, target: str, node: str) -> tuple[np.ndarray, np.ndarray]:
+    """Mesh-local positions of the vertices ``target`` moves (by more than 2% of its largest move) in the mesh of
+    the node named ``node``, at rest and at weight 1, read from the GLB itself: -> ([M, 3], [M, 3])."""
     g = read_glb(glb)
-    for mesh in g.document["meshes"]:
-        names = mesh.get("extras", {}).get("targetNames", [])
-        if target not in names:
-            continue
-        rest, moved = [], []
-        for prim in mesh["primitives"]:
-            pos = g.accessor(prim["attributes"]["POSITION"])
-            delta = g.accessor(prim["targets"][names.index(target)]["POSITION"])
-            length = np.linalg.norm(delta, axis=1)
-            keep = length > 0.02 * length.max() if length.max() > 0 else np.zeros(len(length), bool)
-            rest.append(pos[keep])
-            moved.append(pos[keep] + delta[keep])
-        return np.concatenate(rest), np.concatenate(moved)
-    raise KeyError(f"no mesh with a morph target {target!r}")
+    found = [n for n in g.document["nodes"] if n.get("name") == node and "mesh" in n]
+    if len(found) != 1:
+        raise KeyError(f"{len(found)} nodes named {node!r} with a mesh")
+    mesh = g.document["meshes"][found[0]["mesh"]]
+    names = mesh.get("extras", {}).get("targetNames", [])
+    rest, moved = [], []
+    for prim in mesh["primitives"]:
+        pos = g.accessor(prim["attributes"]["POSITION"])
+        delta = g.accessor(prim["targets"][names.index(target)]["POSITION"])
+        length = np.linalg.norm(delta, axis=1)
+        keep = length > 0.02 * length.max() if length.max() > 0 else np.zeros(len(length), bool)
+        rest.append(pos[keep])
+        moved.append(pos[keep] + delta[keep])
+    return np.concatenate(rest), np.concatenate(moved)
 
 
 def png_bytes(rgb: np.ndarray) -> bytes:

@@ -2,11 +2,12 @@
 //
 //   node report_check.mjs CONFIG.json
 // CONFIG: {playwright: dir of playwright-core, chromium: executable, html: page path, out: folder for results,
-//          target: morph target to move (null: only screenshots), points: mesh-local [x, y, z] to project (the vertices the target moves,
-//          before and after), clip: animation to play or null, cdnRoot: {prefix: URL, dir: folder} to serve CDN
-//          requests from local files (or null: every network request fails)}
-// Writes into out: before.png and after.png (the canvas, slider at 0 then 1), clip.png, page.png (the whole
-// page), result.json (state, console messages, page errors, failed requests, projections, weights).
+//          target: morph target to move (null: only screenshots), node: glTF node whose mesh holds it,
+//          points: mesh-local [x, y, z] to project (the vertices the target moves, before and after),
+//          clip: animation to play or null, cdnRoot: {prefix: URL, dir: folder} to serve CDN requests from
+//          local files (or null: every network request fails)}
+// Writes into out: before.png and after.png (the canvas, slider at 0 then 1), clip.png, reset.png, page.png (the
+// whole page), result.json (state, console messages, page errors, failed requests, projections, weights).
 import fs from "node:fs";
 import os from "node:os";
 import path from "node:path";
@@ -71,8 +72,9 @@ try {
       return { weightAfter: v.weight(t), influenceAfter: v.influence(t), rendered: v.renderCount - n };
     }, [config.target, rendersBefore]));
     await canvas.screenshot({ path: path.join(config.out, "after.png") });
-    result.projected = await page.evaluate(([t, pts]) => window.headforgeViewer.projectMeshPoints(t, pts),
-                                           [config.target, config.points]);
+    result.projected = await page.evaluate(
+      ([t, pts, node]) => window.headforgeViewer.projectMeshPoints(t, pts, node),
+      [config.target, config.points, config.node]);
 
     if (config.clip) {  // the clip's button, as a user would press it
       await page.locator(`button[data-clip="${config.clip}"]`).click();

@@ -8,8 +8,9 @@
 // and a reset button. It renders on demand (orbiting, a slider, a playing clip), never in an idle loop.
 //
 // Test hook: window.headforgeViewer = {ready, targetNames, clipNames, setWeight, weight, influence, playClip,
-// stopClip, reset, project, projectMeshPoints, camera, renderCount, revision, readyMs}; document.body.dataset.viewerState
-// is "loading", then "ready" or "error:<message>". The page's own sliders call the same setWeight.
+// stopClip, reset, project, projectMeshPoints, camera, renderCount, revision, readyMs};
+// document.body.dataset.viewerState is "loading", then "ready" or "error:<message>". The page's own sliders call
+// the same setWeight.
 "use strict";
 
 (function () {
@@ -251,9 +252,14 @@
       return [(p.x + 1) / 2 * canvas.clientWidth, (1 - p.y) / 2 * canvas.clientHeight, p.z];
     }
     const project = (points) => points.map((q) => toCanvas(new THREE.Vector3(q[0], q[1], q[2])));
-    function projectMeshPoints(targetName, points) {  // mesh-local points of the mesh holding targetName
-      const mesh = morphMeshes.find((m) => m.morphTargetDictionary[targetName] !== undefined);
-      if (!mesh) throw new Error(`no morph target named ${JSON.stringify(targetName)}`);
+    // mesh-local points of the (first) mesh holding targetName, under the glTF node named nodeName if given
+    function projectMeshPoints(targetName, points, nodeName) {
+      const under = nodeName === undefined ? root : root.getObjectByName(nodeName);
+      if (!under) throw new Error(`no node named ${JSON.stringify(nodeName)}`);
+      const inside = (o) => { for (; o; o = o.parent) if (o === under) return true; return false; };
+      const mesh = morphMeshes.find((m) => m.morphTargetDictionary[targetName] !== undefined && inside(m));
+      const where = nodeName || "the scene";
+      if (!mesh) throw new Error(`no morph target named ${JSON.stringify(targetName)} under ${where}`);
       mesh.updateMatrixWorld(true);
       return points.map((q) => toCanvas(new THREE.Vector3(q[0], q[1], q[2]).applyMatrix4(mesh.matrixWorld)));
     }
