@@ -20,6 +20,7 @@ from headforge.pipeline.report_job import find_run_glb, resolve_viewer_js, write
 from headforge.viz.report_html import (
     CDN_BASE,
     CDN_INTEGRITY,
+    NO_VIEWER_LINE,
     ReportInputs,
     ViewerScript,
     ViewerSource,
@@ -228,6 +229,17 @@ def test_run_without_glb_has_no_viewer_scripts(tmp_path, fake_bundle):
     assert page.body["data-viewer-state"] == "none" and page.scripts == [] and "hf-canvas" not in page.ids
     assert "3D view: none" in page.text["hf-viewer-source"] and "3D view: none" in page.comments[0]
     assert len(page.images) == 4
+
+
+def test_main_job_folder_reads_run_json(tmp_path, fake_bundle):
+    run = tmp_path / "sample"
+    run.mkdir()
+    (run / "run.json").write_text(json.dumps({"job": "run", "seconds": 12.5, "outputs": ["reconstruction/"]}))
+    written = write_report(run, tmp_path / "r.html")
+    text = (tmp_path / "r.html").read_text()
+    rows = {r[0]: r[1] for r in Page(text).rows if len(r) == 2}
+    assert rows["job"] == "run" and rows["seconds"] == "12.5" and "<dt>metrics</dt><dd>run.json</dd>" in text
+    assert written.pictures == () and NO_VIEWER_LINE in written.lines()
 
 
 def test_template_slots_are_filled_once_and_checked():

@@ -138,6 +138,9 @@ def test_slider_moves_the_mouth_and_nothing_else(rigged_run, tmp_path, monkeypat
     # reset: weights back to the GLB's defaults and the picture back to the first one
     assert result["weightAfterReset"] == 0
     assert not changed_mask(tmp_path / "out" / "before.png", tmp_path / "out" / "reset.png").any()
+    # every picture decodes in the browser at its size
+    expected = [(name, *Image.open(run / name).size) for name in written.pictures]
+    assert [(im["alt"], im.get("width"), im.get("height")) for im in result["images"]] == expected
 
 
 def test_cdn_page_loads_pinned_modules(small_run, tmp_path, monkeypatch):

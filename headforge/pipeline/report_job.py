@@ -22,6 +22,7 @@ from headforge.io.files import InputKind, image_header, is_missing, read_bytes, 
 from headforge.io.glb import read_glb
 from headforge.viz.report_html import (
     BUNDLE_GLOBAL,
+    NO_VIEWER_LINE,
     ImageMime,
     InlineError,
     ReportImage,
@@ -60,7 +61,7 @@ class ReportWritten:
         """What the command prints."""
         return [f"wrote {self.out} ({self.num_bytes / 2**20:.1f} MB): {len(self.pictures)} pictures, "
                 f"metrics of {self.run}", self.glb_note,
-                self.viewer.describe() if self.glb is not None else "3D view: none, no three.js in the page"]
+                self.viewer.describe() if self.glb is not None else NO_VIEWER_LINE]
 
 
 def _is_leftover(path: Path, top: Path) -> bool:

@@ -41,6 +41,7 @@ BUNDLE_GLOBAL = "HeadforgeThree"
 MAX_TABLE_ROWS = 100  # rows of one list-of-records table; the rest is in the raw JSON
 MAX_INLINE_LIST = 16  # scalar lists up to this length are shown in the summary table
 MAX_CELL_CHARS = 80
+NO_VIEWER_LINE = "3D view: none (no GLB given or found for this run), so no three.js is loaded"
 
 
 class ViewerSource(enum.StrEnum):
@@ -299,7 +300,7 @@ def fill_template(template: str, slots: dict[str, str]) -> str:
 def report_html(inputs: ReportInputs) -> str:
     """The whole page as one string."""
     if inputs.glb is None:
-        source_line = "3D view: none (no GLB given or found for this run), so no three.js is loaded"
+        source_line = NO_VIEWER_LINE
         viewer, scripts, state = f'<p class="note">{_esc(source_line)}.</p>', "", "none"
     else:
         source_line = inputs.viewer_js.describe()

@@ -93,6 +93,10 @@ try {
     result.weightAfterReset = await page.evaluate((t) => window.headforgeViewer.weight(t), config.target);
     await canvas.screenshot({ path: path.join(config.out, "reset.png") });
   }
+  // every picture decodes (the page embeds them as data URIs), then a picture of the whole page
+  result.images = await page.evaluate(() => Promise.all([...document.images].map(
+    (im) => im.decode().then(() => ({ alt: im.alt, width: im.naturalWidth, height: im.naturalHeight }),
+                             (e) => ({ alt: im.alt, error: String(e) })))));
   await page.screenshot({ path: path.join(config.out, "page.png"), fullPage: true });
   save();
 } finally {
