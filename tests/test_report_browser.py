@@ -163,5 +163,5 @@ def test_cdn_page_loads_pinned_modules(small_run, tmp_path, monkeypatch):
     core = tampered / "build" / "three.core.js"
     core.write_text(core.read_text() + "\n// changed\n")
     result = run_page(html, tmp_path / "tampered", points=points, clip=None, cdn_dir=tampered, node="head")
-    assert result["state"].startswith("error:"), result["state"]
+    assert result["state"].startswith(f"error:three.js could not be loaded from {CDN_BASE}"), result["state"]
     assert any("integrity" in e.lower() or "digest" in e.lower() for e in errors_of(result)), errors_of(result)

@@ -116,6 +116,13 @@ def _check_inlinable(code: str, origin: str) -> None:
                           "inlined in a <script> element")
 
 
+def _comment_text(text: str) -> str:
+    """Text that cannot end or nest an HTML comment (no "--", so no "-->" either)."""
+    while "--" in text:
+        text = text.replace("--", "- -")
+    return text.replace("<!", "< !")
+
+
 def _json_for_script(value) -> str:
     return json.dumps(value, separators=(",", ":")).replace("</", "<\\/").replace("<!--", "<\\u0021--")
 
@@ -240,7 +247,9 @@ VIEWER_MARKUP = """<div class="viewer">
 _CDN_LOADER = ("startHeadforgeViewer(() => Promise.all([import(\"three\"), "
                "import(\"three/addons/loaders/GLTFLoader.js\"), import(\"three/addons/controls/OrbitControls.js\")])"
                ".then(([three, gltf, orbit]) => ({...three, GLTFLoader: gltf.GLTFLoader, "
-               "OrbitControls: orbit.OrbitControls})));")
+               "OrbitControls: orbit.OrbitControls}), (e) => { throw new Error("
+               f"\"three.js could not be loaded from {CDN_BASE} (no network, or a file that does not match its "
+               "pinned sha384): \" + e.message); }));")
 _INLINE_LOADER = f"startHeadforgeViewer(() => Promise.resolve(window.{BUNDLE_GLOBAL}));"
 
 
@@ -265,8 +274,8 @@ def viewer_scripts(inputs: ReportInputs) -> str:
              '</script>']
     vs = inputs.viewer_js
     if vs.source is ViewerSource.INLINE:
-        parts.append(f"<!-- three.js bundle inlined from {_esc(vs.origin).replace('--', '- -')} (three.js is MIT "
-                     "licensed, https://threejs.org) -->")
+        parts.append(f"<!-- three.js bundle inlined from {_comment_text(vs.origin)} (three.js is MIT licensed, "
+                     "https://threejs.org) -->")
         parts.append(f"<script>\n{vs.code}\n</script>")
     else:
         parts.append(f'<script type="importmap">{_json_for_script(import_map())}</script>')
@@ -309,7 +318,7 @@ def report_html(inputs: ReportInputs) -> str:
     about = "".join(f"<dt>{_esc(k)}</dt><dd>{_esc(v)}</dd>" for k, v in inputs.about)
     comment = "\n  ".join([f"{inputs.title}: written by headforge {__version__}.", source_line])
     return fill_template(_asset("report.html"), {
-        "head_comment": _esc(comment).replace("--", "- -"),
+        "head_comment": _comment_text(comment),
         "version": _esc(__version__),
         "title": _esc(inputs.title),
         "about": about,

@@ -78,6 +78,7 @@
 
     // frame the model from its front (+Z, glTF's forward), filling the view
     const box = new THREE.Box3().setFromObject(root);
+    if (box.isEmpty()) throw new Error(`${config.glbName} has nothing to draw (no mesh or points in its scene)`);
     const center = box.getCenter(new THREE.Vector3());
     const radius = Math.max(box.getSize(new THREE.Vector3()).length() / 2, 1e-6);
     const distance = radius / Math.sin(THREE.MathUtils.degToRad(camera.fov / 2)) * 0.9;
