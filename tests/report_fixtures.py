@@ -141,6 +141,7 @@ METRICS = {
     "held_out_frames": {"psnr": None, "num_views": 0},
     "per_view": [{"view": i, "frame": 0, "psnr": 30.0 + i / 3, "held_out_frame": False} for i in range(5)],
     "history": [[50 * i, 0.01, 30.0 + i] for i in range(1, 40)],
+    "frames": [{"frame": 0, "scores": {"a": 1, "b": 0.5}, "views": {f"view {i}": {"iou": 0.9} for i in range(10)}}],
     "note": "a {{slot}} & <b>bold</b> note",
 }
 

@@ -161,9 +161,15 @@ def test_metrics_tables_show_every_value(run, fake_bundle, tmp_path):
     assert rows["trained_frames.psnr"] == "38.291" and rows["held_out_frames.psnr"] == "\u2014"
     assert rows["note"] == METRICS["note"]  # escaped in the HTML, the text as written; its {{slot}} left alone
     assert rows["history"] == "39 entries (in the raw JSON below)"
-    per_view = [r for r in page.rows if len(r) == 4]
-    assert per_view[0] == ["view", "frame", "psnr", "held_out_frame"] and len(per_view) == 1 + 5
+    start = page.rows.index(["view", "frame", "psnr", "held_out_frame"])
+    per_view = page.rows[start:start + 6]
+    assert [len(r) for r in per_view] == [4] * 6 and page.rows[start + 6][0] == "frame"  # 5 rows, then frames
     assert per_view[2] == ["1", "0", "30.333", "false"]
+    # a small dict inside a record is spread over columns, a large one is one shortened cell
+    frames = [r for r in page.rows if r and r[0] == "frame"]
+    assert frames[0] == ["frame", "scores.a", "scores.b", "views"]
+    cells = page.rows[page.rows.index(frames[0]) + 1]
+    assert cells[:3] == ["0", "1", "0.5"] and cells[3].startswith('{"view 0": {"iou": 0.9}') and len(cells[3]) == 80
     assert json.loads(page.text["hf-metrics-json"]) == METRICS
 
 

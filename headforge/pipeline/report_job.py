@@ -153,8 +153,10 @@ def collect_report(run: Path, glb: Path | None = None, viewer_js: Path | None = 
         glb_bytes = read_bytes(glb_path, "GLB", fix="give a binary glTF (.glb) file")
         read_glb(glb_bytes, glb_path)  # refuse a file that is not a GLB before writing a page that cannot show it
     viewer = resolve_viewer_js(viewer_js)  # also without a GLB: a bundle that is given is checked, never ignored
-    job = metrics.get("job") or metrics.get("method") or marker.stem
-    about = [("run", str(run.resolve())), ("metrics", marker.name), ("job", str(job))]
+    about = [("run", str(run.resolve())), ("metrics", marker.name)]
+    job = metrics.get("job") or metrics.get("method")
+    if job is not None:
+        about.append(("job", str(job)))
     if glb_path is not None:
         about.append(("3D model", f"{glb_path} ({len(glb_bytes) / 2**20:.1f} MB)"))
     inputs = ReportInputs(title=f"{run.resolve().name}: headforge report", metrics=metrics, images=_pictures(run),

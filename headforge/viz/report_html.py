@@ -41,6 +41,7 @@ BUNDLE_GLOBAL = "HeadforgeThree"
 MAX_TABLE_ROWS = 100  # rows of one list-of-records table; the rest is in the raw JSON
 MAX_INLINE_LIST = 16  # scalar lists up to this length are shown in the summary table
 MAX_CELL_CHARS = 80
+MAX_RECORD_KEYS = 8  # a dict inside a record with more keys is one (shortened) cell, not that many columns
 NO_VIEWER_LINE = "3D view: none (no GLB given or found for this run), so no three.js is loaded"
 
 
@@ -62,7 +63,7 @@ class ViewerScript:
 
     source: ViewerSource
     origin: str  # the bundle's path, or CDN_BASE
-    code: str = ""  # the bundle (INLINE only)
+    code: str = field(default="", repr=False)  # the bundle (INLINE only)
 
     def __post_init__(self):
         if (self.source is ViewerSource.INLINE) != bool(self.code):
@@ -86,7 +87,7 @@ class ViewerScript:
 @dataclass(frozen=True)
 class ReportImage:
     name: str  # file name shown as the caption
-    data: bytes
+    data: bytes = field(repr=False)
     mime: ImageMime
     width: int
     height: int
@@ -97,7 +98,7 @@ class ReportInputs:
     title: str
     metrics: dict
     images: list[ReportImage]
-    glb: bytes | None
+    glb: bytes | None = field(repr=False)
     viewer_js: ViewerScript
     glb_name: str = "model.glb"  # shown in the page; which file the GLB came from
     about: tuple[tuple[str, str], ...] = field(default_factory=tuple)  # (label, text) lines under the title
@@ -146,13 +147,13 @@ def format_value(value) -> str:
     return str(value)
 
 
-def _flat_record(record: dict, prefix: str = "") -> dict[str, object]:
-    """Nested dicts -> dotted keys; lists stay values."""
+def _flat_record(record: dict, prefix: str = "", max_keys: int | None = None) -> dict[str, object]:
+    """Nested dicts -> dotted keys (those with more than ``max_keys`` keys stay one value); lists stay values."""
     out: dict[str, object] = {}
     for key, value in record.items():
         name = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            out.update(_flat_record(value, name + "."))
+        if isinstance(value, dict) and value and (max_keys is None or len(value) <= max_keys):
+            out.update(_flat_record(value, name + ".", max_keys))
         else:
             out[name] = value
     return out
@@ -187,7 +188,7 @@ def _esc(text: object) -> str:
 
 
 def _records_table(path: str, records: list[dict]) -> str:
-    flat = [_flat_record(r) for r in records]
+    flat = [_flat_record(r, max_keys=MAX_RECORD_KEYS) for r in records]
     columns = list(dict.fromkeys(k for r in flat for k in r))
     head = "".join(f"<th>{_esc(c)}</th>" for c in columns)
     rows = []
