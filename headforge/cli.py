@@ -27,7 +27,7 @@ import tyro
 
 from headforge import __version__
 from headforge.cli_avatar import animate, avatar, edit_texture, hair_swap
-from headforge.cli_export import export
+from headforge.cli_export import export, report
 from headforge.errors import HeadforgeError, InputError, Interrupted
 from headforge.geometry.camera_rigs import FovDeg, RigConfig, RigKind, ViewCount
 from headforge.geometry.head_frame import Axis, HeadFrameSpec, HeadWidth, Units
@@ -302,7 +302,8 @@ def fit_rig(capture: Annotated[Path, tyro.conf.Positional], out: Path, rig: str 
 COMMANDS = {name: checked_command(fn) for name, fn in (
     ("run", run), ("reconstruct", reconstruct), ("extract-mesh", extract_mesh), ("render-capture", render_capture),
     ("inspect", inspect), ("rig-sheet", rig_sheet), ("fit-rig", fit_rig), ("avatar", avatar), ("animate", animate),
-    ("hair-swap", hair_swap), ("edit-texture", edit_texture), ("export", export))}
+    ("hair-swap", hair_swap), ("edit-texture", edit_texture), ("export", export),
+    ("report", report))}
 
 
 ISSUES_FALLBACK = "the headforge issue tracker"

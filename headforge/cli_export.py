@@ -8,11 +8,13 @@ from typing import Annotated
 import tyro
 
 from headforge.pipeline.export_job import ExportFormat
+from headforge.representations.splat_io import SplatFrame
+from headforge.stages.rig_export import HairExport
 
 
 def export(run: Annotated[Path, tyro.conf.Positional], out: Path,
            format: tuple[ExportFormat, ...] = (ExportFormat.ALL,), clip: tuple[str, ...] | None = None,
-           hair: str = "splats", ply_frame: str | None = None, name: str = "head", author: str = "",
+           hair: HairExport = HairExport.SPLATS, ply_frame: SplatFrame | None = None, name: str = "head", author: str = "",
            licence_url: str = "", overwrite: bool = False) -> None:
     """Export a run for engines and viewers: rigged GLB (52 ARKit morph targets, skin, clips), VRM 1.0, OBJ, PLY,
     .splat, .spz. Writes OUT/ as one folder (complete or absent) with export.json last.
@@ -39,3 +41,22 @@ def export(run: Annotated[Path, tyro.conf.Positional], out: Path,
                                   overwrite=overwrite))
     sizes = ", ".join(f"{n} {b / 1e6:.2f} MB" for n, b in result.files.items())
     print(f"wrote {result.out} from the {result.source.kind} run: {sizes}")
+
+
+def report(run: Annotated[Path, tyro.conf.Positional], out: Path, glb: Path | None = None,
+           viewer_js: Path | None = None, overwrite: bool = False) -> None:
+    """Write one self-contained HTML page of a run: metrics, pictures, a 3D view of a GLB (orbit, one slider per
+    morph target, clip playback).
+
+    Args:
+        run: Output folder of headforge reconstruct, fit-rig, avatar or run.
+        out: The HTML file to write.
+        glb: GLB to show (default: an avatar's or rig fit's rigged head, exported for the page; else the first
+            RUN/**/*.glb).
+        viewer_js: three.js bundle to inline (default: $HEADFORGE_VIEWER_JS, then the checkout's
+            .cache/clients/viewer/three_bundle.js, else the page loads three.js 0.187.0 from jsDelivr).
+        overwrite: Replace an existing file.
+    """
+    from headforge.pipeline.report_job import write_report
+
+    print("\n".join(write_report(run, out, glb, viewer_js, overwrite=overwrite).lines()))

@@ -164,11 +164,12 @@ def test_avatar_folder_round_trip(rig, truth, texture, tmp_path):
     for name in ("face", "hair"):
         assert (tmp_path / "avatar" / "layers" / f"{name}.ply").is_file()
     # a binding beyond the rig's triangles is refused, naming the file
-    from headforge.representations.splat_io import load_splats_ply_extra, save_splats_ply
+    from headforge.representations.splat_io import SplatFrame, load_splats_ply_extra, save_splats_ply
 
     ply = tmp_path / "avatar" / "gaussians.ply"
     local, cols = load_splats_ply_extra(ply, ("binding_0", "layer"))
-    save_splats_ply(local, ply, extra={"binding_0": cols["binding_0"] + rig.faces.shape[0], "layer": cols["layer"]})
+    save_splats_ply(local, ply, extra={"binding_0": cols["binding_0"] + rig.faces.shape[0], "layer": cols["layer"]},
+                    frame=SplatFrame.HEAD)
     with pytest.raises(InputError, match="binding_0"):
         load_avatar(tmp_path)
     (tmp_path / "avatar" / TEXTURE_FILE).unlink()

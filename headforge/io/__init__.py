@@ -3,5 +3,5 @@ headforge.errors only).
 
 ``files``: one guarded way to read files (every failure an ``InputError`` naming the file);
 ``gltf``: a typed glTF 2.0 / GLB builder; ``glb``: a minimal GLB reader; ``gaussian_splatting``:
-the ``KHR_gaussian_splatting`` primitive. See DESIGN.md.
+the ``KHR_gaussian_splatting`` primitive; ``spz``: Niantic's .spz (versions 2 and 3). See DESIGN.md.
 """

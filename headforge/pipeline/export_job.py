@@ -115,7 +115,7 @@ class ExportJob:
     out: Path
     formats: tuple[ExportFormat, ...] = (ExportFormat.ALL,)
     clips: tuple[str, ...] = ("builtin:blink", "builtin:smile", "builtin:talk", "builtin:head_turn")
-    hair: str = "splats"  # rig_export.HairExport: the avatar's hair / clothing as splat nodes, or none
+    hair: str = "splats"  # stages.rig_export.HairExport: the avatar's hair / clothing as splat nodes, or none
     ply_frame: str | None = None  # splat PLY / .splat frame (splat_io.SplatFrame; None: the 3DGS frame, opencv)
     name: str = "head"  # the asset's name (GLB scene, VRM meta)
     author: str = ""  # VRM meta authors (default: the user running headforge is not known: "headforge user")

@@ -18,7 +18,7 @@ from headforge.representations.gaussians import Splats
 from headforge.representations.mesh import TexturedMesh
 from headforge.representations.rig.clips import Clip
 
-__all__ = ["Exportable", "load_exportable", "writers"]
+__all__ = ["Exportable", "load_exportable", "rigged_glb_of_run", "writers"]
 
 HEAD, SPLATS = "head", "splats"  # file stems: the rigged / mesh head, the Gaussians
 DEFAULT_CLIPS = ("builtin:blink", "builtin:smile", "builtin:talk", "builtin:head_turn")
@@ -70,7 +70,7 @@ def load_exportable(source: ExportSource, job: ExportJob) -> Exportable:
 
         avatar = load_avatar(source.folder)
         verts = avatar_vertices(avatar, avatar.neutral_params(), world=False)[0].float()
-        return Exportable(source, ExportHead(avatar.rig, avatar.params, avatar.texture, avatar.gaussians),
+        return Exportable(source, ExportHead.of_avatar(avatar),
                           rig_textured_mesh(avatar.rig, verts, avatar.texture),
                           pose_avatar(avatar, world=False).detach(), _clips(job, avatar.rig) if rigged else ())
     if source.kind is RunKind.RIG_FIT:
@@ -93,6 +93,18 @@ def load_exportable(source: ExportSource, job: ExportJob) -> Exportable:
         raise InputError("this neural-field run has no extracted mesh (mesh/mesh.obj)", path=source.run,
                          fix=f"extract it first: headforge extract-mesh {source.folder}")
     return Exportable(source, mesh=load_mesh(mesh_file))
+
+
+def rigged_glb_of_run(run: Path) -> tuple[bytes, RunKind]:
+    """The rigged GLB ``headforge export RUN --format glb`` writes, in memory (for the report's 3D view)."""
+    from headforge.pipeline.export_job import find_source
+    from headforge.stages.rig_export import RigGlbConfig, build_rigged_glb
+
+    source = find_source(run)
+    if source.kind not in (RunKind.AVATAR, RunKind.RIG_FIT):
+        raise InputError(f"a {source.kind} run has no rigged head", path=run, fix="give an avatar or fit-rig run")
+    data = load_exportable(source, ExportJob(run, run / "unused", formats=(ExportFormat.GLB,), clips=DEFAULT_CLIPS))
+    return build_rigged_glb(data.head, data.clips, RigGlbConfig()), source.kind
 
 
 def writers(data: Exportable, job: ExportJob, formats: tuple[ExportFormat, ...]

@@ -3,7 +3,8 @@
 It reads a headforge output folder (one holding ``metrics.json``, or ``run.json`` for ``headforge run``):
 the metrics, every PNG and GIF at the folder's top level (``contact_sheet.png``, ``turntable.gif``,
 ``expressions_sheet.png``, ``overlay_sheet.png``, ... the known sheets first), and a GLB for the 3D view:
-the one given, else the first ``RUN/**/*.glb`` (fewest folders deep, then by name; staging leftovers and
+the one given, else for an avatar or fit-rig run its rigged head exported in memory (``export_writers``), else the
+first ``RUN/**/*.glb`` (fewest folders deep, then by name; staging leftovers and
 ``checkpoints/`` skipped), named in the result with the others found. three.js comes from, in order:
 ``viewer_js``, ``$HEADFORGE_VIEWER_JS``, the checkout's ``.cache/clients/viewer/three_bundle.js`` (the
 bundle ``tools/install_clients.sh`` builds; found from this package's location, i.e. an editable install),
@@ -51,8 +52,9 @@ class ReportWritten:
 
     out: Path
     run: Path
-    glb: Path | None
-    glb_note: str  # how the GLB was chosen (given, found among others, none)
+    glb: Path | None  # the GLB file shown (None: none, or the rigged head exported in memory)
+    has_model: bool  # the page has a 3D view
+    glb_note: str  # how the GLB was chosen (exported from the run, given, found among others, none)
     viewer: ViewerScript
     pictures: tuple[str, ...]
     num_bytes: int
@@ -61,7 +63,7 @@ class ReportWritten:
         """What the command prints."""
         return [f"wrote {self.out} ({self.num_bytes / 2**20:.1f} MB): {len(self.pictures)} pictures, "
                 f"metrics of {self.run}", self.glb_note,
-                self.viewer.describe() if self.glb is not None else NO_VIEWER_LINE]
+                self.viewer.describe() if self.has_model else NO_VIEWER_LINE]
 
 
 def _is_leftover(path: Path, top: Path) -> bool:
@@ -141,27 +143,44 @@ def _glb(run: Path, glb: Path | None) -> tuple[Path | None, str]:
                       + (f"; also there: {others}; pass --glb to choose)" if others else ")"))
 
 
+def _rigged_run_glb(run: Path) -> tuple[bytes, str] | None:
+    """An avatar or fit-rig run shows its rigged head (exported in memory, with the built-in clips)."""
+    if not ((run / "avatar" / "avatar.json").is_file() or (run / "avatar.json").is_file()
+            or (run / "rig_fit.json").is_file()):
+        return None
+    from headforge.pipeline.export_writers import rigged_glb_of_run
+
+    data, kind = rigged_glb_of_run(run)
+    return data, (f"3D model: the rigged head of this {kind} run, exported for the page (52 ARKit targets, the "
+                  "built-in clips; headforge export writes the same GLB); pass --glb to show another")
+
+
 def collect_report(run: Path, glb: Path | None = None, viewer_js: Path | None = None
                    ) -> tuple[ReportInputs, Path | None, str]:
-    """Read and check everything the page needs -> (inputs, the GLB used, how it was chosen)."""
+    """Read and check everything the page needs -> (inputs, the GLB file used or None, how the model was chosen)."""
     run = _check_run(Path(run))
     marker = next(run / m for m in RUN_MARKERS if (run / m).is_file())
     metrics = read_json(marker, "metrics file", expect=dict, fix="re-run the job that wrote it")
-    glb_path, glb_note = _glb(run, glb)
-    glb_bytes = None
+    rigged = _rigged_run_glb(run) if glb is None else None
+    glb_path, glb_bytes, glb_name = None, None, "head.glb"
+    if rigged is not None:
+        glb_bytes, glb_note = rigged
+    else:
+        glb_path, glb_note = _glb(run, glb)
     if glb_path is not None:
         glb_bytes = read_bytes(glb_path, "GLB", fix="give a binary glTF (.glb) file")
         read_glb(glb_bytes, glb_path)  # refuse a file that is not a GLB before writing a page that cannot show it
+        glb_name = glb_path.name
     viewer = resolve_viewer_js(viewer_js)  # also without a GLB: a bundle that is given is checked, never ignored
     about = [("run", str(run.resolve())), ("metrics", marker.name)]
     job = metrics.get("job") or metrics.get("method")
     if job is not None:
         about.append(("job", str(job)))
-    if glb_path is not None:
-        about.append(("3D model", f"{glb_path} ({len(glb_bytes) / 2**20:.1f} MB)"))
+    if glb_bytes is not None:
+        about.append(("3D model", f"{glb_path or 'rigged head, exported from the run'} "
+                                  f"({len(glb_bytes) / 2**20:.1f} MB)"))
     inputs = ReportInputs(title=f"{run.resolve().name}: headforge report", metrics=metrics, images=_pictures(run),
-                          glb=glb_bytes, viewer_js=viewer, glb_name=glb_path.name if glb_path else "model.glb",
-                          about=tuple(about))
+                          glb=glb_bytes, viewer_js=viewer, glb_name=glb_name, about=tuple(about))
     return inputs, glb_path, glb_note
 
 
@@ -174,5 +193,5 @@ def write_report(run: Path, out: Path, glb: Path | None = None, viewer_js: Path 
     inputs, glb_path, glb_note = collect_report(run, glb, viewer_js)
     page = report_html(inputs)
     write_text(out, page)
-    return ReportWritten(out, Path(run), glb_path, glb_note, inputs.viewer_js,
+    return ReportWritten(out, Path(run), glb_path, inputs.glb is not None, glb_note, inputs.viewer_js,
                          tuple(im.name for im in inputs.images), len(page.encode("utf-8")))
