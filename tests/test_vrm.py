@@ -1,0 +1,278 @@
+"""VRM 1.0 export (stages/export_vrm.py): the VRMC_vrm extension's structure against the spec's rules,
+the Khronos validator on the VRM, and a GLB that is not a headforge rig refused with a clear error."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from gltf_validator import require_validator, validate_glb
+
+from headforge.errors import InputError
+from headforge.io.glb import pack_glb, read_glb
+from headforge.io.gltf import GltfBuilder
+from headforge.io.gltf_types import (
+    AccessorType,
+    AnimationChannel,
+    AnimationPath,
+    BufferTarget,
+    Material,
+    Node,
+    Primitive,
+)
+from headforge.representations.rig.arkit import ARKIT_NAMES
+from headforge.representations.rig.head_rig import JOINT_PARENTS, JOINTS
+from headforge.stages.export_vrm import (
+    REQUIRED_BONES,
+    RIG_BONES,
+    VRM_PUBLIC_LICENSE_1_0,
+    VrmConfig,
+    VrmMeta,
+    node_parents,
+    vrm_from_rigged_glb,
+    world_matrices,
+)
+from headforge.stages.vrm_expressions import PRESET_EXPRESSIONS, VrmPreset
+
+META = VrmMeta(name="test head", authors=("headforge tests",))
+VERTEX = BufferTarget.ARRAY_BUFFER
+
+
+def _sphere(radius: float, rings: int, segments: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """UV sphere about the origin -> (positions [V, 3] float32, faces [F, 3], uv [V, 2] float32)."""
+    theta = np.linspace(0, np.pi, rings + 1)
+    phi = np.linspace(0, 2 * np.pi, segments + 1)
+    t, p = np.meshgrid(theta, phi, indexing="ij")
+    pos = np.stack([np.sin(t) * np.sin(p), np.cos(t), np.sin(t) * np.cos(p)], -1).reshape(-1, 3) * radius
+    uv = np.stack([p / (2 * np.pi), t / np.pi], -1).reshape(-1, 2)
+    faces = []
+    for r in range(rings):
+        for s in range(segments):
+            a, b = r * (segments + 1) + s, (r + 1) * (segments + 1) + s
+            faces += [[a, b, a + 1], [a + 1, b, b + 1]]
+    return pos.astype(np.float32), np.array(faces), uv.astype(np.float32)
+
+
+def stand_in_rigged_glb() -> bytes:
+    """A small GLB with the rigged-GLB conventions (joint names, 'head_mesh' skinned with the 52 ARKit
+    targets, eye meshes under the eye joints, clips): a stand-in until rig_export lands."""
+    rng = np.random.default_rng(0)
+    pos, faces, uv = _sphere(0.1, 12, 18)
+    b = GltfBuilder()
+    tex = b.add_texture(b.add_image_png(rng.integers(0, 256, (16, 16, 3), dtype=np.uint8)))
+    mat = b.add_material(Material(name="skin", base_color_texture=tex, metallic_factor=0.0))
+    joint_pos = np.array([[0, -0.2, -0.02], [0, -0.2, -0.02], [0, -0.03, -0.01], [0, -0.03, 0.0],
+                          [0.032, 0.0, 0.076], [-0.032, 0.0, 0.076]], np.float32)
+    jaw = (pos[:, 1] < -0.02) & (pos[:, 2] > 0.03)
+    joints = np.zeros((len(pos), 4), np.uint8)
+    joints[:, 0] = np.where(jaw, 3, 2)
+    weights = np.zeros((len(pos), 4), np.float32)
+    weights[:, 0] = 1.0
+    targets = []
+    for name in ARKIT_NAMES:
+        if name == "jawOpen":
+            moved = np.flatnonzero(jaw)
+            delta = np.tile([0, -0.02, 0], (len(moved), 1))
+        else:
+            moved = np.sort(rng.choice(len(pos), 4, replace=False))
+            delta = rng.normal(0, 0.002, (4, 3))
+        targets.append({"POSITION": b.add_sparse_accessor(len(pos), moved.astype(np.uint16),
+                                                          delta.astype(np.float32), AccessorType.VEC3,
+                                                          min_max=True)})
+    attrs = {"POSITION": b.add_accessor(pos, AccessorType.VEC3, target=VERTEX, min_max=True),
+             "TEXCOORD_0": b.add_accessor(uv, AccessorType.VEC2, target=VERTEX),
+             "JOINTS_0": b.add_accessor(joints, AccessorType.VEC4, target=VERTEX),
+             "WEIGHTS_0": b.add_accessor(weights, AccessorType.VEC4, target=VERTEX)}
+    head_mesh = b.add_mesh([Primitive(attrs, indices=b.add_indices(faces), material=mat, targets=tuple(targets))],
+                           weights=[0.0] * len(ARKIT_NAMES), target_names=list(ARKIT_NAMES), name="head_mesh")
+    eye_pos, eye_faces, _ = _sphere(0.012, 6, 8)
+    eye_attrs = {"POSITION": b.add_accessor(eye_pos, AccessorType.VEC3, target=VERTEX, min_max=True)}
+    eye_mat = b.add_material(Material(name="eye", base_color_factor=(0.9, 0.9, 0.9, 1.0), metallic_factor=0.0))
+    eye_mesh = b.add_mesh([Primitive(eye_attrs, indices=b.add_indices(eye_faces), material=eye_mat)], name="eye")
+    nodes: list[int] = [0] * len(JOINTS)
+    eye_nodes = {j: b.add_node(Node(name=f"{j}_mesh", mesh=eye_mesh)) for j in ("left_eye", "right_eye")}
+    for j in reversed(range(len(JOINTS))):
+        parent = JOINT_PARENTS[j]
+        local = joint_pos[j] - (joint_pos[parent] if parent >= 0 else 0)
+        kids = tuple(nodes[c] for c in range(len(JOINTS)) if JOINT_PARENTS[c] == j)
+        kids += (eye_nodes[str(JOINTS[j])],) if str(JOINTS[j]) in eye_nodes else ()
+        nodes[j] = b.add_node(Node(name=str(JOINTS[j]), translation=tuple(float(v) for v in local), children=kids))
+    ibm = np.stack([np.eye(4, dtype=np.float32) for _ in JOINTS])
+    ibm[:, :3, 3] = -joint_pos
+    skin = b.add_skin(nodes, ibm, skeleton=nodes[0])
+    mesh_node = b.add_node(Node(name="head_mesh", mesh=head_mesh, skin=skin))
+    b.add_scene([nodes[0], mesh_node])
+    times = np.array([0.0, 0.1, 0.2], np.float32)
+    blink = np.zeros((3, len(ARKIT_NAMES)), np.float32)
+    blink[1, [ARKIT_NAMES.index("eyeBlinkLeft"), ARKIT_NAMES.index("eyeBlinkRight")]] = 1.0
+    b.add_animation([AnimationChannel(mesh_node, AnimationPath.WEIGHTS, times, blink)], name="blink")
+    turn = np.array([[0, 0, 0, 1], [0, 0.2588, 0, 0.9659], [0, 0, 0, 1]], np.float32)
+    b.add_animation([AnimationChannel(nodes[2], AnimationPath.ROTATION, times, turn)], name="head_turn")
+    return b.to_glb()
+
+
+@pytest.fixture(scope="module")
+def rigged() -> bytes:
+    return stand_in_rigged_glb()
+
+
+@pytest.fixture(scope="module")
+def vrm(rigged) -> bytes:
+    return vrm_from_rigged_glb(rigged, META)
+
+
+def _ext(vrm: bytes) -> tuple[dict, dict]:
+    doc = read_glb(vrm).document
+    return doc, doc["extensions"]["VRMC_vrm"]
+
+
+# ------------------------------------------------------------------------------------------ structure
+def test_pack_glb_round_trips_read_glb(rigged):
+    g = read_glb(rigged)
+    assert pack_glb(g.document, g.binary) == rigged  # same JSON and chunks, byte for byte
+    doc = {**g.document, "extras": {"note": "é"}}
+    again = read_glb(pack_glb(doc, g.binary))
+    assert again.document["extras"] == {"note": "é"} and again.binary == g.binary
+    with pytest.raises(ValueError, match="byteLength"):
+        pack_glb(g.document, g.binary + b"\0" * 8)
+
+
+def test_vrm_keeps_the_rig_and_adds_the_extension(rigged, vrm):
+    before, after = read_glb(rigged), read_glb(vrm)
+    doc, ext = _ext(vrm)
+    assert ext["specVersion"] == "1.0" and "VRMC_vrm" in doc["extensionsUsed"]
+    assert after.binary[:len(before.binary)] == before.binary  # mesh data untouched
+    for key in ("meshes", "accessors", "bufferViews", "skins", "animations", "images", "materials"):
+        assert doc[key] == before.document[key], key
+    meta = ext["meta"]
+    assert meta["name"] == "test head" and meta["authors"] == ["headforge tests"]
+    assert meta["licenseUrl"] == VRM_PUBLIC_LICENSE_1_0 and meta["avatarPermission"] == "everyone"
+    assert meta["allowExcessivelySexualUsage"] is False
+
+
+def test_humanoid_bones_are_required_complete_and_nested_as_the_spec(vrm):
+    doc, ext = _ext(vrm)
+    bones = {name: b["node"] for name, b in ext["humanoid"]["humanBones"].items()}
+    assert set(REQUIRED_BONES) <= set(bones) and len(set(bones.values())) == len(bones)
+    names = [n.get("name") for n in doc["nodes"]]
+    for bone, joint in RIG_BONES.items():
+        assert names[bones[bone]] == str(joint)
+    parents = node_parents(doc)
+
+    def nearest_bone_above(node: int) -> str | None:
+        node = parents[node]
+        while node >= 0 and node not in bones.values():
+            node = parents[node]
+        return None if node < 0 else next(b for b, n in bones.items() if n == node)
+
+    expected = {"hips": None, "spine": "hips", "chest": "spine", "upperChest": "chest", "neck": "upperChest",
+                "head": "neck", "jaw": "head", "leftEye": "head", "rightEye": "head", "leftUpperLeg": "hips",
+                "leftLowerLeg": "leftUpperLeg", "leftFoot": "leftLowerLeg", "leftShoulder": "upperChest",
+                "leftUpperArm": "leftShoulder", "leftLowerArm": "leftUpperArm", "leftHand": "leftLowerArm"}
+    for bone, parent in expected.items():
+        for side in {bone, bone.replace("left", "right")}:
+            want = parent.replace("left", "right") if parent and side.startswith("right") else parent
+            assert nearest_bone_above(bones[side]) == want, side
+    world = world_matrices(doc)
+    at = {b: world[n][:3, 3] for b, n in bones.items()}
+    eyes = (at["leftEye"] + at["rightEye"]) / 2
+    assert eyes[1] == pytest.approx(VrmConfig().eye_height_m, abs=1e-6) and abs(at["neck"][0]) < 1e-6
+    assert at["leftEye"][0] > 0 > at["rightEye"][0] and at["leftHand"][0] > 0.5 > -0.5 > at["rightHand"][0]
+    heights = [at[b][1] for b in ("leftFoot", "leftLowerLeg", "hips", "spine", "chest", "upperChest", "neck",
+                                  "head")]
+    assert heights == sorted(heights) and 0 < heights[0] < 0.1  # standing on y = 0, feet up to the head
+    assert at["leftHand"][1] == pytest.approx(at["leftUpperArm"][1])  # T-pose: arms level
+    for node in doc["nodes"]:
+        assert "scale" not in node or len(set(node["scale"])) == 1 and node["scale"][0] > 0
+
+
+def test_the_head_moves_up_rigidly_and_mesh_data_is_kept(rigged, vrm):
+    """The skinned vertices follow the joints: every joint moves by one translation."""
+    before, (after, ext) = world_matrices(read_glb(rigged).document), _ext(vrm)
+    after_world = world_matrices(after)
+    names = [n.get("name") for n in after["nodes"]]
+    shifts = [after_world[names.index(str(j))] @ np.linalg.inv(before[names.index(str(j))]) for j in JOINTS]
+    for s in shifts:
+        np.testing.assert_allclose(s[:3, :3], np.eye(3), atol=1e-9)
+        np.testing.assert_allclose(s[:3, 3], shifts[0][:3, 3], atol=1e-9)
+    assert shifts[0][1, 3] > 1.0
+    head = after_world[ext["humanoid"]["humanBones"]["head"]["node"]]
+    eyes = [after_world[ext["humanoid"]["humanBones"][e]["node"]][:3, 3] for e in ("leftEye", "rightEye")]
+    offset = np.array(ext["lookAt"]["offsetFromHeadBone"])
+    np.testing.assert_allclose(head[:3, :3] @ offset + head[:3, 3], (eyes[0] + eyes[1]) / 2, atol=1e-9)
+    assert ext["lookAt"]["type"] == "bone"
+
+
+def test_expressions_presets_and_52_customs_bind_existing_targets(vrm):
+    doc, ext = _ext(vrm)
+    preset, custom = ext["expressions"]["preset"], ext["expressions"]["custom"]
+    assert set(preset) == {str(p) for p in VrmPreset} and list(custom) == list(ARKIT_NAMES)
+    assert not set(custom) & set(preset)  # the spec forbids custom names equal to presets
+    targets_of = {}
+    for i, node in enumerate(doc["nodes"]):
+        if "mesh" in node:
+            targets_of[i] = doc["meshes"][node["mesh"]].get("extras", {}).get("targetNames", [])
+    for name, expression in {**preset, **custom}.items():
+        for bind in expression.get("morphTargetBinds", []):
+            assert bind["node"] in targets_of and 0 <= bind["index"] < len(targets_of[bind["node"]]), name
+            assert 0 < bind["weight"] <= 1
+    for name in ARKIT_NAMES:
+        binds = custom[name]["morphTargetBinds"]
+        holders = [i for i, names in targets_of.items() if name in names]
+        assert sorted(b["node"] for b in binds) == holders and all(b["weight"] == 1.0 for b in binds)
+        assert all(targets_of[b["node"]][b["index"]] == name for b in binds)
+    for p, table in PRESET_EXPRESSIONS.items():
+        bound = sorted((targets_of[b["node"]][b["index"]], b["weight"]) for b in preset[p].get("morphTargetBinds", []))
+        assert bound == sorted((str(s), w) for s, w in table.binds), p
+    assert "morphTargetBinds" not in preset["neutral"]
+    assert [targets_of[b["node"]][b["index"]] for b in preset["blinkLeft"]["morphTargetBinds"]] == ["eyeBlinkLeft"]
+
+
+def test_meta_overrides_and_refusals(rigged):
+    strict = VrmMeta(name="x", authors=("a",), commercial_usage="personalNonProfit", allow_redistribution=False,
+                     version="2", references=("scan of 2026-11-30",))
+    meta = _ext(vrm_from_rigged_glb(rigged, strict))[1]["meta"]
+    assert meta["commercialUsage"] == "personalNonProfit" and meta["allowRedistribution"] is False
+    assert meta["version"] == "2" and meta["references"] == ["scan of 2026-11-30"]
+    with pytest.raises(InputError, match="author"):
+        vrm_from_rigged_glb(rigged, VrmMeta(name="x", authors=()))
+    with pytest.raises(ValueError, match="nobody"):
+        VrmMeta(name="x", authors=("a",), avatar_permission="nobody")
+
+
+# ------------------------------------------------------------------------------------------ bad input
+def test_a_glb_without_the_rig_joints_is_refused(rigged):
+    g = read_glb(rigged)
+    doc = {**g.document, "nodes": [dict(n) for n in g.document["nodes"]]}
+    jaw = next(n for n in doc["nodes"] if n.get("name") == "jaw")
+    jaw["name"] = "mandible"
+    with pytest.raises(InputError, match=r"no joint node named \['jaw'\]"):
+        vrm_from_rigged_glb(pack_glb(doc, g.binary), META)
+    plain = GltfBuilder()
+    pos = plain.add_accessor(np.eye(3, dtype=np.float32), AccessorType.VEC3, target=VERTEX, min_max=True)
+    plain.add_scene([plain.add_node(Node(name="cube", mesh=plain.add_mesh([Primitive({"POSITION": pos})])))])
+    with pytest.raises(InputError, match="no joint node named") as err:
+        vrm_from_rigged_glb(plain.to_glb(), META)
+    assert "rig_export" in str(err.value)
+    with pytest.raises(InputError, match="not a GLB|too short"):
+        vrm_from_rigged_glb(b"not a glb at all", META)
+
+
+def test_a_vrm_is_not_converted_twice_and_targets_must_be_arkit(rigged, vrm):
+    with pytest.raises(InputError, match="already"):
+        vrm_from_rigged_glb(vrm, META)
+    g = read_glb(rigged)
+    doc = {**g.document, "meshes": [dict(m) for m in g.document["meshes"]]}
+    head = next(m for m in doc["meshes"] if m.get("name") == "head_mesh")
+    head["extras"] = {"targetNames": [f"shape{k}" for k in range(len(ARKIT_NAMES))]}
+    with pytest.raises(InputError, match="lacks 52 of the 52 ARKit"):
+        vrm_from_rigged_glb(pack_glb(doc, g.binary), META)
+
+
+# ------------------------------------------------------------------------------------------ validator
+def test_vrm_passes_the_khronos_validator(vrm, tmp_path):
+    require_validator()
+    path = tmp_path / "head.vrm"
+    path.write_bytes(vrm)
+    report = validate_glb(path)
+    assert report.num_errors == 0 and report.num_warnings == 0, report.summary()
+    assert any(i.code == "UNSUPPORTED_EXTENSION" and "VRMC_vrm" in i.message for i in report.issues), report.summary()
