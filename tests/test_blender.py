@@ -14,10 +14,11 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_vrm import META, stand_in_rigged_glb
+from test_vrm import META, rigged_glb
 
 from headforge.io.glb import read_glb
 from headforge.representations.rig.arkit import ARKIT_NAMES
+from headforge.representations.rig.clips import builtin_clip_names
 from headforge.representations.rig.head_rig import JOINTS
 from headforge.stages.export_vrm import SEGMENTS, VrmConfig, vrm_from_rigged_glb
 
@@ -46,7 +47,7 @@ def require_blender() -> None:
 
 @pytest.fixture(scope="module")
 def rigged() -> bytes:
-    return stand_in_rigged_glb()
+    return rigged_glb()
 
 
 @pytest.fixture(scope="module")
@@ -77,7 +78,7 @@ def test_blender_sees_shape_keys_bones_actions_and_texture(report, rigged):
     for name, mesh in glb["meshes"].items():  # every other mesh with shape keys has the ARKit names too
         assert mesh["shape_keys"] in ([], list(ARKIT_NAMES)), name
     assert len(glb["armatures"]) == 1 and sorted(next(iter(glb["armatures"].values()))) == sorted(map(str, JOINTS))
-    assert glb["actions"] == sorted(a["name"] for a in doc["animations"])
+    assert glb["actions"] == sorted(a["name"] for a in doc["animations"]) == sorted(builtin_clip_names())
     sizes = [i["size"] for i in glb["images"]]
     assert len(sizes) == len(doc["images"]) and all(w > 0 and h > 0 for w, h in sizes)
 
@@ -89,6 +90,9 @@ def test_opening_the_jaw_changes_the_mouth_region(report):
     assert inside > 0.02 * mouth["head_pixels"], mouth  # the jaw visibly moved
     assert inside >= 0.8 * (inside + outside), mouth  # ... and the change is around the mouth
     assert mouth["box_pixels"] < 0.6 * mouth["head_pixels"], mouth  # the box is a region, not the whole head
+    # negative control: closing the left eye changes pixels too, but outside the mouth box
+    c_in, c_out = mouth["control_changed_inside"], mouth["control_changed_outside"]
+    assert c_out > 0.002 * mouth["head_pixels"] and c_in <= 0.2 * (c_in + c_out), mouth
 
 
 def test_the_vrm_opens_in_blender_as_gltf(report):

@@ -47,11 +47,11 @@ from headforge.errors import InputError
 from headforge.io.glb import pack_glb, read_glb
 from headforge.representations.rig.arkit import ARKIT_NAMES
 from headforge.representations.rig.head_rig import Joint
+from headforge.stages.rig_export_parts import HEAD_MESH
 from headforge.stages.vrm_expressions import PRESET_EXPRESSIONS
 
 EXTENSION = "VRMC_vrm"
 VRM_PUBLIC_LICENSE_1_0 = "https://vrm.dev/licenses/1.0/"
-HEAD_MESH = "head_mesh"
 MOUNT = "head_mount"
 _FIX = "export the head with headforge's rigged GLB writer (stages/rig_export.py) and convert that file"
 

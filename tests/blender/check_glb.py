@@ -12,9 +12,10 @@ Run by the bpy venv (Python 3.11, bpy 5.0.1; tools/install_clients.sh), not by t
    The mouth region is the box (plus a 3 px margin) around the camera projections of the vertices
    that the jawOpen shape key moves (by more than 10 % of its largest offset), before and after the
    move, with this camera. The report counts the pixels that change (any RGBA channel by more than
-   0.05) inside and outside that box. Cycles because it needs no GPU: Workbench and Eevee need an
-   OpenGL context (here they ran through EGL software rendering, Eevee compiling shaders for ~55 s),
-   which a headless CI machine may lack.
+   0.05) inside and outside that box, and, as a negative control, the same counts for a third render
+   with only ``eyeBlinkLeft`` = 1 (its change must fall outside the box). Cycles because it needs no
+   GPU: Workbench and Eevee need an OpenGL context (here they ran through EGL software rendering,
+   Eevee compiling shaders for ~55 s), which a headless CI machine may lack.
 3. With ``--vrm``: the same importer on the VRM file. Blender has no VRM importer built in, so it
    reads the file as plain glTF (extensions ignored); the report lists what it built from it.
 
@@ -35,6 +36,7 @@ from mathutils import Vector
 
 HEAD_MESH = "head_mesh"
 MOUTH_SHAPE = "jawOpen"
+CONTROL_SHAPE = "eyeBlinkLeft"  # negative control: a shape away from the mouth, counted against the same box
 CHANGE = 0.05  # an RGBA channel differs by more than this (0..1) -> the pixel changed
 MARGIN_PX = 3
 NOT_EXPORTED = "glTF_not_exported"
@@ -190,14 +192,20 @@ def mouth_check(size: int, samples: int, renders: Path) -> dict:
     head.data.shape_keys.key_blocks[MOUTH_SHAPE].value = 1.0
     bpy.context.view_layer.update()
     opened = render(renders / f"{MOUTH_SHAPE}.png")
-    changed = (np.abs(opened - neutral) > CHANGE).any(-1)  # [H, W], rows bottom-up
-    inside = np.zeros_like(changed)
+    head.data.shape_keys.key_blocks[MOUTH_SHAPE].value = 0.0
+    head.data.shape_keys.key_blocks[CONTROL_SHAPE].value = 1.0
+    bpy.context.view_layer.update()
+    control = render(renders / f"{CONTROL_SHAPE}.png")
+    inside = np.zeros(neutral.shape[:2], bool)
     x0, y0, x1, y1 = box
     inside[max(y0, 0):max(y1 + 1, 0), max(x0, 0):max(x1 + 1, 0)] = True
-    return {"engine": bpy.context.scene.render.engine, "size": size, "samples": samples,
-            "moved_vertices": count, "mouth_box": box, "box_pixels": int(inside.sum()),
-            "head_pixels": int((neutral[..., 3] > 0.5).sum()),
-            "changed_inside": int((changed & inside).sum()), "changed_outside": int((changed & ~inside).sum())}
+    out = {"engine": bpy.context.scene.render.engine, "size": size, "samples": samples, "moved_vertices": count,
+           "mouth_box": box, "box_pixels": int(inside.sum()), "head_pixels": int((neutral[..., 3] > 0.5).sum())}
+    for name, image in (("", opened), ("control_", control)):
+        changed = (np.abs(image - neutral) > CHANGE).any(-1)  # [H, W], rows bottom-up
+        out[f"{name}changed_inside"] = int((changed & inside).sum())
+        out[f"{name}changed_outside"] = int((changed & ~inside).sum())
+    return out
 
 
 def main(argv: list[str]) -> None:
