@@ -29,6 +29,7 @@ from headforge.stages.export_vrm import (
 )
 from headforge.stages.rig_export import build_rigged_glb
 from headforge.stages.vrm_expressions import PRESET_EXPRESSIONS, VrmPreset
+from headforge.validation import OptionError
 
 META = VrmMeta(name="test head", authors=("headforge tests",))
 VERTEX = BufferTarget.ARRAY_BUFFER
@@ -165,10 +166,18 @@ def test_meta_overrides_and_refusals(rigged):
     meta = _ext(vrm_from_rigged_glb(rigged, strict))[1]["meta"]
     assert meta["commercialUsage"] == "personalNonProfit" and meta["allowRedistribution"] is False
     assert meta["version"] == "2" and meta["references"] == ["scan of 2026-11-30"]
-    with pytest.raises(InputError, match="author"):
-        vrm_from_rigged_glb(rigged, VrmMeta(name="x", authors=()))
-    with pytest.raises(ValueError, match="nobody"):
+    with pytest.raises(OptionError, match="VrmMeta.authors"):
+        VrmMeta(name="x", authors=())
+    with pytest.raises(OptionError, match="VrmMeta.name"):
+        VrmMeta(name="  ", authors=("a",))
+    with pytest.raises(OptionError, match="nobody"):
         VrmMeta(name="x", authors=("a",), avatar_permission="nobody")
+    with pytest.raises(OptionError, match="VrmConfig.eye_height_m"):
+        VrmConfig(eye_height_m=0.2)
+    lower = vrm_from_rigged_glb(rigged, META, VrmConfig(eye_height_m=1.2))
+    doc, ext = _ext(lower)
+    eye = world_matrices(doc)[ext["humanoid"]["humanBones"]["leftEye"]["node"]]
+    assert eye[1, 3] == pytest.approx(1.2, abs=1e-6)
 
 
 # ------------------------------------------------------------------------------------------ bad input
@@ -187,6 +196,19 @@ def test_a_glb_without_the_rig_joints_is_refused(rigged):
     assert "rig_export" in str(err.value)
     with pytest.raises(InputError, match="not a GLB|too short"):
         vrm_from_rigged_glb(b"not a glb at all", META)
+
+
+def test_a_rig_whose_neck_is_far_below_the_eyes_is_refused(rigged):
+    g = read_glb(rigged)
+    doc = {**g.document, "nodes": [dict(n) for n in g.document["nodes"]]}
+    head = next(n for n in doc["nodes"] if n.get("name") == "head")
+    head["translation"] = [0.0, 0.6, 0.0]  # eyes (children of the head joint) 60 cm above the neck joint
+    with pytest.raises(InputError, match="neck joint lies"):
+        vrm_from_rigged_glb(pack_glb(doc, g.binary), META)
+    doc["nodes"] = [dict(n) for n in g.document["nodes"]]
+    doc["scenes"] = []
+    with pytest.raises(InputError, match="in 0 scenes"):
+        vrm_from_rigged_glb(pack_glb(doc, g.binary), META)
 
 
 def test_a_vrm_is_not_converted_twice_and_targets_must_be_arkit(rigged, vrm):

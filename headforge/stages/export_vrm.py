@@ -40,7 +40,9 @@ from __future__ import annotations
 import copy
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Annotated
 
+import annotated_types as at
 import numpy as np
 
 from headforge.errors import InputError
@@ -49,6 +51,7 @@ from headforge.representations.rig.arkit import ARKIT_NAMES
 from headforge.representations.rig.head_rig import Joint
 from headforge.stages.rig_export_parts import HEAD_MESH
 from headforge.stages.vrm_expressions import PRESET_EXPRESSIONS
+from headforge.validation import Checked
 
 EXTENSION = "VRMC_vrm"
 VRM_PUBLIC_LICENSE_1_0 = "https://vrm.dev/licenses/1.0/"
@@ -79,17 +82,21 @@ class Modification(StrEnum):
     ALLOW_MODIFICATION_REDISTRIBUTION = "allowModificationRedistribution"
 
 
+Text = Annotated[str, at.Predicate(lambda s: bool(s.strip()))]  # not empty, not only blanks
+Angle = Annotated[float, at.Gt(0), at.Le(90)]  # degrees
+
+
 @dataclass(frozen=True)
-class VrmMeta:
+class VrmMeta(Checked):
     """``VRMC_vrm.meta``: who made the model and what others may do with it (see the module note)."""
 
-    name: str
-    authors: tuple[str, ...]
-    license_url: str = VRM_PUBLIC_LICENSE_1_0
+    name: Text
+    authors: Annotated[tuple[Text, ...], at.MinLen(1)]
+    license_url: Text = VRM_PUBLIC_LICENSE_1_0
     version: str = ""
     copyright_information: str = ""
     contact_information: str = ""
-    references: tuple[str, ...] = ()
+    references: tuple[Text, ...] = ()
     other_license_url: str = ""
     avatar_permission: AvatarPermission = AvatarPermission.EVERYONE
     commercial_usage: CommercialUsage = CommercialUsage.CORPORATION
@@ -101,31 +108,15 @@ class VrmMeta:
     allow_political_or_religious_usage: bool = False
     allow_antisocial_or_hate_usage: bool = False
 
-    def __post_init__(self):  # strings from a config file become the enums (ValueError names a bad one)
-        for key, kind in (("avatar_permission", AvatarPermission), ("commercial_usage", CommercialUsage),
-                          ("credit_notation", CreditNotation), ("modification", Modification)):
-            object.__setattr__(self, key, kind(getattr(self, key)))
-        object.__setattr__(self, "authors", tuple(self.authors))
-        object.__setattr__(self, "references", tuple(self.references))
-
     def to_json(self) -> dict:
-        if not self.name.strip():
-            raise InputError("VRM meta needs a model name", fix="pass VrmMeta(name=...)")
-        if not self.authors or not all(a.strip() for a in self.authors):
-            raise InputError(f"VRM meta needs at least one author and no empty ones (got {list(self.authors)})",
-                             fix="pass VrmMeta(authors=('Your Name',))")
-        if not self.license_url.strip():
-            raise InputError("VRM meta needs a licenseUrl", fix=f"use the VRM Public License: {VRM_PUBLIC_LICENSE_1_0}")
         out: dict = {"name": self.name, "authors": list(self.authors), "licenseUrl": self.license_url,
-                     "avatarPermission": self.avatar_permission.value,
-                     "commercialUsage": self.commercial_usage.value,
-                     "creditNotation": self.credit_notation.value,
-                     "allowRedistribution": bool(self.allow_redistribution),
+                     "avatarPermission": self.avatar_permission.value, "commercialUsage": self.commercial_usage.value,
+                     "creditNotation": self.credit_notation.value, "allowRedistribution": self.allow_redistribution,
                      "modification": self.modification.value,
-                     "allowExcessivelyViolentUsage": bool(self.allow_excessively_violent_usage),
-                     "allowExcessivelySexualUsage": bool(self.allow_excessively_sexual_usage),
-                     "allowPoliticalOrReligiousUsage": bool(self.allow_political_or_religious_usage),
-                     "allowAntisocialOrHateUsage": bool(self.allow_antisocial_or_hate_usage)}
+                     "allowExcessivelyViolentUsage": self.allow_excessively_violent_usage,
+                     "allowExcessivelySexualUsage": self.allow_excessively_sexual_usage,
+                     "allowPoliticalOrReligiousUsage": self.allow_political_or_religious_usage,
+                     "allowAntisocialOrHateUsage": self.allow_antisocial_or_hate_usage}
         for key, value in (("version", self.version), ("copyrightInformation", self.copyright_information),
                            ("contactInformation", self.contact_information),
                            ("otherLicenseUrl", self.other_license_url)):
@@ -137,12 +128,12 @@ class VrmMeta:
 
 
 @dataclass(frozen=True)
-class VrmConfig:
-    eye_height_m: float = 1.60  # eye midpoint above the ground (an adult of about 1.71 m)
-    look_outer_deg: float = 40.0  # eye rotation limits of the lookAt range maps
-    look_inner_deg: float = 35.0
-    look_up_deg: float = 25.0
-    look_down_deg: float = 35.0
+class VrmConfig(Checked):
+    eye_height_m: Annotated[float, at.Ge(1.0), at.Le(2.5)] = 1.60  # eye midpoint above the ground (stature ~1.71 m)
+    look_outer_deg: Angle = 40.0  # eye rotation limits of the lookAt range maps
+    look_inner_deg: Angle = 35.0
+    look_up_deg: Angle = 25.0
+    look_down_deg: Angle = 35.0
 
 
 # Body bone -> (VRM parent bone, x, y as fractions of stature H). x is the subject's left (+x); the right
@@ -284,6 +275,13 @@ def vrm_expressions(doc: dict) -> dict:
     return {"preset": preset, "custom": custom}
 
 
+def _scene_of_root(doc: dict, root: int) -> dict:
+    scenes = [s for s in doc.get("scenes", []) if root in s.get("nodes", [])]
+    if len(scenes) != 1:
+        raise InputError(f"joint 'root' is in {len(scenes)} scenes (one is needed)", fix=_FIX)
+    return scenes[0]
+
+
 def _add_node(doc: dict, node: dict) -> int:
     doc["nodes"].append(node)
     return len(doc["nodes"]) - 1
@@ -296,7 +294,7 @@ def vrm_from_rigged_glb(glb: bytes, meta: VrmMeta, config: VrmConfig = VrmConfig
     if EXTENSION in doc.get("extensions", {}):
         raise InputError("the GLB already carries a VRMC_vrm extension", fix="convert the rigged GLB, not a VRM")
     joints = _rig_joints(doc)
-    meta_json = meta.to_json()
+    meta_json = meta.to_json()  # VrmMeta checked its fields when it was built
     expressions = vrm_expressions(doc)
     world = world_matrices(doc)
     pos = {j: world[i][:3, 3] for j, i in joints.items()}
@@ -325,7 +323,7 @@ def vrm_from_rigged_glb(glb: bytes, meta: VrmMeta, config: VrmConfig = VrmConfig
     mount = _add_node(doc, {"name": MOUNT, "translation": [float(v) for v in lift - placed["upperChest"]],
                             "children": [joints[Joint.ROOT]]})
     doc["nodes"][bones["upperChest"]].setdefault("children", []).append(mount)
-    scene = doc["scenes"][doc.get("scene", 0)]
+    scene = _scene_of_root(doc, joints[Joint.ROOT])
     scene["nodes"] = [n for n in scene["nodes"] if n != joints[Joint.ROOT]] + [bones["hips"]]
 
     human = {bone: {"node": index} for bone, index in bones.items()}
