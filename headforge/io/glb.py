@@ -2,7 +2,9 @@
 
 Enough to read back what :class:`headforge.io.gltf.GltfBuilder` writes and what other tools write
 for the same features; not a scene loader (no node transforms are applied, no external URIs).
-Malformed files raise :class:`headforge.errors.InputError` naming the problem.
+Malformed files raise :class:`headforge.errors.InputError` naming the problem. ``pack_glb`` is
+the inverse of ``read_glb``: a converter that only edits the JSON (a VRM from a rigged GLB) re-packs
+it around the unchanged BIN chunk.
 """
 
 from __future__ import annotations
