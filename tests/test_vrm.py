@@ -18,11 +18,13 @@ from headforge.representations.rig.arkit import ARKIT_NAMES
 from headforge.representations.rig.clips import builtin_clip_names, read_clip
 from headforge.representations.rig.head_rig import JOINTS
 from headforge.stages.export_vrm import (
+    EYE_HEIGHT_OVER_STATURE,
     REQUIRED_BONES,
     RIG_BONES,
     VRM_PUBLIC_LICENSE_1_0,
     VrmConfig,
     VrmMeta,
+    body_layout,
     node_parents,
     vrm_from_rigged_glb,
     world_matrices,
@@ -115,6 +117,18 @@ def test_humanoid_bones_are_required_complete_and_nested_as_the_spec(vrm):
     assert at["leftHand"][1] == pytest.approx(at["leftUpperArm"][1])  # T-pose: arms level
     for node in doc["nodes"]:
         assert "scale" not in node or len(set(node["scale"])) == 1 and node["scale"][0] > 0
+
+
+@pytest.mark.parametrize("eye_height", [1.0, 1.6, 2.5])
+def test_body_layout_stays_ordered_down_to_the_shortest_neck_accepted(eye_height):
+    stature = eye_height / EYE_HEIGHT_OVER_STATURE
+    for neck_y in (0.75 * stature, 0.85 * stature):  # the lowest neck vrm_from_rigged_glb accepts, and a usual one
+        at = {bone: p for bone, (_, p) in body_layout(stature, neck_y).items()}
+        chain = [at[b][1] for b in ("leftFoot", "leftLowerLeg", "leftUpperLeg", "hips", "spine", "chest",
+                                    "upperChest")] + [neck_y]
+        assert all(a < b for a, b in zip(chain, chain[1:], strict=False)), chain
+        assert max(at[b][1] for b in ("leftShoulder", "leftUpperArm", "leftHand")) < neck_y
+        np.testing.assert_allclose(at["rightHand"] * [-1, 1, 1], at["leftHand"])
 
 
 def test_the_head_moves_up_rigidly_and_mesh_data_is_kept(rigged, vrm):

@@ -32,7 +32,9 @@ What this module adds to the rigged GLB (``stages/rig_export.py``, joints "root"
   spec's default ``false`` because the asset is the likeness of a real person: they are opt-in.
 
 The glTF ``animations`` (clips) stay in the file: VRM 1.0 lists animations as unused, viewers ignore
-them and plain glTF tools (Blender) still import them. No ``firstPerson`` and no thumbnail are written.
+them and plain glTF tools (Blender) still import them. An avatar's ``hair_splats`` / ``clothing_splats``
+(``KHR_gaussian_splatting``, not required) ride along under their joints; a VRM viewer that does not know
+the extension draws their POINTS fallback. No ``firstPerson`` and no thumbnail are written.
 """
 
 from __future__ import annotations
@@ -159,6 +161,26 @@ RIG_BONES: dict[str, Joint] = {"neck": Joint.NECK, "head": Joint.HEAD, "jaw": Jo
 REQUIRED_BONES = ("hips", "spine", "head", "leftUpperLeg", "leftLowerLeg", "leftFoot", "rightUpperLeg",
                   "rightLowerLeg", "rightFoot", "leftUpperArm", "leftLowerArm", "leftHand", "rightUpperArm",
                   "rightLowerArm", "rightHand")
+
+
+_ARMS = ("Shoulder", "UpperArm", "LowerArm", "Hand")
+_TORSO = ("upperChest", "chest", "spine")  # from the top
+
+
+def body_layout(stature: float, neck_y: float) -> dict[str, tuple[str | None, np.ndarray]]:
+    """Body bone -> (parent bone, T-pose position [3] in metres, model space, feet on y = 0), parents first.
+    :data:`SEGMENTS` scaled by ``stature``; the torso and arms are kept below the rig's neck joint (at
+    height ``neck_y``) whatever the rig's neck length: upperChest, chest, spine at least 5, 10, 15 cm
+    below it, the arms 3 cm."""
+    out: dict[str, tuple[str | None, np.ndarray]] = {}
+    for bone, (parent, fx, fy) in _body_segments().items():
+        y = fy * stature
+        if bone.endswith(_ARMS):
+            y = min(y, neck_y - 0.03)
+        elif bone in _TORSO:
+            y = min(y, neck_y - 0.05 * (1 + _TORSO.index(bone)))
+        out[bone] = (parent, np.array([fx * stature, y, 0.0]))
+    return out
 
 
 def _body_segments() -> dict[str, tuple[str | None, float, float]]:
@@ -306,21 +328,14 @@ def vrm_from_rigged_glb(glb: bytes, meta: VrmMeta, config: VrmConfig = VrmConfig
         raise InputError(f"the neck joint lies {config.eye_height_m - neck_y:.2f} m below the eyes; a head rig "
                          "has it within a few tens of centimetres", fix=_FIX)
 
-    segments, bones, placed = _body_segments(), {}, {}
-    for bone, (parent, fx, fy) in segments.items():
-        y = fy * stature
-        if bone in ("leftShoulder", "rightShoulder", "leftUpperArm", "rightUpperArm", "leftLowerArm",
-                    "rightLowerArm", "leftHand", "rightHand"):
-            y = min(y, neck_y - 0.03)  # arms stay below the head's neck joint whatever the rig's neck length
-        elif bone in ("spine", "chest", "upperChest"):
-            y = min(y, neck_y - 0.05 - 0.05 * ("upperChest", "chest", "spine").index(bone))
-        at = np.array([fx * stature, y, 0.0])
-        local = at - (placed[parent] if parent else 0.0)
+    layout = body_layout(stature, neck_y)
+    bones: dict[str, int] = {}
+    for bone, (parent, at_) in layout.items():  # parents come first
+        local = at_ - (layout[parent][1] if parent else 0.0)
         bones[bone] = _add_node(doc, {"name": bone, "translation": [float(v) for v in local]})
-        placed[bone] = at
         if parent:
             doc["nodes"][bones[parent]].setdefault("children", []).append(bones[bone])
-    mount = _add_node(doc, {"name": MOUNT, "translation": [float(v) for v in lift - placed["upperChest"]],
+    mount = _add_node(doc, {"name": MOUNT, "translation": [float(v) for v in lift - layout["upperChest"][1]],
                             "children": [joints[Joint.ROOT]]})
     doc["nodes"][bones["upperChest"]].setdefault("children", []).append(mount)
     scene = _scene_of_root(doc, joints[Joint.ROOT])
