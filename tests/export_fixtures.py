@@ -53,3 +53,13 @@ def small_export_head(*, gaussians: bool = False, offsets: bool = False, clothin
     if clothing:
         bound = BoundSplats.concat([bound, _clothing(rig, 50, seed)])
     return ExportHead(rig, params, avatar.texture, bound)
+
+
+@functools.cache
+def small_rigged_glb(gaussians: bool = False) -> bytes:
+    """The small head (with offsets) as a rigged GLB with the 4 built-in clips (blink, head_turn, smile, talk)."""
+    from headforge.representations.rig.clips import builtin_clip_names, read_clip
+    from headforge.stages.rig_export import build_rigged_glb
+
+    clips = [read_clip(f"builtin:{n}") for n in builtin_clip_names()]
+    return build_rigged_glb(small_export_head(gaussians=gaussians, offsets=True), clips)

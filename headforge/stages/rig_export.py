@@ -48,13 +48,14 @@ from headforge.representations.bound_gaussians import Layer, pose_bound
 from headforge.representations.rig.arkit import ARKIT_NAMES, NUM_ARKIT
 from headforge.representations.rig.clips import Clip, check_clip_for_rig
 from headforge.representations.rig.head_rig import JOINT_PARENTS, JOINTS, HeadRig, Joint
-from headforge.stages.avatar import BoundSplats
+from headforge.stages.avatar import Avatar, BoundSplats
 from headforge.stages.rig_export_parts import (
     HEAD_MESH,
     PartGeometry,
     axis_angle_to_quat_xyzw,
     continuous_quats,
     face_parts,
+    normal_deltas,
     part_geometry,
     rest_joints,
     sparse_delta,
@@ -84,13 +85,24 @@ class ExportHead:
     texture: RigTexture  # the baked face texture in its atlas layout
     gaussians: BoundSplats | None = None  # an avatar's bound Gaussians; None for a rig fit
 
+    @staticmethod
+    def of_avatar(avatar: Avatar) -> ExportHead:
+        return ExportHead(avatar.rig, avatar.params, avatar.texture, avatar.gaussians)
+
 
 @dataclass(frozen=True)
 class RigGlbConfig(Checked):
     sparse_targets: bool = True  # False writes dense targets (the size comparison of the bench)
     max_influences: Annotated[int, at.Ge(1), at.Le(len(JOINTS))] = 4  # joints per vertex (glTF sets of 4)
     hair: HairExport = HairExport.SPLATS
+    # eyes and teeth as rigid meshes under their joints (the node contract); False keeps them in the skinned head
+    # mesh, for engines that play morph targets only on skinned meshes (Unreal: ICT's teeth have targets)
+    split_parts: bool = True
     target_epsilon: NonNegative = 1e-7  # metres: a sparse target stores the vertices moving more than this
+    # NORMAL deltas in the morph targets (shading follows the expression in engines that do not recompute normals,
+    # three.js among them; about doubles the targets' size)
+    normal_targets: bool = False
+    normal_epsilon: NonNegative = 1e-4  # unit-normal change below which a sparse NORMAL target leaves a vertex out
     roughness: Fraction = 0.6
     plain_color: tuple[float, float, float] = (0.45, 0.25, 0.25)  # linear RGB of faces outside the atlas
 
@@ -116,10 +128,10 @@ def _check(head: ExportHead) -> None:
     if p.offsets is not None and p.offsets.shape != rig.template.shape:
         raise InputError(f"{STAGE}: offsets {list(p.offsets.shape)} do not match the rig's {rig.num_vertices} "
                          "vertices", fix="export with the rig the fit was made with")
-    if rig.pose_correctives is not None or rig.expression_components is not None:
-        raise InputError(f"{STAGE}: the rig ({rig.source}) has pose correctives or its own expression "
-                         "components, which glTF cannot play (no pose-driven shapes)",
-                         fix="export an ICT-FaceKit or built-in rig fit; FLAME's extras are not exportable yet")
+    if rig.pose_correctives is not None:  # (its own expression components are zero at rest; clips drive ARKit)
+        raise InputError(f"{STAGE}: the rig ({rig.source}) has pose correctives (shapes driven by joint "
+                         "rotations), which glTF cannot play", fix="export an ICT-FaceKit or built-in rig fit; "
+                         "FLAME's pose correctives are not exportable yet")
     if not bool(torch.isfinite(head.texture.texture).all()):
         raise InputError(f"{STAGE}: the texture holds non-finite values", fix="bake the texture again")
 
@@ -152,10 +164,19 @@ class _Materials:
         return self._plain
 
 
+def _target(b: GltfBuilder, delta: np.ndarray, epsilon: float, sparse: bool, bounds: bool, name: str) -> int:
+    """One morph-target accessor of delta [N, 3] (float64), sparse or dense."""
+    if sparse:
+        idx, val = sparse_delta(delta, epsilon)
+        return b.add_sparse_accessor(len(delta), idx, val, AccessorType.VEC3, min_max=bounds, name=name)
+    return b.add_accessor(delta.astype(np.float32), AccessorType.VEC3, target=VERTEX, min_max=bounds, name=name)
+
+
 def _add_part_mesh(b: GltfBuilder, part: PartGeometry, rig: HeadRig, neutral: np.ndarray, normals: np.ndarray,
-                   origin: np.ndarray, materials: _Materials, config: RigGlbConfig) -> tuple[int, bool]:
-    """The part's mesh; positions relative to ``origin`` [3] (its joint, or 0 for the skinned head). -> (mesh
-    index, has targets)."""
+                   dnormals: np.ndarray | None, origin: np.ndarray, materials: _Materials,
+                   config: RigGlbConfig) -> tuple[int, bool]:
+    """The part's mesh; positions relative to ``origin`` [3] (its joint, or 0 for the skinned head); ``dnormals``
+    [52, V, 3] NORMAL deltas or None. -> (mesh index, has targets)."""
     src = part.source
     pos = (neutral[src] - origin).astype(np.float32)
     attrs = {"POSITION": b.add_accessor(pos, AccessorType.VEC3, target=VERTEX, min_max=True),
@@ -172,17 +193,13 @@ def _add_part_mesh(b: GltfBuilder, part: PartGeometry, rig: HeadRig, neutral: np
     moves = np.abs(basis).max() > config.target_epsilon
     targets: tuple[dict[str, int], ...] = ()
     if part.joint is None or moves:
-        N = len(src)
         tlist = []
-        for k in range(NUM_ARKIT):
-            if config.sparse_targets:
-                idx, val = sparse_delta(basis[k], config.target_epsilon)
-                acc = b.add_sparse_accessor(N, idx.astype(np.uint16 if N <= 65535 else np.uint32), val,
-                                            AccessorType.VEC3, min_max=True, name=ARKIT_NAMES[k])
-            else:
-                acc = b.add_accessor(basis[k].astype(np.float32), AccessorType.VEC3, target=VERTEX, min_max=True,
-                                     name=ARKIT_NAMES[k])
-            tlist.append({"POSITION": acc})
+        for k, name in enumerate(ARKIT_NAMES):
+            t = {"POSITION": _target(b, basis[k], config.target_epsilon, config.sparse_targets, True, name)}
+            if dnormals is not None:
+                t["NORMAL"] = _target(b, dnormals[k][src], config.normal_epsilon, config.sparse_targets, False,
+                                      f"{name}_normal")
+            tlist.append(t)
         targets = tuple(tlist)
     prims = []
     if len(part.textured):
@@ -227,16 +244,23 @@ def export_rig(head: ExportHead, clips: Sequence[Clip] = (), config: RigGlbConfi
     """Build the GLB (see the module doc) and return it with the parts it holds."""
     _check(head)
     rig = head.rig
+    names = [clip.name for clip in clips]
+    twice = sorted({n for n in names if names.count(n) > 1})
+    if twice:
+        raise InputError(f"{STAGE}: two clips are named {', '.join(twice)}; each becomes the animation of that name",
+                         fix="rename one of the clip files (the animation takes the file's name)")
     for clip in clips:
         check_clip_for_rig(clip, rig)
     neutral, bare = _neutral(rig, head.params)
     joints = rest_joints(rig, bare)  # [J, 3]
-    parts_faces, dropped = face_parts(rig)
+    parts_faces, dropped = face_parts(rig, config.split_parts)
     atlas_faces = head.texture.faces.numpy()
     atlas_uvs = head.texture.uvs.double().numpy()
     drawn = np.concatenate(list(parts_faces.values()))
     drawn = drawn[~dropped[drawn]]
     normals = vertex_normals(neutral, rig.faces.numpy()[drawn])
+    dnormals = (normal_deltas(neutral, rig.expression_basis.double().numpy(), rig.faces.numpy()[drawn])
+                if config.normal_targets else None)
     b = GltfBuilder()
     materials = _Materials(b, head.texture, config)
     parts, children = [], {j: [] for j in JOINTS}
@@ -246,7 +270,7 @@ def export_rig(head: ExportHead, clips: Sequence[Clip] = (), config: RigGlbConfi
         if len(part.textured) + len(part.plain) == 0:
             continue
         origin = np.zeros(3) if part.joint is None else joints[JOINTS.index(part.joint)]
-        mesh, morphs = _add_part_mesh(b, part, rig, neutral, normals, origin, materials, config)
+        mesh, morphs = _add_part_mesh(b, part, rig, neutral, normals, dnormals, origin, materials, config)
         parts.append(part)
         if part.joint is None:
             head_node = (mesh, morphs)

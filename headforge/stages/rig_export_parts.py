@@ -11,7 +11,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
+from headforge.representations.mesh import TexturedMesh
 from headforge.representations.rig.head_rig import JOINTS, HeadRig, Joint, Region
 
 EYE_PARTS = {"left_eye_mesh": Joint.LEFT_EYE, "right_eye_mesh": Joint.RIGHT_EYE}
@@ -33,16 +35,16 @@ class PartGeometry:
     plain: np.ndarray  # [Fp, 3] int64 triangles outside the atlas, drawn with a plain colour
 
 
-def face_parts(rig: HeadRig) -> tuple[dict[str, np.ndarray], np.ndarray]:
-    """-> (part name -> rig faces [F_p] (int64) it draws, dropped [F] bool: faces no part draws). Eyes and
-    teeth are split off when they are bound rigidly to one joint (teeth: upper = dominant joint head, lower =
-    jaw); everything else is the head mesh."""
+def face_parts(rig: HeadRig, split: bool = True) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """-> (part name -> rig faces [F_p] (int64) it draws, dropped [F] bool: faces no part draws). With ``split``,
+    eyes and teeth are split off when they are bound rigidly to one joint (teeth: upper = dominant joint head,
+    lower = jaw); everything else is the head mesh."""
     faces = rig.faces.numpy()
     weights = rig.skin_weights.double().numpy()  # [V, J]
     dominant = weights.argmax(1)  # [V]
     owner = np.full(len(faces), HEAD_MESH, dtype=object)
     for name, region_joints in ((Region.EYES, EYE_PARTS), (Region.TEETH, TEETH_PARTS)):
-        if name not in rig.region_names:
+        if not split or name not in rig.region_names:
             continue
         in_region = rig.region_mask(name).numpy()[faces].all(1)
         for part, joint in region_joints.items():
@@ -89,15 +91,17 @@ def part_geometry(rig: HeadRig, name: str, faces: np.ndarray, atlas_faces: np.nd
 
 
 def vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
-    """Area-weighted unit vertex normals [V, 3] (float64) of vertices [V, 3] over triangles [F, 3]; vertices in
-    no triangle get +z."""
-    v = vertices.astype(np.float64)
-    n = np.cross(v[faces[:, 1]] - v[faces[:, 0]], v[faces[:, 2]] - v[faces[:, 0]])  # [F, 3], |n| = 2 area
-    acc = np.zeros_like(v)
-    for k in range(3):
-        np.add.at(acc, faces[:, k], n)
-    norm = np.linalg.norm(acc, axis=1, keepdims=True)
-    return np.where(norm > 1e-20, acc / np.maximum(norm, 1e-20), np.array([0.0, 0.0, 1.0]))
+    """Area-weighted unit vertex normals [V, 3] float64 (``TexturedMesh.vertex_normals``) of vertices [V, 3] over
+    triangles [F, 3]; vertices without a non-degenerate triangle get +z (glTF normals must be unit)."""
+    n = TexturedMesh(torch.from_numpy(vertices.astype(np.float64)), torch.from_numpy(faces)).vertex_normals().numpy()
+    return np.where(np.linalg.norm(n, axis=1, keepdims=True) > 0.5, n, np.array([0.0, 0.0, 1.0]))
+
+
+def normal_deltas(neutral: np.ndarray, basis: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """NORMAL morph deltas [K, V, 3]: the unit normals of neutral [V, 3] + basis[k] [V, 3] minus the neutral's,
+    so N + delta_k is exactly the normal of shape k at weight 1 (glTF blends them linearly, then normalises)."""
+    rest = vertex_normals(neutral, faces)
+    return np.stack([vertex_normals(neutral + b, faces) - rest for b in basis])
 
 
 def top_influences(weights: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
