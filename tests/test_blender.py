@@ -14,7 +14,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from test_vrm import META, rigged_glb
+from export_fixtures import small_rigged_glb
+from test_vrm import META
 
 from headforge.io.glb import read_glb
 from headforge.representations.rig.arkit import ARKIT_NAMES
@@ -47,7 +48,7 @@ def require_blender() -> None:
 
 @pytest.fixture(scope="module")
 def rigged() -> bytes:
-    return rigged_glb()
+    return small_rigged_glb()
 
 
 @pytest.fixture(scope="module")

@@ -3,11 +3,9 @@ the Khronos validator on the VRM, and a GLB that is not a headforge rig refused 
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 import pytest
-from export_fixtures import small_export_head
+from export_fixtures import small_export_head, small_rigged_glb
 from gltf_validator import extension_semantic_errors, require_validator, validate_glb, with_renamed_semantics
 
 from headforge.errors import InputError
@@ -15,7 +13,6 @@ from headforge.io.glb import pack_glb, read_glb
 from headforge.io.gltf import GltfBuilder
 from headforge.io.gltf_types import AccessorType, BufferTarget, Node, Primitive
 from headforge.representations.rig.arkit import ARKIT_NAMES
-from headforge.representations.rig.clips import builtin_clip_names, read_clip
 from headforge.representations.rig.head_rig import JOINTS
 from headforge.stages.export_vrm import (
     EYE_HEIGHT_OVER_STATURE,
@@ -29,7 +26,7 @@ from headforge.stages.export_vrm import (
     vrm_from_rigged_glb,
     world_matrices,
 )
-from headforge.stages.rig_export import build_rigged_glb
+from headforge.stages.rig_export import RigGlbConfig, build_rigged_glb
 from headforge.stages.vrm_expressions import PRESET_EXPRESSIONS, VrmPreset
 from headforge.validation import OptionError
 
@@ -37,16 +34,9 @@ META = VrmMeta(name="test head", authors=("headforge tests",))
 VERTEX = BufferTarget.ARRAY_BUFFER
 
 
-@functools.cache
-def rigged_glb(gaussians: bool = False) -> bytes:
-    """The rigged GLB of the small export head with the built-in clips (blink, smile, talk, head_turn)."""
-    clips = tuple(read_clip(f"builtin:{n}") for n in builtin_clip_names())
-    return build_rigged_glb(small_export_head(gaussians=gaussians), clips)
-
-
 @pytest.fixture(scope="module")
 def rigged() -> bytes:
-    return rigged_glb()
+    return small_rigged_glb()
 
 
 @pytest.fixture(scope="module")
@@ -250,7 +240,7 @@ def test_vrm_of_an_avatar_with_splats_has_only_the_known_validator_gap(tmp_path)
     """Hair and clothing splats ride along (children of head and neck joints); the validator release predates
     KHR_gaussian_splatting, so exactly its semantics are flagged and the renamed twin must be clean."""
     require_validator()
-    vrm = vrm_from_rigged_glb(rigged_glb(gaussians=True), META)
+    vrm = vrm_from_rigged_glb(small_rigged_glb(gaussians=True), META)
     doc = read_glb(vrm).document
     names = [n.get("name") for n in doc["nodes"]]
     assert "hair_splats" in names and "clothing_splats" in names
@@ -263,3 +253,15 @@ def test_vrm_of_an_avatar_with_splats_has_only_the_known_validator_gap(tmp_path)
     twin.write_bytes(with_renamed_semantics(vrm))
     renamed = validate_glb(twin)
     assert renamed.num_errors == 0 and renamed.num_warnings == 0, renamed.summary()
+
+
+def test_vrm_of_a_single_skinned_mesh_export():
+    """split_parts=False keeps eyes and teeth in head_mesh (for Unreal): the VRM binds that one node."""
+    head = small_export_head()
+    vrm = vrm_from_rigged_glb(build_rigged_glb(head, (), RigGlbConfig(split_parts=False)), META)
+    doc, ext = _ext(vrm)
+    mesh_nodes = [n.get("name") for n in doc["nodes"] if "mesh" in n]
+    assert mesh_nodes == ["head_mesh"]
+    for expression in ext["expressions"]["custom"].values():
+        assert [doc["nodes"][b["node"]]["name"] for b in expression["morphTargetBinds"]] == ["head_mesh"]
+    assert {"leftEye", "rightEye", "jaw"} <= set(ext["humanoid"]["humanBones"])
