@@ -84,6 +84,29 @@ def test_blender_sees_shape_keys_bones_actions_and_texture(report, rigged):
     assert len(sizes) == len(doc["images"]) and all(w > 0 and h > 0 for w, h in sizes)
 
 
+def test_each_action_keys_what_its_clip_animates(report, rigged):
+    """Blender's F-curves carry the clips: per shape key the largest keyed weight equals the glTF animation's,
+    and exactly the joints the animation turns have rotation keys that change."""
+    g = read_glb(rigged)
+    doc = g.document
+    for animation in doc["animations"]:
+        curves = report["glb"]["action_curves"][animation["name"]]
+        weights, turned = None, set()
+        for channel in animation["channels"]:
+            sampler = animation["samplers"][channel["sampler"]]
+            node = doc["nodes"][channel["target"]["node"]]
+            if channel["target"]["path"] == "weights" and node["name"] == "head_mesh":
+                weights = g.accessor(sampler["output"]).reshape(-1, len(ARKIT_NAMES)).max(0)
+            elif channel["target"]["path"] == "rotation":
+                turned.add(node["name"])
+        assert weights is not None, animation["name"]
+        got = [curves["shape_keys"].get(name, 0.0) for name in ARKIT_NAMES]
+        assert got == pytest.approx(weights.tolist(), abs=1e-5), animation["name"]
+        moving = {b for b, spread in curves["bone_rotation_range"].items() if spread > 1e-4}
+        assert moving == turned, animation["name"]
+    assert any(report["glb"]["action_curves"][c]["bone_rotation_range"] for c in report["glb"]["actions"])
+
+
 def test_opening_the_jaw_changes_the_mouth_region(report):
     mouth = report["mouth"]
     assert mouth["engine"] == "CYCLES" and mouth["moved_vertices"] > 0

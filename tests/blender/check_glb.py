@@ -6,7 +6,8 @@ Run by the bpy venv (Python 3.11, bpy 5.0.1; tools/install_clients.sh), not by t
         --out REPORT.json [--renders DIR] [--size 160] [--samples 4]
 
 1. ``bpy.ops.import_scene.gltf`` of the rigged GLB: every mesh object with its shape-key names, every
-   armature with its bone names, the actions, the images (name, size).
+   armature with its bone names, the actions with what they key (each shape key's largest value, each
+   bone's rotation range), the images (name, size).
 2. Two renders of the head from the front, with Cycles on the CPU (no denoising, direct light from
    one sun only, so unchanged pixels render identically): all shape keys at 0, then ``jawOpen`` = 1.
    The mouth region is the box (plus a 3 px margin) around the camera projections of the vertices
@@ -71,7 +72,27 @@ def scene_report() -> dict:
             empties.append(obj.name)
     return {"meshes": meshes, "armatures": armatures, "empties": sorted(empties),
             "actions": sorted(a.name for a in bpy.data.actions),
+            "action_curves": {a.name: action_curves(a) for a in bpy.data.actions},
             "images": [{"name": i.name, "size": list(i.size)} for i in bpy.data.images if i.size[0] > 0]}
+
+
+def action_curves(action: bpy.types.Action) -> dict:
+    """What an action animates: {shape key: largest keyed value}, {bone: largest change of a rotation
+    component over the keys} (Blender 4.4+ keeps F-curves in layers -> strips -> channel bags)."""
+    keys, bones = {}, {}
+    for layer in action.layers:
+        for strip in layer.strips:
+            for bag in strip.channelbags:
+                for fc in bag.fcurves:
+                    values = [k.co[1] for k in fc.keyframe_points]
+                    path = fc.data_path
+                    if path.startswith('key_blocks["') and path.endswith('"].value'):
+                        name = path[len('key_blocks["'):-len('"].value')]
+                        keys[name] = max(keys.get(name, 0.0), max(values))
+                    elif path.startswith('pose.bones["') and path.endswith('"].rotation_quaternion'):
+                        name = path[len('pose.bones["'):-len('"].rotation_quaternion')]
+                        bones[name] = max(bones.get(name, 0.0), max(values) - min(values))
+    return {"shape_keys": keys, "bone_rotation_range": bones}
 
 
 def head_object() -> bpy.types.Object:
