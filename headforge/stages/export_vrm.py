@@ -51,6 +51,7 @@ from headforge.errors import InputError
 from headforge.io.glb import pack_glb, read_glb
 from headforge.representations.rig.arkit import ARKIT_NAMES
 from headforge.representations.rig.head_rig import Joint
+from headforge.stages.rig_export_eval import world_matrices
 from headforge.stages.rig_export_parts import HEAD_MESH
 from headforge.stages.vrm_expressions import PRESET_EXPRESSIONS
 from headforge.validation import Checked
@@ -191,23 +192,7 @@ def _body_segments() -> dict[str, tuple[str | None, float, float]]:
     return out
 
 
-# ------------------------------------------------------------------------------------------ transforms
-def _quat_matrix(q) -> np.ndarray:  # xyzw unit quaternion -> [3, 3]
-    x, y, z, w = (float(v) for v in q)
-    return np.array([[1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
-                     [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
-                     [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)]])
-
-
-def _local_matrix(node: dict) -> np.ndarray:  # [4, 4] row-major, node space -> parent space
-    if "matrix" in node:
-        return np.array(node["matrix"], np.float64).reshape(4, 4).T
-    m = np.eye(4)
-    m[:3, :3] = _quat_matrix(node.get("rotation", (0, 0, 0, 1))) * np.array(node.get("scale", (1, 1, 1)))
-    m[:3, 3] = node.get("translation", (0, 0, 0))
-    return m
-
-
+# ------------------------------------------------------------------------------------------ reading the rig
 def node_parents(doc: dict) -> list[int]:
     """Parent index of every node (-1 for a root)."""
     parents = [-1] * len(doc.get("nodes", []))
@@ -217,20 +202,6 @@ def node_parents(doc: dict) -> list[int]:
     return parents
 
 
-def world_matrices(doc: dict) -> list[np.ndarray]:
-    """Every node's rest world matrix [4, 4] (row-major), from TRS or matrix through its parents."""
-    parents, out = node_parents(doc), {}
-
-    def world(i: int) -> np.ndarray:
-        if i not in out:
-            local = _local_matrix(doc["nodes"][i])
-            out[i] = local if parents[i] < 0 else world(parents[i]) @ local
-        return out[i]
-
-    return [world(i) for i in range(len(doc.get("nodes", [])))]
-
-
-# ------------------------------------------------------------------------------------------ reading the rig
 def _rig_joints(doc: dict) -> dict[Joint, int]:
     by_name: dict[str, list[int]] = {}
     for i, node in enumerate(doc.get("nodes", [])):
@@ -297,11 +268,11 @@ def vrm_expressions(doc: dict) -> dict:
     return {"preset": preset, "custom": custom}
 
 
-def _scene_of_root(doc: dict, root: int) -> dict:
-    scenes = [s for s in doc.get("scenes", []) if root in s.get("nodes", [])]
-    if len(scenes) != 1:
-        raise InputError(f"joint 'root' is in {len(scenes)} scenes (one is needed)", fix=_FIX)
-    return scenes[0]
+def _default_scene(doc: dict, root: int) -> dict:
+    scenes, index = doc.get("scenes", []), doc.get("scene", 0)
+    if not 0 <= index < len(scenes) or root not in scenes[index].get("nodes", []):
+        raise InputError("joint 'root' is not a root node of the default scene", fix=_FIX)
+    return scenes[index]
 
 
 def _add_node(doc: dict, node: dict) -> int:
@@ -318,7 +289,8 @@ def vrm_from_rigged_glb(glb: bytes, meta: VrmMeta, config: VrmConfig = VrmConfig
     joints = _rig_joints(doc)
     meta_json = meta.to_json()  # VrmMeta checked its fields when it was built
     expressions = vrm_expressions(doc)
-    world = world_matrices(doc)
+    scene = _default_scene(doc, joints[Joint.ROOT])
+    world = world_matrices(doc)  # [N, 4, 4] rest world matrices
     pos = {j: world[i][:3, 3] for j, i in joints.items()}
     eyes = (pos[Joint.LEFT_EYE] + pos[Joint.RIGHT_EYE]) / 2
     lift = np.array([-pos[Joint.NECK][0], config.eye_height_m - eyes[1], -pos[Joint.NECK][2]])
@@ -338,7 +310,6 @@ def vrm_from_rigged_glb(glb: bytes, meta: VrmMeta, config: VrmConfig = VrmConfig
     mount = _add_node(doc, {"name": MOUNT, "translation": [float(v) for v in lift - layout["upperChest"][1]],
                             "children": [joints[Joint.ROOT]]})
     doc["nodes"][bones["upperChest"]].setdefault("children", []).append(mount)
-    scene = _scene_of_root(doc, joints[Joint.ROOT])
     scene["nodes"] = [n for n in scene["nodes"] if n != joints[Joint.ROOT]] + [bones["hips"]]
 
     human = {bone: {"node": index} for bone, index in bones.items()}
