@@ -2,7 +2,9 @@
 
 Enough to read back what :class:`headforge.io.gltf.GltfBuilder` writes and what other tools write
 for the same features; not a scene loader (no node transforms are applied, no external URIs).
-Malformed files raise :class:`headforge.errors.InputError` naming the problem.
+Malformed files raise :class:`headforge.errors.InputError` naming the problem. ``pack_glb`` is
+the inverse of ``read_glb``: a converter that only edits the JSON (a VRM from a rigged GLB) re-packs
+it around the unchanged BIN chunk.
 """
 
 from __future__ import annotations
@@ -135,6 +137,29 @@ def read_glb(data: bytes, path: str | Path | None = None) -> GlbFile:
             raise InputError("GLB BIN chunk is missing or truncated", path=path, fix=_FIX)
         binary = data[at + 8:at + 8 + blen]
     return GlbFile(document, binary, path)
+
+
+def pack_glb(document: dict, binary: bytes) -> bytes:
+    """The inverse of :func:`read_glb`: a JSON document and a BIN chunk -> GLB bytes (JSON padded with
+    spaces, BIN with zeros, to 4 bytes, as ``GltfBuilder.to_glb`` does). ``buffers[0].byteLength``
+    must be the BIN chunk's length before or after padding; it is set to the padded length, so a
+    document edited after ``read_glb`` (an extension added, nodes appended) re-packs unchanged."""
+    buffers = document.get("buffers", [])
+    if binary and (not buffers or "uri" in buffers[0]):
+        raise ValueError("a BIN chunk needs buffers[0] without a uri")
+    padded = binary + b"\0" * (-len(binary) % 4)
+    if buffers and "uri" not in buffers[0]:
+        if buffers[0].get("byteLength") not in (len(binary), len(padded)):
+            raise ValueError(f"buffers[0].byteLength {buffers[0].get('byteLength')} does not match the "
+                             f"{len(binary)}-byte BIN chunk")
+        document = {**document, "buffers": [{**buffers[0], "byteLength": len(padded)}, *buffers[1:]]}
+    body = json.dumps(document, separators=(",", ":")).encode("utf-8")
+    body += b" " * (-len(body) % 4)
+    total = 12 + 8 + len(body) + (8 + len(padded) if padded else 0)
+    out = struct.pack("<4sII", GLB_MAGIC, 2, total) + struct.pack("<I4s", len(body), CHUNK_JSON) + body
+    if padded:
+        out += struct.pack("<I4s", len(padded), CHUNK_BIN) + padded
+    return out
 
 
 def load_glb(path: str | Path) -> GlbFile:
