@@ -7,15 +7,15 @@ from typing import Annotated
 
 import tyro
 
-from headforge.pipeline.export_job import ExportFormat
+from headforge.pipeline.export_source import ExportFormat
 from headforge.representations.splat_io import SplatFrame
 from headforge.stages.rig_export import HairExport
 
 
 def export(run: Annotated[Path, tyro.conf.Positional], out: Path,
            format: tuple[ExportFormat, ...] = (ExportFormat.ALL,), clip: tuple[str, ...] | None = None,
-           hair: HairExport = HairExport.SPLATS, ply_frame: SplatFrame | None = None, name: str = "head", author: str = "",
-           licence_url: str = "", overwrite: bool = False) -> None:
+           hair: HairExport = HairExport.SPLATS, ply_frame: SplatFrame | None = None, name: str = "head",
+           author: str = "", licence_url: str = "", overwrite: bool = False) -> None:
     """Export a run for engines and viewers: rigged GLB (52 ARKit morph targets, skin, clips), VRM 1.0, OBJ, PLY,
     .splat, .spz. Writes OUT/ as one folder (complete or absent) with export.json last.
 
@@ -33,8 +33,8 @@ def export(run: Annotated[Path, tyro.conf.Positional], out: Path,
         licence_url: VRM meta licence URL (default: the VRM Public License 1.0).
         overwrite: Replace an existing output folder (the old one stays if this export fails).
     """
-    from headforge.pipeline.export_job import ExportJob, run_export
-    from headforge.pipeline.export_writers import DEFAULT_CLIPS
+    from headforge.pipeline.export_job import run_export
+    from headforge.pipeline.export_source import DEFAULT_CLIPS, ExportJob
 
     result = run_export(ExportJob(run=run, out=out, formats=format, clips=DEFAULT_CLIPS if clip is None else clip,
                                   hair=hair, ply_frame=ply_frame, name=name, author=author, licence_url=licence_url,

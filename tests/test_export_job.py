@@ -10,17 +10,17 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from avatar_fixtures import fit_record, make_avatar
 from gltf_validator import require_validator, validate_glb
+
 from headforge.assets.builtin_rig import load_builtin_rig
 from headforge.captures.images import write_image
 from headforge.cli import main
 from headforge.errors import InputError
 from headforge.io.glb import load_glb
 from headforge.pipeline.avatar_file import save_avatar
-from headforge.pipeline.export_job import ExportFormat, ExportJob, RunKind, find_source, resolve_formats, run_export
-from headforge.pipeline.export_writers import _clips
+from headforge.pipeline.export_job import _clips, run_export
+from headforge.pipeline.export_source import ExportFormat, ExportJob, RunKind, find_source, resolve_formats
 from headforge.pipeline.rig_fit_file import TEXTURE_FILE, write_rig_fit
 from headforge.representations.rig.arkit import ARKIT_NAMES
 from headforge.representations.splat_io import (
@@ -80,7 +80,7 @@ def test_formats_a_run_cannot_give_are_refused_with_what_it_can(runs, tmp_path):
     fit = find_source(runs["fit"])
     assert resolve_formats(fit, (ExportFormat.ALL,)) == (ExportFormat.GLB, ExportFormat.VRM, ExportFormat.OBJ,
                                                          ExportFormat.PLY)
-    with pytest.raises(InputError, match=r"rig-fit run cannot be exported as spz.*glb, vrm, obj, ply"):
+    with pytest.raises(InputError, match=r"(?s)rig-fit run cannot be exported as spz.*glb, vrm, obj, ply"):
         resolve_formats(fit, (ExportFormat.SPZ,))
     with pytest.raises(InputError, match="cannot be exported as vrm"):
         run_export(ExportJob(runs["recon"], tmp_path / "x", formats=(ExportFormat.VRM,)))
@@ -173,3 +173,24 @@ def test_output_rules(runs, tmp_path):
     run_export(ExportJob(runs["main"], out, formats=(ExportFormat.ALL,), overwrite=True))
     assert set(json.loads((out / "export.json").read_text())["files"]) == {"splats.ply", "splats.splat",
                                                                            "splats.spz", "splats.glb"}
+
+
+def test_report_of_an_avatar_run_shows_its_rigged_head(runs, tmp_path, capsys):
+    import base64
+    import re
+
+    run = runs["avatar_run"]
+    (run / "metrics.json").write_text(json.dumps({"job": "avatar", "num_gaussians": 1000}))
+    out = tmp_path / "report.html"
+    assert main(["report", str(run), "--out", str(out)]) == 0
+    assert "rigged head of this avatar run" in capsys.readouterr().out
+    page = out.read_text()
+    glb = re.search(r'<script[^>]*id="hf-glb"[^>]*>([^<]*)</script>', page)
+    doc = load_glb_bytes(base64.b64decode(glb.group(1)))
+    assert {a["name"] for a in doc["animations"]} == {"blink", "smile", "talk", "head_turn"}
+
+
+def load_glb_bytes(data: bytes) -> dict:
+    from headforge.io.glb import read_glb
+
+    return read_glb(data).document

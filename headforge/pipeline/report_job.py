@@ -3,7 +3,7 @@
 It reads a headforge output folder (one holding ``metrics.json``, or ``run.json`` for ``headforge run``):
 the metrics, every PNG and GIF at the folder's top level (``contact_sheet.png``, ``turntable.gif``,
 ``expressions_sheet.png``, ``overlay_sheet.png``, ... the known sheets first), and a GLB for the 3D view:
-the one given, else for an avatar or fit-rig run its rigged head exported in memory (``export_writers``), else the
+the one given, else for an avatar or fit-rig run its rigged head exported in memory (``export_job``), else the
 first ``RUN/**/*.glb`` (fewest folders deep, then by name; staging leftovers and
 ``checkpoints/`` skipped), named in the result with the others found. three.js comes from, in order:
 ``viewer_js``, ``$HEADFORGE_VIEWER_JS``, the checkout's ``.cache/clients/viewer/three_bundle.js`` (the
@@ -148,7 +148,7 @@ def _rigged_run_glb(run: Path) -> tuple[bytes, str] | None:
     if not ((run / "avatar" / "avatar.json").is_file() or (run / "avatar.json").is_file()
             or (run / "rig_fit.json").is_file()):
         return None
-    from headforge.pipeline.export_writers import rigged_glb_of_run
+    from headforge.pipeline.export_job import rigged_glb_of_run
 
     data, kind = rigged_glb_of_run(run)
     return data, (f"3D model: the rigged head of this {kind} run, exported for the page (52 ARKit targets, the "
