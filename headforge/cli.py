@@ -1,6 +1,5 @@
-"""Command line: ``headforge run | reconstruct | extract-mesh | render-capture | inspect | rig-sheet | fit-rig``.
-
-Avatar commands: ``cli_avatar.py``; export and report: ``cli_export.py``. User errors (:class:`HeadforgeError`)
+"""Command line: ``headforge run | reconstruct | extract-mesh | render-capture | inspect | rig-sheet | fit-rig``;
+avatar commands in ``cli_avatar.py``, export and report in ``cli_export.py``. User errors (:class:`HeadforgeError`)
 print one clear message and exit 2; nothing that looks complete is left behind (every writer stages its output
 and renames it at the end). Closed sets (rig, method, device) are StrEnums, spelled by value (``--rig sphere32``).
 
@@ -302,8 +301,7 @@ def fit_rig(capture: Annotated[Path, tyro.conf.Positional], out: Path, rig: str 
 COMMANDS = {name: checked_command(fn) for name, fn in (
     ("run", run), ("reconstruct", reconstruct), ("extract-mesh", extract_mesh), ("render-capture", render_capture),
     ("inspect", inspect), ("rig-sheet", rig_sheet), ("fit-rig", fit_rig), ("avatar", avatar), ("animate", animate),
-    ("hair-swap", hair_swap), ("edit-texture", edit_texture), ("export", export),
-    ("report", report))}
+    ("hair-swap", hair_swap), ("edit-texture", edit_texture), ("export", export), ("report", report))}
 
 
 ISSUES_FALLBACK = "the headforge issue tracker"

@@ -51,7 +51,8 @@ def installed(tmp_path_factory) -> tuple[Path, dict[str, str], Path]:
     for data in ("headforge/presets/gaussians_fast.toml", "headforge/presets/fields_sdf.toml",
                  "headforge/renderers/gaussian_cpu/raster.cpp",
                  "headforge/representations/fields/hash_cpu/hash_grid.cpp",
-                 *(f"headforge/assets/clips/{c}.json" for c in ("blink", "smile", "talk", "head_turn"))):
+                 *(f"headforge/assets/clips/{c}.json" for c in ("blink", "smile", "talk", "head_turn")),
+                 "headforge/assets/report/report.html", "headforge/assets/report/viewer.js"):
         assert data in names, f"{data} is not in the wheel"
 
     venv = tmp / "venv"
