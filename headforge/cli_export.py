@@ -14,8 +14,8 @@ from headforge.stages.rig_export import HairExport
 
 def export(run: Annotated[Path, tyro.conf.Positional], out: Path,
            format: tuple[ExportFormat, ...] = (ExportFormat.ALL,), clip: tuple[str, ...] | None = None,
-           hair: HairExport = HairExport.SPLATS, ply_frame: SplatFrame | None = None, name: str = "head",
-           author: str = "", licence_url: str = "", overwrite: bool = False) -> None:
+           hair: HairExport = HairExport.SPLATS, single_mesh: bool = False, ply_frame: SplatFrame | None = None,
+           name: str = "head", author: str = "", licence_url: str = "", overwrite: bool = False) -> None:
     """Export a run for engines and viewers: rigged GLB (52 ARKit morph targets, skin, clips), VRM 1.0, OBJ, PLY,
     .splat, .spz. Writes OUT/ as one folder (complete or absent) with export.json last.
 
@@ -26,6 +26,8 @@ def export(run: Annotated[Path, tyro.conf.Positional], out: Path,
         clip: Animation clips for the rigged GLB / VRM: builtin:NAME (blink, smile, talk, head_turn) or a clip JSON
             (default: the four built-ins).
         hair: The avatar's hair and clothing layers in the rigged GLB: splats (KHR_gaussian_splatting nodes) or none.
+        single_mesh: Eyes and teeth inside the one skinned head mesh instead of rigid meshes under their joints
+            (Unreal plays morph targets on skinned meshes only; ICT-FaceKit's lower teeth have shapes).
         ply_frame: Frame of splat PLY / .splat files: opencv (x right, y down, z forward: what 3DGS viewers expect,
             the default) or head (headforge's head frame, +y up).
         name: The asset's name (VRM meta).
@@ -37,8 +39,8 @@ def export(run: Annotated[Path, tyro.conf.Positional], out: Path,
     from headforge.pipeline.export_source import DEFAULT_CLIPS, ExportJob
 
     result = run_export(ExportJob(run=run, out=out, formats=format, clips=DEFAULT_CLIPS if clip is None else clip,
-                                  hair=hair, ply_frame=ply_frame, name=name, author=author, licence_url=licence_url,
-                                  overwrite=overwrite))
+                                  hair=hair, single_mesh=single_mesh, ply_frame=ply_frame, name=name, author=author,
+                                  licence_url=licence_url, overwrite=overwrite))
     sizes = ", ".join(f"{n} {b / 1e6:.2f} MB" for n, b in result.files.items())
     print(f"wrote {result.out} from the {result.source.kind} run: {sizes}")
 

@@ -112,6 +112,7 @@ class ExportJob:
     formats: tuple[ExportFormat, ...] = (ExportFormat.ALL,)
     clips: tuple[str, ...] = DEFAULT_CLIPS
     hair: str = "splats"  # stages.rig_export.HairExport: the avatar's hair / clothing as splat nodes, or none
+    single_mesh: bool = False  # eyes and teeth inside the one skinned head mesh (Unreal morphs skinned meshes only)
     ply_frame: str | None = None  # splat PLY / .splat frame (splat_io.SplatFrame; None: the 3DGS frame, opencv)
     name: str = "head"  # the asset's name (GLB scene, VRM meta)
     author: str = ""  # VRM meta authors (default: the user running headforge is not known: "headforge user")
