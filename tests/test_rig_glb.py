@@ -472,8 +472,13 @@ def test_ict_fit_exports_teeth_and_matches_deform(tmp_path):
     assert [p.name for p in whole.parts] == ["head_mesh"]
     one = read_glb(whole.glb)
     assert _max_error(whole, one, _deform(head, w, r), _glb_pose(one.document, w.numpy(), r.numpy())) < tol
+    quantized = export_rig(head, (clip,), RigGlbConfig(quantize_targets=True))  # normalized SHORT deltas
+    q = read_glb(quantized.glb)
+    q_tol = F32_TOL + 0.5 * QUANT_STEP * float(w.sum())
+    assert _max_error(quantized, q, _deform(head, w, r), _glb_pose(q.document, w.numpy(), r.numpy())) < q_tol
+    assert _target_bytes(quantized.glb) < _target_bytes(ex.glb)
     require_validator()
-    for label, data in (("ict", ex.glb), ("whole", whole.glb)):
+    for label, data in (("ict", ex.glb), ("whole", whole.glb), ("quantized", quantized.glb)):
         path = tmp_path / f"{label}.glb"
         path.write_bytes(data)
         report = validate_glb(path)
