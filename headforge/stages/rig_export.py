@@ -12,7 +12,8 @@ Scene (node names are a contract: VRM, Blender and the report find parts by them
 
 Everything is in the rig frame (metres; the head frame is glTF's axes). ``head_mesh`` holds the subject's neutral
 vertices (identity + offsets: exactly ``rig_vertices`` at rest), the 52 ARKit morph targets (ARKit order,
-``extras.targetNames``, default weights 0; sparse accessors) and JOINTS_0/WEIGHTS_0 (top ``max_influences``).
+``extras.targetNames``, default weights 0; sparse accessors, float32 or, with ``quantize_targets``, normalized
+SHORT under the required KHR_mesh_quantization) and JOINTS_0/WEIGHTS_0 (top ``max_influences``).
 Eyes and teeth bound rigidly to one joint are their own meshes, children of that joint, in its local frame; a
 rigid part carries the 52 targets when an expression moves it (ICT's teeth), else none. Clips become animations:
 ``weights`` on every mesh node with targets, ``rotation`` on the joints the clip turns. See stages/DESIGN.md.
