@@ -1,13 +1,14 @@
 """Rigged GLB export (issue 13 targets): size, export time, and sparse against dense morph targets.
 
-Run: ``.venv/bin/python bench/bench_export.py [--fit FIT_DIR] [--avatar AVATAR_RUN]``. The defaults,
+Run: ``.venv/bin/python bench/bench_export.py [--fit FIT_DIR] [--avatar AVATAR_RUN] [--quantize]``. The defaults,
 ../bench_out/lps_fit_ict_256 (an ICT-FaceKit fit-rig folder) and ../bench_out/lps_avatar_256 (an avatar run), are
 made by `bench/bench_rig_fit.py` and `bench/bench_avatar.py`; the built-in rig row needs nothing. 2 torch threads;
 quote the load it ran under.
 
 Per head: the GLB with sparse targets (what `headforge export` writes) and with dense ones (every vertex of every
 target stored), the bytes of the 52 targets alone in each (the buffer views their accessors use), the whole file, and
-the export time (median of 5, in memory). The target: sparse targets >= 5x smaller than dense ones. Then the whole
+the export time (median of 5, in memory). The target: sparse targets >= 5x smaller than dense ones. ``--quantize`` adds
+the GLB with ``quantize_targets`` (sparse normalized SHORT deltas, KHR_mesh_quantization) and its ratio. Then the whole
 `headforge export --format all` of the avatar run (every file, one folder), once.
 """
 
@@ -45,10 +46,16 @@ class GlbFigure:
     sparse_targets_mb: float
     dense_targets_mb: float
     seconds: float  # median export time, sparse
+    quantized_mb: float | None = None  # with --quantize: sparse normalized SHORT targets (KHR_mesh_quantization)
+    quantized_targets_mb: float | None = None
 
     @property
     def targets_ratio(self) -> float:
         return self.dense_targets_mb / self.sparse_targets_mb
+
+    @property
+    def quantized_ratio(self) -> float | None:
+        return None if self.quantized_targets_mb is None else self.dense_targets_mb / self.quantized_targets_mb
 
 
 def target_bytes(glb: bytes) -> int:
@@ -68,7 +75,7 @@ def target_bytes(glb: bytes) -> int:
     return sum(views[i]["byteLength"] for i in used)
 
 
-def measure(name: str, head: ExportHead, repeats: int = 5) -> GlbFigure:
+def measure(name: str, head: ExportHead, repeats: int = 5, quantize: bool = False) -> GlbFigure:
     clips = [read_clip(c) for c in CLIPS]
     times = []
     for _ in range(repeats):
@@ -79,8 +86,11 @@ def measure(name: str, head: ExportHead, repeats: int = 5) -> GlbFigure:
     mb = 1e-6
     verts = sum(read_glb(sparse).document["accessors"][p["attributes"]["POSITION"]]["count"]
                 for m in read_glb(sparse).document["meshes"] for p in m["primitives"] if "targets" in p)
+    quantized = build_rigged_glb(head, clips, RigGlbConfig(quantize_targets=True)) if quantize else None
     return GlbFigure(name, verts, len(sparse) * mb, len(dense) * mb, target_bytes(sparse) * mb,
-                     target_bytes(dense) * mb, statistics.median(times))
+                     target_bytes(dense) * mb, statistics.median(times),
+                     None if quantized is None else len(quantized) * mb,
+                     None if quantized is None else target_bytes(quantized) * mb)
 
 
 def builtin_head() -> ExportHead:
@@ -106,19 +116,23 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--fit", type=Path, default=BENCH_OUT / "lps_fit_ict_256")
     ap.add_argument("--avatar", type=Path, default=BENCH_OUT / "lps_avatar_256")
+    ap.add_argument("--quantize", action="store_true",
+                    help="also export with quantize_targets (sparse normalized SHORT deltas, KHR_mesh_quantization)")
     args = ap.parse_args()
     torch.set_num_threads(2)
     rows = []
-    rows.append(measure("built-in rig (neutral, 512 px texture)", builtin_head()))
+    rows.append(measure("built-in rig (neutral, 512 px texture)", builtin_head(), quantize=args.quantize))
     if (args.fit / "rig_fit.json").is_file():
         fit = load_fitted_rig(args.fit)
-        rows.append(measure(f"ICT-FaceKit fit ({args.fit.name})", ExportHead(fit.rig, fit.params, fit.texture)))
+        rows.append(measure(f"ICT-FaceKit fit ({args.fit.name})", ExportHead(fit.rig, fit.params, fit.texture),
+                            quantize=args.quantize))
     else:
         print(f"(no fit at {args.fit}: ICT row left out)")
     if (args.avatar / "avatar" / "avatar.json").is_file():
         avatar = load_avatar(args.avatar / "avatar")
         n = {k: v for k, v in avatar.gaussians.counts().items() if v}
-        rows.append(measure(f"LPS avatar ({args.avatar.name}, splats {n})", ExportHead.of_avatar(avatar)))
+        rows.append(measure(f"LPS avatar ({args.avatar.name}, splats {n})", ExportHead.of_avatar(avatar),
+                            quantize=args.quantize))
     print("\n| head | glTF vertices with targets | GLB sparse (MB) | GLB dense (MB) | targets sparse (MB) "
           "| targets dense (MB) | targets dense / sparse | export (s, median of 5) |")
     print("|---|---|---|---|---|---|---|---|")
@@ -126,6 +140,13 @@ def main() -> None:
         print(f"| {r.name} | {r.vertices} | {r.sparse_mb:.2f} | {r.dense_mb:.2f} | {r.sparse_targets_mb:.2f} | "
               f"{r.dense_targets_mb:.2f} | {r.targets_ratio:.1f}x ({'meets' if r.targets_ratio >= 5 else 'misses'} "
               f"5x) | {r.seconds:.2f} |")
+    if args.quantize:
+        print("\n| head | GLB quantized (MB) | targets quantized (MB) | targets dense / quantized |")
+        print("|---|---|---|---|")
+        for r in rows:
+            q = r.quantized_ratio
+            print(f"| {r.name} | {r.quantized_mb:.2f} | {r.quantized_targets_mb:.2f} | {q:.1f}x "
+                  f"({'meets' if q >= 5 else 'misses'} 5x) |")
     if (args.avatar / "avatar" / "avatar.json").is_file():
         with tempfile.TemporaryDirectory() as tmp:
             t0 = time.perf_counter()

@@ -1,5 +1,6 @@
 """Blender (bpy 5.0.1, a real glTF client) imports the rigged head GLB and its VRM: shape keys, bones,
-actions, the texture, and a front render in which opening the jaw changes the mouth and little else.
+actions, the texture, and a front render in which opening the jaw changes the mouth and little else; and the same
+head with quantized morph targets (KHR_mesh_quantization), whose shape keys match the float file's.
 
 One bpy subprocess (tests/blender/check_glb.py) does everything and writes a JSON report; the tests
 read it. The bpy venv is installed by tools/install_clients.sh into .cache/clients/blender; without
@@ -14,14 +15,16 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from export_fixtures import small_rigged_glb
+from export_fixtures import small_export_head, small_rigged_glb
 from test_vrm import META
 
 from headforge.io.glb import read_glb
 from headforge.representations.rig.arkit import ARKIT_NAMES
-from headforge.representations.rig.clips import builtin_clip_names
+from headforge.representations.rig.clips import builtin_clip_names, read_clip
 from headforge.representations.rig.head_rig import JOINTS
 from headforge.stages.export_vrm import SEGMENTS, VrmConfig, vrm_from_rigged_glb
+from headforge.stages.rig_export import RigGlbConfig, build_rigged_glb
+from headforge.stages.rig_export_parts import QUANT_STEP
 
 REPO = Path(__file__).resolve().parents[1]
 BLENDER_PYTHON = REPO / ".cache" / "clients" / "blender" / "bin" / "python"
@@ -56,10 +59,14 @@ def report(rigged, tmp_path_factory) -> dict:
     require_blender()
     folder = tmp_path_factory.mktemp("blender")
     glb, vrm, out = folder / "head.glb", folder / "head.vrm", folder / "report.json"
+    quantized = folder / "quantized.glb"
     glb.write_bytes(rigged)
     vrm.write_bytes(vrm_from_rigged_glb(rigged, META))
+    clips = [read_clip(f"builtin:{n}") for n in builtin_clip_names()]  # the same head as small_rigged_glb
+    quantized.write_bytes(build_rigged_glb(small_export_head(offsets=True), clips, RigGlbConfig(quantize_targets=True)))
     done = subprocess.run([str(BLENDER_PYTHON), str(SCRIPT), "--glb", str(glb), "--vrm", str(vrm), "--out", str(out),
-                           "--renders", str(folder / "renders")], capture_output=True, text=True, timeout=TIMEOUT_S)
+                           "--renders", str(folder / "renders"), "--quantized", str(quantized)],
+                          capture_output=True, text=True, timeout=TIMEOUT_S)
     if done.returncode != 0 or not out.is_file():
         pytest.fail(f"the bpy script failed (exit {done.returncode}):\n{(done.stdout + done.stderr)[-4000:]}")
     return json.loads(out.read_text())
@@ -117,6 +124,18 @@ def test_opening_the_jaw_changes_the_mouth_region(report):
     # negative control: closing the left eye changes pixels too, but outside the mouth box
     c_in, c_out = mouth["control_changed_inside"], mouth["control_changed_outside"]
     assert c_out > 0.002 * mouth["head_pixels"] and c_in <= 0.2 * (c_in + c_out), mouth
+
+
+def test_blender_reads_quantized_targets_like_float_ones(report):
+    """KHR_mesh_quantization (normalized SHORT morph deltas, extensionsRequired): Blender's importer decodes them;
+    each shape key's positions lie within half a quantisation step (+ float32) of the float file's."""
+    q = report["quantized"]
+    assert q["import"] == "FINISHED" and _head(q)["shape_keys"] == list(ARKIT_NAMES)
+    assert q["vertices"] == q["reference_vertices"]
+    diff = q["key_max_diff"]
+    assert sorted(diff) == sorted([*ARKIT_NAMES, "Basis"])  # every key compared (the Basis is float in both)
+    assert diff["Basis"] < 1e-7 and max(diff.values()) <= 0.5 * QUANT_STEP + 1e-7, diff
+    assert max(diff.values()) > 1e-7  # lossy: really the quantized deltas, not a float copy
 
 
 def test_the_vrm_opens_in_blender_as_gltf(report):

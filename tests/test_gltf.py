@@ -296,3 +296,45 @@ def test_extension_lists_and_primitive_extensions():
     assert doc["extensionsUsed"] == ["EXT_example", "EXT_needed"] and doc["extensionsRequired"] == ["EXT_needed"]
     assert doc["meshes"][0]["primitives"][0]["extensions"] == {"EXT_example": {"a": 1}}
     assert "extensionsRequired" not in GltfBuilder().document()
+
+
+def _quantized_morph_glb(extension: bool) -> tuple[bytes, np.ndarray]:
+    """A triangle with one sparse morph target of normalized int16 deltas (KHR_mesh_quantization). -> (GLB, codes)."""
+    b = GltfBuilder()
+    pos = b.add_accessor(np.eye(3, dtype=np.float32), AccessorType.VEC3, target=VERTEX, min_max=True)
+    codes = np.array([[-32767, 5, 0], [12, 32767, -3]], np.int16)
+    target = b.add_sparse_accessor(3, np.array([0, 2]), codes, AccessorType.VEC3, normalized=True, min_max=True)
+    b.add_mesh([Primitive({"POSITION": pos}, indices=b.add_indices(np.array([[0, 1, 2]])),
+                          targets=({"POSITION": target},))], weights=[0.5])
+    b.add_node(Node(name="tri", mesh=0))
+    b.add_scene([0])
+    if extension:
+        b.use_extension("KHR_mesh_quantization", required=True)
+    return b.to_glb(), codes
+
+
+def test_sparse_normalized_accessor_bounds_and_round_trip():
+    glb, codes = _quantized_morph_glb(True)
+    g = read_glb(glb)
+    acc = g.document["accessors"][1]
+    assert acc["normalized"] is True and acc["componentType"] == int(ComponentType.SHORT)
+    # min/max are the stored integers (the normalized flag has no effect on them), the unstored zero row included
+    assert acc["min"] == [-32767, 0, -3] and acc["max"] == [12, 32767, 0]
+    assert g.view_bytes(acc["sparse"]["values"]["bufferView"])[0] == codes.tobytes()  # 6 bytes a row, no stride
+    want = np.zeros((3, 3), np.float32)
+    want[[0, 2]] = codes / 32767.0
+    np.testing.assert_allclose(g.accessor(1), want, rtol=1e-7)
+    np.testing.assert_array_equal(g.accessor(1, normalize=False)[[0, 2]], codes)
+    with pytest.raises(ValueError, match="normalized is only"):
+        GltfBuilder().add_sparse_accessor(3, np.array([1]), np.ones((1, 3), np.float32), AccessorType.VEC3,
+                                          normalized=True)
+
+
+def test_quantized_morph_target_needs_the_extension(validator, tmp_path):
+    path = tmp_path / "q.glb"
+    path.write_bytes(_quantized_morph_glb(True)[0])
+    report = validate_glb(path)
+    assert report.num_errors == 0 and report.num_warnings == 0, report.summary()
+    path.write_bytes(_quantized_morph_glb(False)[0])  # without it, core glTF allows only FLOAT morph deltas
+    codes = {i.code for i in validate_glb(path).issues if i.severity == 0}
+    assert codes == {"MESH_PRIMITIVE_ATTRIBUTES_ACCESSOR_INVALID_FORMAT"}, codes

@@ -31,7 +31,14 @@ from headforge.stages.rig_export_eval import (
     evaluate_glb,
     quat_xyzw_to_matrix,
 )
-from headforge.stages.rig_export_parts import axis_angle_to_quat_xyzw, continuous_quats, sparse_delta, top_influences
+from headforge.stages.rig_export_parts import (
+    QUANT_STEP,
+    axis_angle_to_quat_xyzw,
+    continuous_quats,
+    quantize_delta,
+    sparse_delta,
+    top_influences,
+)
 from headforge.validation import OptionError
 
 F32_TOL = 2e-6  # metres: float32 storage of positions ~0.2 m and deltas, composed in float64
@@ -247,6 +254,83 @@ def test_sparse_targets_are_at_least_5x_smaller_than_dense():
         np.testing.assert_allclose(a.accessor(x["POSITION"]), b.accessor(y["POSITION"]), atol=1e-7)
 
 
+def _target_bytes(glb: bytes) -> int:
+    """Bytes of the buffer views the morph targets' accessors use (sparse indices + values, or dense data)."""
+    doc = read_glb(glb).document
+    used = set()
+    for mesh in doc["meshes"]:
+        for prim in mesh["primitives"]:
+            for acc in (doc["accessors"][i] for t in prim.get("targets", []) for i in t.values()):
+                used |= {acc["bufferView"]} if "bufferView" in acc else set()
+                used |= {acc["sparse"][k]["bufferView"] for k in ("indices", "values")} if "sparse" in acc else set()
+    return sum(doc["bufferViews"][i]["byteLength"] for i in used)
+
+
+def test_quantize_delta_by_hand():
+    step = QUANT_STEP
+    delta = np.array([[0.0, 0.0, 0.0], [0.4 * step, -0.45 * step, 0.0], [0.6 * step, -2.6 * step, 1.0],
+                      [0.0, -1.0, 3.2e-3]])
+    idx, codes = quantize_delta(delta, 1e-7)
+    assert idx.tolist() == [2, 3] and codes.dtype == np.int16  # row 1 rounds to zero: dropped
+    assert codes.tolist() == [[1, -3, 32767], [0, -32767, round(3.2e-3 * 32767)]]  # to nearest, not truncated
+    assert np.abs(codes / 32767.0 - delta[idx]).max() <= step / 2
+    assert quantize_delta(np.array([[0.0, 1.001, 0.0]]), 1e-7) is None  # beyond +-1: normalized SHORT cannot
+    assert quantize_delta(np.array([[np.nan, 0.0, 0.0]]), 1e-7) is None
+    idx, codes = quantize_delta(np.full((4, 3), 0.3 * step), 1e-7)
+    assert idx.tolist() == [0] and not codes.any()  # nothing survives: one zero element
+
+
+@pytest.mark.parametrize("normal_targets", [False, True])
+def test_quantized_targets_validate_match_deform_and_are_smaller(tmp_path, normal_targets):
+    head = small_export_head(offsets=True)
+    config = RigGlbConfig(quantize_targets=True, normal_targets=normal_targets)
+    ex = export_rig(head, _clips()[:1], config)
+    glb = read_glb(ex.glb)
+    doc = glb.document
+    assert "KHR_mesh_quantization" in doc["extensionsUsed"] and "KHR_mesh_quantization" in doc["extensionsRequired"]
+    kinds = set()
+    for t in doc["meshes"][0]["primitives"][0]["targets"]:
+        for semantic, i in t.items():
+            acc = doc["accessors"][i]
+            assert "sparse" in acc and ("min" in acc) == (semantic == "POSITION")
+            if acc["componentType"] == 5126:  # a NORMAL delta beyond +-1 (eyelids closing, the jaw) stays float
+                assert semantic == "NORMAL" and np.abs(glb.accessor(i)).max() > 1, acc["name"]
+            else:
+                assert acc["componentType"] == 5122 and acc["normalized"], acc["name"]
+            kinds.add((semantic, acc["componentType"]))
+    assert ("POSITION", 5122) in kinds and (("NORMAL", 5122) in kinds) == normal_targets
+    for seed in (0, 1):
+        w, r = _random_state(seed)
+        # each target errs by at most half a step per component (rounding; dropped entries round to 0)
+        tol = F32_TOL + 0.5 * QUANT_STEP * float(w.abs().sum())
+        err = _max_error(ex, glb, _deform(head, w, r), _glb_pose(doc, w.numpy(), r.numpy()))
+        assert F32_TOL < err < tol, (err, tol)  # lossy beyond float32, within the bound
+    float_glb = export_rig(head, _clips()[:1], RigGlbConfig(normal_targets=normal_targets)).glb
+    assert _target_bytes(ex.glb) < _target_bytes(float_glb)
+    assert "extensionsRequired" not in read_glb(float_glb).document  # the default file needs no extension
+    require_validator()
+    path = tmp_path / "quantized.glb"
+    path.write_bytes(ex.glb)
+    report = validate_glb(path)
+    assert report.num_errors == 0 and report.num_warnings == 0, report.summary()
+
+
+def test_quantized_dense_targets_and_refusal():
+    head = small_export_head(offsets=True)
+    sparse = read_glb(build_rigged_glb(head, (), RigGlbConfig(quantize_targets=True)))
+    dense = read_glb(build_rigged_glb(head, (), RigGlbConfig(quantize_targets=True, sparse_targets=False)))
+    ts, td = (g.document["meshes"][0]["primitives"][0]["targets"] for g in (sparse, dense))
+    for x, y in zip(ts, td, strict=True):  # the same codes, stored sparse or in full (stride 8)
+        np.testing.assert_array_equal(sparse.accessor(x["POSITION"]), dense.accessor(y["POSITION"]))
+    rig = head.rig
+    basis = rig.expression_basis.clone()
+    basis[ARKIT_NAMES.index("jawOpen"), 7, 1] = -1.5  # a 1.5 m move: no head does that
+    wild = dataclasses.replace(head, rig=dataclasses.replace(rig, expression_basis=basis))
+    with pytest.raises(InputError, match="jawOpen moves a vertex by 1.5 m"):
+        build_rigged_glb(wild, (), RigGlbConfig(quantize_targets=True))
+    assert build_rigged_glb(wild, ())  # float targets hold it
+
+
 def _normals(v: np.ndarray, faces: np.ndarray) -> np.ndarray:  # area-weighted unit normals, written out again
     acc = np.zeros_like(v)
     n = np.cross(v[faces[:, 1]] - v[faces[:, 0]], v[faces[:, 2]] - v[faces[:, 0]])
@@ -388,8 +472,13 @@ def test_ict_fit_exports_teeth_and_matches_deform(tmp_path):
     assert [p.name for p in whole.parts] == ["head_mesh"]
     one = read_glb(whole.glb)
     assert _max_error(whole, one, _deform(head, w, r), _glb_pose(one.document, w.numpy(), r.numpy())) < tol
+    quantized = export_rig(head, (clip,), RigGlbConfig(quantize_targets=True))  # normalized SHORT deltas
+    q = read_glb(quantized.glb)
+    q_tol = F32_TOL + 0.5 * QUANT_STEP * float(w.sum())
+    assert _max_error(quantized, q, _deform(head, w, r), _glb_pose(q.document, w.numpy(), r.numpy())) < q_tol
+    assert _target_bytes(quantized.glb) < _target_bytes(ex.glb)
     require_validator()
-    for label, data in (("ict", ex.glb), ("whole", whole.glb)):
+    for label, data in (("ict", ex.glb), ("whole", whole.glb), ("quantized", quantized.glb)):
         path = tmp_path / f"{label}.glb"
         path.write_bytes(data)
         report = validate_glb(path)

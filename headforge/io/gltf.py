@@ -108,27 +108,33 @@ class GltfBuilder:
         acc: dict = {"bufferView": self.add_buffer_view(data, target=target, byte_stride=stride),
                      "componentType": int(ctype), "count": count, "type": kind.value}
         if normalized:
-            if ctype in (ComponentType.FLOAT, ComponentType.UNSIGNED_INT):
-                raise ValueError(f"normalized is only for 8/16-bit integers, not {ctype.name}")
-            acc["normalized"] = True
+            acc.update(self._normalized(ctype))
         if min_max:
-            acc.update(self._bounds(array.reshape(count, kind.width), ctype, normalized))
+            acc.update(self._bounds(array.reshape(count, kind.width), ctype))
         if name:
             acc["name"] = name
         return self._append("accessors", acc)
 
     @staticmethod
-    def _bounds(flat: np.ndarray, ctype: ComponentType, normalized: bool) -> dict:
-        if normalized:
-            raise ValueError("min/max of normalized accessors are not written (ambiguous across tools)")
+    def _bounds(flat: np.ndarray, ctype: ComponentType) -> dict:
+        """Per-component min/max of the stored values: for a normalized accessor the integers themselves
+        (glTF 2.0, "Accessor Bounds": the normalized flag has no effect on min/max; the validator agrees)."""
         cast = float if ctype is ComponentType.FLOAT else int
         return {"min": [cast(x) for x in flat.min(0)], "max": [cast(x) for x in flat.max(0)]}
 
+    @staticmethod
+    def _normalized(ctype: ComponentType) -> dict:
+        if ctype in (ComponentType.FLOAT, ComponentType.UNSIGNED_INT):
+            raise ValueError(f"normalized is only for 8/16-bit integers, not {ctype.name}")
+        return {"normalized": True}
+
     def add_sparse_accessor(self, count: int, indices: np.ndarray, values: np.ndarray, kind: AccessorType, *,
-                            min_max: bool = False, name: str | None = None) -> int:
+                            normalized: bool = False, min_max: bool = False, name: str | None = None) -> int:
         """An accessor of ``count`` zero elements except ``values`` [S, ...] at ``indices`` [S]
         (strictly increasing). No base buffer view: glTF initialises it with zeros. Morph targets
-        where most vertices do not move store only the moving ones this way."""
+        where most vertices do not move store only the moving ones this way; ``normalized`` int8/int16
+        values are KHR_mesh_quantization's quantised deltas (the caller declares the extension). The
+        values view is tightly packed (sparse values have no stride)."""
         indices = np.asarray(indices)
         if indices.ndim != 1 or len(indices) != len(values) or len(indices) == 0:
             raise ValueError("sparse indices must be [S] with S >= 1 matching values [S, ...]")
@@ -142,10 +148,12 @@ class GltfBuilder:
                      "sparse": {"count": len(indices),
                                 "indices": {"bufferView": idx_view, "componentType": int(idx_type)},
                                 "values": {"bufferView": self.add_buffer_view(data)}}}
+        if normalized:
+            acc.update(self._normalized(ctype))
         if min_max:
             dense = np.zeros((count, *kind.shape), values.dtype)
             dense[indices] = values
-            acc.update(self._bounds(dense.reshape(count, kind.width), ctype, False))
+            acc.update(self._bounds(dense.reshape(count, kind.width), ctype))
         if name:
             acc["name"] = name
         return self._append("accessors", acc)

@@ -12,7 +12,8 @@ Scene (node names are a contract: VRM, Blender and the report find parts by them
 
 Everything is in the rig frame (metres; the head frame is glTF's axes). ``head_mesh`` holds the subject's neutral
 vertices (identity + offsets: exactly ``rig_vertices`` at rest), the 52 ARKit morph targets (ARKit order,
-``extras.targetNames``, default weights 0; sparse accessors) and JOINTS_0/WEIGHTS_0 (top ``max_influences``).
+``extras.targetNames``, default weights 0; sparse accessors, float32 or, with ``quantize_targets``, normalized
+SHORT under the required KHR_mesh_quantization) and JOINTS_0/WEIGHTS_0 (top ``max_influences``).
 Eyes and teeth bound rigidly to one joint are their own meshes, children of that joint, in its local frame; a
 rigid part carries the 52 targets when an expression moves it (ICT's teeth), else none. Clips become animations:
 ``weights`` on every mesh node with targets, ``rotation`` on the joints the clip turns. See stages/DESIGN.md.
@@ -57,6 +58,7 @@ from headforge.stages.rig_export_parts import (
     face_parts,
     normal_deltas,
     part_geometry,
+    quantize_delta,
     rest_joints,
     sparse_delta,
     top_influences,
@@ -70,6 +72,7 @@ __all__ = ["ExportHead", "ExportedRig", "HairExport", "RigGlbConfig", "build_rig
 
 STAGE = "rigged GLB export"
 VERTEX = BufferTarget.ARRAY_BUFFER
+QUANTIZATION = "KHR_mesh_quantization"
 SPLAT_NODES = {Layer.HAIR: ("hair_splats", Joint.HEAD), Layer.CLOTHING: ("clothing_splats", Joint.NECK)}
 
 
@@ -103,6 +106,9 @@ class RigGlbConfig(Checked):
     # three.js among them; about doubles the targets' size)
     normal_targets: bool = False
     normal_epsilon: NonNegative = 1e-4  # unit-normal change below which a sparse NORMAL target leaves a vertex out
+    # morph deltas as normalized SHORT (c / 32767 m, step 30.5 um; entries that round to 0 dropped) under
+    # KHR_mesh_quantization, which goes into extensionsRequired: viewers without the extension refuse the file
+    quantize_targets: bool = False
     roughness: Fraction = 0.6
     plain_color: tuple[float, float, float] = (0.45, 0.25, 0.25)  # linear RGB of faces outside the atlas
 
@@ -164,12 +170,31 @@ class _Materials:
         return self._plain
 
 
-def _target(b: GltfBuilder, delta: np.ndarray, epsilon: float, sparse: bool, bounds: bool, name: str) -> int:
-    """One morph-target accessor of delta [N, 3] (float64), sparse or dense."""
-    if sparse:
+def _target(b: GltfBuilder, delta: np.ndarray, epsilon: float, config: RigGlbConfig, position: bool,
+            name: str) -> int:
+    """One morph-target accessor of delta [N, 3] (float64), sparse or dense, float32 or (``quantize_targets``)
+    normalized SHORT under KHR_mesh_quantization. POSITION (``position``) gets min/max; a POSITION delta beyond
+    +-1 m is refused; a NORMAL delta with a component beyond +-1 (a normal turned far: closing eyelids, the opening
+    jaw's inner mouth) stays float32, which the extension allows per accessor."""
+    quantized = quantize_delta(delta, epsilon) if config.quantize_targets else None
+    if config.quantize_targets and quantized is None and position:
+        worst = float(np.abs(delta).max())
+        raise InputError(f"{STAGE}: morph target {name} moves a vertex by {worst:.3g} m, beyond the +-1 m that "
+                         "quantize_targets (normalized SHORT deltas) can hold", fix="export without quantize_targets "
+                         "(float deltas), or check the rig's expression basis: a head's shapes move millimetres")
+    if quantized is not None:
+        b.use_extension(QUANTIZATION, required=True)
+        idx, codes = quantized
+        if config.sparse_targets:
+            return b.add_sparse_accessor(len(delta), idx, codes, AccessorType.VEC3, normalized=True,
+                                         min_max=position, name=name)
+        dense = np.zeros(delta.shape, np.int16)
+        dense[idx] = codes
+        return b.add_accessor(dense, AccessorType.VEC3, target=VERTEX, normalized=True, min_max=position, name=name)
+    if config.sparse_targets:
         idx, val = sparse_delta(delta, epsilon)
-        return b.add_sparse_accessor(len(delta), idx, val, AccessorType.VEC3, min_max=bounds, name=name)
-    return b.add_accessor(delta.astype(np.float32), AccessorType.VEC3, target=VERTEX, min_max=bounds, name=name)
+        return b.add_sparse_accessor(len(delta), idx, val, AccessorType.VEC3, min_max=position, name=name)
+    return b.add_accessor(delta.astype(np.float32), AccessorType.VEC3, target=VERTEX, min_max=position, name=name)
 
 
 def _add_part_mesh(b: GltfBuilder, part: PartGeometry, rig: HeadRig, neutral: np.ndarray, normals: np.ndarray,
@@ -195,10 +220,9 @@ def _add_part_mesh(b: GltfBuilder, part: PartGeometry, rig: HeadRig, neutral: np
     if part.joint is None or moves:
         tlist = []
         for k, name in enumerate(ARKIT_NAMES):
-            t = {"POSITION": _target(b, basis[k], config.target_epsilon, config.sparse_targets, True, name)}
+            t = {"POSITION": _target(b, basis[k], config.target_epsilon, config, True, name)}
             if dnormals is not None:
-                t["NORMAL"] = _target(b, dnormals[k][src], config.normal_epsilon, config.sparse_targets, False,
-                                      f"{name}_normal")
+                t["NORMAL"] = _target(b, dnormals[k][src], config.normal_epsilon, config, False, f"{name}_normal")
             tlist.append(t)
         targets = tuple(tlist)
     prims = []

@@ -135,6 +135,25 @@ def sparse_delta(delta: np.ndarray, epsilon: float) -> tuple[np.ndarray, np.ndar
     return moving, delta[moving].astype(np.float32)
 
 
+SHORT_MAX = 32767  # KHR_mesh_quantization's normalized SHORT: value = max(c / 32767, -1)
+QUANT_STEP = 1.0 / SHORT_MAX  # 30.5 um for a POSITION delta in metres; rounding errs by at most half of it
+
+
+def quantize_delta(delta: np.ndarray, epsilon: float) -> tuple[np.ndarray, np.ndarray] | None:
+    """A morph delta [N, 3] (float64, |components| <= 1) -> (indices [S] increasing, codes [S, 3] int16) of the
+    vertices moving more than ``epsilon`` whose rounded code c = round(delta * 32767) is not all zero (deltas
+    below half a step quantise to 0 and are dropped); glTF decodes c / 32767, within half a step (15.3 um per
+    metre of range) of the delta. None when a component lies outside [-1, 1] (normalized SHORT cannot hold it);
+    a target that keeps nothing keeps index 0 with a zero code (a sparse accessor needs count >= 1)."""
+    if not np.all(np.abs(delta) <= 1.0):
+        return None
+    codes = np.rint(delta * SHORT_MAX).astype(np.int16)  # round to nearest (ties to even: still half a step)
+    keep = np.nonzero((np.abs(delta).max(1) > epsilon) & codes.any(1))[0]
+    if len(keep) == 0:
+        return np.zeros(1, np.int64), np.zeros((1, 3), np.int16)
+    return keep, codes[keep]
+
+
 def axis_angle_to_quat_xyzw(r: np.ndarray) -> np.ndarray:
     """[..., 3] axis * angle -> [..., 4] unit quaternions xyzw (float64)."""
     t = np.linalg.norm(r, axis=-1, keepdims=True)

@@ -2,7 +2,7 @@
 
 Run by the bpy venv (Python 3.11, bpy 5.0.1; tools/install_clients.sh), not by the project's Python:
 
-    .cache/clients/blender/bin/python tests/blender/check_glb.py --glb RIG.glb [--vrm HEAD.vrm]
+    .cache/clients/blender/bin/python tests/blender/check_glb.py --glb RIG.glb [--vrm HEAD.vrm] [--quantized Q.glb]
         --out REPORT.json [--renders DIR] [--size 160] [--samples 4]
 
 1. ``bpy.ops.import_scene.gltf`` of the rigged GLB: every mesh object with its shape-key names, every
@@ -17,7 +17,10 @@ Run by the bpy venv (Python 3.11, bpy 5.0.1; tools/install_clients.sh), not by t
    with only ``eyeBlinkLeft`` = 1 (its change must fall outside the box). Cycles because it needs no
    GPU: Workbench and Eevee need an OpenGL context (here they ran through EGL software rendering,
    Eevee compiling shaders for ~55 s), which a headless CI machine may lack.
-3. With ``--vrm``: the same importer on the VRM file. Blender has no VRM importer built in, so it
+3. With ``--quantized``: the same head exported with ``quantize_targets`` (KHR_mesh_quantization morph deltas),
+   imported after the first: its shape keys, and per shape key the largest difference of its positions from the
+   float file's (the test holds it to half a quantisation step).
+4. With ``--vrm``: the same importer on the VRM file. Blender has no VRM importer built in, so it
    reads the file as plain glTF (extensions ignored); the report lists what it built from it.
 
 Prints nothing but Blender's own log; the JSON goes to ``--out``. Exits non-zero on any failure.
@@ -229,10 +232,35 @@ def mouth_check(size: int, samples: int, renders: Path) -> dict:
     return out
 
 
+def shape_key_positions() -> dict[str, np.ndarray]:
+    """The head mesh's shape keys as absolute positions [V, 3] (Blender's frame): Basis + delta at weight 1."""
+    out = {}
+    head = head_object()
+    n = len(head.data.vertices)
+    for key in head.data.shape_keys.key_blocks:
+        co = np.empty(n * 3, np.float64)
+        key.data.foreach_get("co", co)
+        out[key.name] = co.reshape(n, 3)
+    return out
+
+
+def quantized_check(path: Path, reference: dict[str, np.ndarray]) -> dict:
+    """Import the quantized GLB (KHR_mesh_quantization targets) after the float one: its shape keys, and the largest
+    per-component difference of each key's positions from the float file's (``reference``, same vertex order)."""
+    reset()
+    result = import_gltf(path)
+    keys = shape_key_positions()
+    diff = {name: float(np.abs(co - reference[name]).max()) for name, co in keys.items()
+            if name in reference and co.shape == reference[name].shape}
+    return {"import": result, **scene_report(), "vertices": len(next(iter(keys.values()))),
+            "reference_vertices": len(next(iter(reference.values()))), "key_max_diff": diff}
+
+
 def main(argv: list[str]) -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--glb", type=Path, required=True)
     parser.add_argument("--vrm", type=Path)
+    parser.add_argument("--quantized", type=Path, help="the same head with quantize_targets, compared with --glb")
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--renders", type=Path)
     parser.add_argument("--size", type=int, default=160)
@@ -241,6 +269,7 @@ def main(argv: list[str]) -> None:
     report: dict = {"blender": bpy.app.version_string}
     reset()
     report["glb"] = {"import": import_gltf(args.glb), **scene_report()}
+    reference = shape_key_positions() if args.quantized is not None else {}
     renders = args.renders or args.out.parent
     renders.mkdir(parents=True, exist_ok=True)
     report["mouth"] = mouth_check(args.size, args.samples, renders)
@@ -251,6 +280,8 @@ def main(argv: list[str]) -> None:
         pts = evaluated_world(head_object())
         report["vrm"] = {"import": result, **scene_report(), "head_min": pts.min(0).tolist(),
                          "head_max": pts.max(0).tolist()}
+    if args.quantized is not None:
+        report["quantized"] = quantized_check(args.quantized, reference)
     args.out.write_text(json.dumps(report, indent=1))
 
 
