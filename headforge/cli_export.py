@@ -14,8 +14,9 @@ from headforge.stages.rig_export import HairExport
 
 def export(run: Annotated[Path, tyro.conf.Positional], out: Path,
            format: tuple[ExportFormat, ...] = (ExportFormat.ALL,), clip: tuple[str, ...] | None = None,
-           hair: HairExport = HairExport.SPLATS, single_mesh: bool = False, ply_frame: SplatFrame | None = None,
-           name: str = "head", author: str = "", licence_url: str = "", overwrite: bool = False) -> None:
+           hair: HairExport = HairExport.SPLATS, single_mesh: bool = False, quantize_targets: bool = False,
+           ply_frame: SplatFrame | None = None, name: str = "head", author: str = "", licence_url: str = "",
+           overwrite: bool = False) -> None:
     """Export a run for engines and viewers: rigged GLB (52 ARKit morph targets, skin, clips), VRM 1.0, OBJ, PLY,
     .splat, .spz. Writes OUT/ as one folder (complete or absent) with export.json last.
 
@@ -28,6 +29,9 @@ def export(run: Annotated[Path, tyro.conf.Positional], out: Path,
         hair: The avatar's hair and clothing layers in the rigged GLB: splats (KHR_gaussian_splatting nodes) or none.
         single_mesh: Eyes and teeth inside the one skinned head mesh instead of rigid meshes under their joints
             (Unreal plays morph targets on skinned meshes only; ICT-FaceKit's lower teeth have shapes).
+        quantize_targets: Morph targets as 16-bit integers (steps of 30.5 um): 2-3x smaller for dense shape sets
+            like ICT-FaceKit's, but the file then requires KHR_mesh_quantization (Blender, three.js and glTFast
+            read it; a viewer without it refuses the file).
         ply_frame: Frame of splat PLY / .splat files: opencv (x right, y down, z forward: what 3DGS viewers expect,
             the default) or head (headforge's head frame, +y up).
         name: The asset's name (VRM meta).
@@ -39,8 +43,9 @@ def export(run: Annotated[Path, tyro.conf.Positional], out: Path,
     from headforge.pipeline.export_source import DEFAULT_CLIPS, ExportJob
 
     result = run_export(ExportJob(run=run, out=out, formats=format, clips=DEFAULT_CLIPS if clip is None else clip,
-                                  hair=hair, single_mesh=single_mesh, ply_frame=ply_frame, name=name, author=author,
-                                  licence_url=licence_url, overwrite=overwrite))
+                                  hair=hair, single_mesh=single_mesh, quantize_targets=quantize_targets,
+                                  ply_frame=ply_frame, name=name, author=author, licence_url=licence_url,
+                                  overwrite=overwrite))
     sizes = ", ".join(f"{n} {b / 1e6:.2f} MB" for n, b in result.files.items())
     print(f"wrote {result.out} from the {result.source.kind} run: {sizes}")
 

@@ -194,3 +194,16 @@ def load_glb_bytes(data: bytes) -> dict:
     from headforge.io.glb import read_glb
 
     return read_glb(data).document
+
+
+def test_quantized_targets_through_the_command(runs, tmp_path):
+    require_validator()
+    plain, small = tmp_path / "plain", tmp_path / "quantized"
+    assert main(["export", str(runs["fit"]), "--out", str(plain), "--format", "glb"]) == 0
+    assert main(["export", str(runs["fit"]), "--out", str(small), "--format", "glb", "--quantize-targets"]) == 0
+    doc = load_glb(small / "head.glb").document
+    assert "KHR_mesh_quantization" in doc["extensionsRequired"]
+    assert (small / "head.glb").stat().st_size < (plain / "head.glb").stat().st_size
+    assert validate_glb(small / "head.glb").num_errors == 0
+    with pytest.raises(InputError, match="--quantize-targets"):
+        run_export(ExportJob(runs["recon"], tmp_path / "x", formats=(ExportFormat.PLY,), quantize_targets=True))

@@ -140,7 +140,7 @@ def writers(data: Exportable, job: ExportJob, formats: tuple[ExportFormat, ...]
 
         if hair not in glb_cache:
             glb_cache[hair] = build_rigged_glb(data.head, data.clips, RigGlbConfig(
-                hair=HairExport(hair), split_parts=not job.single_mesh))
+                hair=HairExport(hair), split_parts=not job.single_mesh, quantize_targets=job.quantize_targets))
         return glb_cache[hair]
 
     def glb(stage: Path) -> list[Path]:
@@ -188,9 +188,9 @@ def check_options(job: ExportJob, data_kind: RunKind, formats: tuple[ExportForma
                                           and data_kind in (RunKind.AVATAR, RunKind.SPLATS)):
         raise InputError("--ply-frame sets the frame of splat PLY / .splat files, and none is written here",
                          path=job.run, fix="drop --ply-frame, or ask for --format ply / splat of a splat run or avatar")
-    if job.single_mesh and not rigged:
-        raise InputError("--single-mesh shapes the rigged GLB / VRM, and none is written here", path=job.run,
-                         fix="drop --single-mesh, or export a rig fit / avatar with --format glb or vrm")
+    if (job.single_mesh or job.quantize_targets) and not rigged:
+        raise InputError("--single-mesh / --quantize-targets shape the rigged GLB / VRM, and none is written here",
+                         path=job.run, fix="drop them, or export a rig fit / avatar with --format glb or vrm")
     if (job.author or job.licence_url) and ExportFormat.VRM not in formats:
         raise InputError("--author / --licence-url are VRM meta data, and no VRM is written", path=job.run,
                          fix="add --format vrm or drop them")

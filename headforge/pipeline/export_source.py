@@ -112,6 +112,7 @@ class ExportJob:
     formats: tuple[ExportFormat, ...] = (ExportFormat.ALL,)
     clips: tuple[str, ...] = DEFAULT_CLIPS
     hair: str = "splats"  # stages.rig_export.HairExport: the avatar's hair / clothing as splat nodes, or none
+    quantize_targets: bool = False  # morph targets as int16 (KHR_mesh_quantization, required by the file)
     single_mesh: bool = False  # eyes and teeth inside the one skinned head mesh (Unreal morphs skinned meshes only)
     ply_frame: str | None = None  # splat PLY / .splat frame (splat_io.SplatFrame; None: the 3DGS frame, opencv)
     name: str = "head"  # the asset's name (GLB scene, VRM meta)
