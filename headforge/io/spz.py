@@ -36,11 +36,14 @@ import zlib
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
+from typing import Annotated
 
+import annotated_types as at
 import numpy as np
 
 from headforge.errors import InputError
 from headforge.io.files import read_bytes
+from headforge.validation import Checked
 
 SPZ_MAGIC = 0x5053474E  # "NGSP" in file order
 HEADER = struct.Struct("<IIIBBBB")  # magic, version, numPoints, shDegree, fractionalBits, flags, reserved
@@ -59,19 +62,16 @@ class SpzVersion(IntEnum):
 
 
 @dataclass(frozen=True)
-class SpzOptions:
+class SpzOptions(Checked):
     version: SpzVersion = SpzVersion.V3
-    fractional_bits: int = 12  # the reference writer's choice: 1/4096 m steps, +-2048 m range
-    sh1_bits: int = 5  # bits kept of the degree-1 SH bytes (1..8)
-    sh_rest_bits: int = 4  # of degrees 2 and 3
+    fractional_bits: Annotated[int, at.Ge(0), at.Le(23)] = 12  # the reference writer's: 1/4096 m steps, +-2048 m
+    sh1_bits: Annotated[int, at.Ge(1), at.Le(8)] = 5  # bits kept of the degree-1 SH bytes
+    sh_rest_bits: Annotated[int, at.Ge(1), at.Le(8)] = 4  # of degrees 2 and 3
     antialiased: bool = False  # the flag for splats trained with mip-splatting's filter
 
     def __post_init__(self):
+        super().__post_init__()
         object.__setattr__(self, "version", SpzVersion(self.version))
-        if not 0 <= self.fractional_bits <= 23:
-            raise ValueError(f"fractional_bits must be in 0..23, got {self.fractional_bits}")
-        if not (1 <= self.sh1_bits <= 8 and 1 <= self.sh_rest_bits <= 8):
-            raise ValueError(f"SH bits must be in 1..8, got {self.sh1_bits}, {self.sh_rest_bits}")
 
 
 @dataclass(frozen=True)
