@@ -1,13 +1,12 @@
 """Command line: ``headforge run | reconstruct | extract-mesh | render-capture | inspect | rig-sheet | fit-rig``;
-avatar commands in ``cli_avatar.py``, export and report in ``cli_export.py``. User errors (:class:`HeadforgeError`)
+avatar and photo commands in ``cli_avatar.py``, export and report in ``cli_export.py``. User errors (:class:`HeadforgeError`)
 print one clear message and exit 2; nothing that looks complete is left behind (every writer stages its output
 and renames it at the end). Closed sets (rig, method, device) are StrEnums, spelled by value (``--rig sphere32``).
 
 Exit status: 0 done; 2 a user error; 1 a bug (``headforge: internal error: ...`` and where to report it; the
 traceback with ``--debug`` or ``HEADFORGE_DEBUG=1``); 130 / 143 training stopped by SIGINT / SIGTERM, with
 a checkpoint and the command that continues it (elsewhere ctrl-C / SIGTERM exit 130 / 143 with one line, after
-the staging folders and the output lock are cleaned up).
-Global options, anywhere on the line: ``--threads N``, ``--debug``; ``headforge --version``.
+the staging folders and the output lock are cleaned up). Global options: ``--threads N``, ``--debug``, ``--version``.
 """
 
 from __future__ import annotations
@@ -25,7 +24,7 @@ from typing import TYPE_CHECKING, Annotated
 import tyro
 
 from headforge import __version__
-from headforge.cli_avatar import animate, avatar, edit_texture, hair_swap
+from headforge.cli_avatar import animate, avatar, edit_texture, hair_swap, photo
 from headforge.cli_export import export, report
 from headforge.errors import HeadforgeError, InputError, Interrupted
 from headforge.geometry.camera_rigs import FovDeg, RigConfig, RigKind, ViewCount
@@ -301,7 +300,8 @@ def fit_rig(capture: Annotated[Path, tyro.conf.Positional], out: Path, rig: str 
 COMMANDS = {name: checked_command(fn) for name, fn in (
     ("run", run), ("reconstruct", reconstruct), ("extract-mesh", extract_mesh), ("render-capture", render_capture),
     ("inspect", inspect), ("rig-sheet", rig_sheet), ("fit-rig", fit_rig), ("avatar", avatar), ("animate", animate),
-    ("hair-swap", hair_swap), ("edit-texture", edit_texture), ("export", export), ("report", report))}
+    ("hair-swap", hair_swap), ("edit-texture", edit_texture), ("export", export), ("report", report),
+    ("photo", photo))}
 
 
 ISSUES_FALLBACK = "the headforge issue tracker"

@@ -1,4 +1,4 @@
-"""Command line, the avatar commands: ``headforge avatar | animate | hair-swap | edit-texture`` (registered in
+"""Command line, the avatar commands: ``headforge avatar | animate | hair-swap | edit-texture | photo`` (registered in
 ``cli.py``'s command table)."""
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from typing import Annotated
 import tyro
 
 from headforge.geometry.camera_rigs import FovDeg, TurnDeg
+from headforge.stages.photo_types import AlignConvention
 from headforge.validation import Count, ImageSide, NonNegativeInt, Positive
 from headforge.viz.rig_sheet import TileSize
 
@@ -118,3 +119,33 @@ def edit_texture(avatar: Annotated[Path, tyro.conf.Positional], out: Path, tint:
     where = run_edit_texture(EditTextureJob(avatar=avatar, out=out, tint=tint, texture=texture, size=size,
                                             overwrite=overwrite))
     print(f"wrote {where}")
+
+
+def photo(photo: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="PHOTO")] = "builtin:astronaut",
+          out: Path = Path("outputs/astronaut"), rig: str = "builtin", generator: str = "prior",
+          views: str = "facelift6", convention: AlignConvention = AlignConvention.FACELIFT,
+          resolution: ImageSide = 256, steps: Count = 600, face_points: Count = 8000, overwrite: bool = False) -> None:
+    """One portrait photo -> an animatable 360-degree head: aligned input, rig fit with completed texture and hair,
+    generated views, Gaussians bound to the rig, the rigged GLB (head.glb), report.html and photo_sheet.png.
+
+    Args:
+        photo: A photo file (JPEG, PNG, ...; EXIF orientation applied), or builtin:astronaut (scikit-image's portrait).
+        out: Output directory.
+        rig: The rig to fit (builtin, ict-facekit:FOLDER).
+        generator: prior (render the completed head), external:CMD (a command writing views and opencv_cameras.json
+            into {output} from {input}), or model:PATH (a local multi-view model folder).
+        views: The generated view set: facelift6 (FaceLift's six views), sphere32, or a camera file.
+        convention: How the aligned crop places the face (the generator's convention).
+        resolution: Side of the generated views, pixels.
+        steps: Training steps of the bound Gaussians.
+        face_points: Gaussians first placed on the fitted skin.
+        overwrite: Replace an existing output directory, once the new run has finished.
+    """
+    from headforge.pipeline.photo_job import PhotoJobConfig, run_photo_job
+
+    run = run_photo_job(PhotoJobConfig(photo=photo, out=out, rig=rig, generator=generator, views=views,
+                                       convention=convention, resolution=resolution, steps=steps,
+                                       face_points=face_points, overwrite=overwrite))
+    m = run.metrics
+    print(f"wrote {run.out} in {m['seconds']['total']:.0f} s: landmarks {m['landmark_median_px']:.2f} px, "
+          f"views PSNR {m['views_psnr']:.2f} dB, {m['num_gaussians']} Gaussians; head.glb, report.html")
