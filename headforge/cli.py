@@ -1,6 +1,6 @@
 """Command line: ``headforge run | reconstruct | extract-mesh | render-capture | inspect | rig-sheet | fit-rig``;
-avatar and photo commands in ``cli_avatar.py``, export and report in ``cli_export.py``. User errors (:class:`HeadforgeError`)
-print one clear message and exit 2; nothing that looks complete is left behind (every writer stages its output
+avatar and photo commands in ``cli_avatar.py``, export and report in ``cli_export.py``. A user error
+(:class:`HeadforgeError`) prints one clear message and exits 2; nothing that looks complete is left behind (every writer stages its output
 and renames it at the end). Closed sets (rig, method, device) are StrEnums, spelled by value (``--rig sphere32``).
 
 Exit status: 0 done; 2 a user error; 1 a bug (``headforge: internal error: ...`` and where to report it; the
