@@ -1,7 +1,7 @@
 """Command line: ``headforge run | reconstruct | extract-mesh | render-capture | inspect | rig-sheet | fit-rig``;
 avatar and photo commands in ``cli_avatar.py``, export and report in ``cli_export.py``. A user error
-(:class:`HeadforgeError`) prints one clear message and exits 2; nothing that looks complete is left behind (every writer stages its output
-and renames it at the end). Closed sets (rig, method, device) are StrEnums, spelled by value (``--rig sphere32``).
+(:class:`HeadforgeError`) prints one clear message and exits 2; nothing that looks complete is left behind (every
+writer stages its output and renames it at the end). Closed sets are StrEnums, spelled by value (``--rig sphere32``).
 
 Exit status: 0 done; 2 a user error; 1 a bug (``headforge: internal error: ...`` and where to report it; the
 traceback with ``--debug`` or ``HEADFORGE_DEBUG=1``); 130 / 143 training stopped by SIGINT / SIGTERM, with
