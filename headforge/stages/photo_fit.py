@@ -46,8 +46,8 @@ LANDMARK_SET = LandmarkSet.MEDIAPIPE_478
 
 def _one_view_landmarks() -> LandmarkFitConfig:
     # priors per view (doubled when the view is passed twice, see the module doc); identity and expression are
-    # ten times the multi-view defaults (one view constrains them less); no occlusion rounds (one view has
-    # nothing to compare against beyond the guesses MediaPipe makes anyway)
+    # ten (identity) and two (expression) times the multi-view defaults (one view constrains them less); one
+    # occlusion round (landmarks the fitted head hides from the camera are dropped once); views up to 70 degrees
     return LandmarkFitConfig(identity_weight=10.0, expression_weight=2.0, pose_weight=10.0, visibility_rounds=1,
                              max_view_angle_deg=70.0)
 

@@ -41,7 +41,7 @@ from headforge.representations.rig.head_rig import HeadRig, Region
 from headforge.stages.photo_types import AlignedPhoto
 from headforge.stages.rig_params import RigParams, world_vertices
 from headforge.stages.rig_texture import BakeLayers, RigTexture, RigTextureConfig, bake_rig_layers, layers_texture
-from headforge.validation import Checked, Fraction, Positive
+from headforge.validation import Checked, Count, Fraction, Positive
 
 __all__ = ["ColourStats", "CompletedTexture", "TextureCompleteConfig", "colour_stats", "complete_texture",
            "lab_to_srgb", "naive_paste", "poisson_fill", "recolour_lab", "srgb_to_lab"]
@@ -59,7 +59,7 @@ class TextureCompleteConfig(Checked):
     bake: RigTextureConfig = field(default_factory=lambda: RigTextureConfig(size=512, full_weight=0.15))
     mirror_confidence: Fraction = 0.5  # a mirror texel is a fill source when its confidence reaches this
     screen_weight: Positive = 1e-3  # lam of the screened Poisson equation (per unit of the 4-neighbour Laplacian)
-    min_skin_pixels: int = 50  # fewer visible face-skin pixels: the photo cannot tell the skin colour
+    min_skin_pixels: Count = 50  # fewer visible face-skin pixels: the photo cannot tell the skin colour
 
 
 @dataclass(frozen=True)
