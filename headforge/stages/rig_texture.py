@@ -171,10 +171,28 @@ def _relax(values: np.ndarray, fixed: np.ndarray, iterations: int) -> np.ndarray
     return v
 
 
-def bake_rig_texture(rig: HeadRig, vertices: Tensor, cameras: Cameras, images: Tensor, masks: Tensor,
-                     config: RigTextureConfig | None = None, template_texture: Tensor | None = None) -> RigTexture:
-    """Bake the views onto the rig's UVs (see the module doc). vertices [V, 3] fitted, world; images
-    [N, H, W, 3] sRGB in [0, 1]; masks [N, H, W]; ``template_texture`` [Ht, Wt, 3] in the rig's own UV layout."""
+@dataclass(frozen=True, eq=False)
+class BakeLayers:
+    """What a bake knows per covered texel before the fill is blended in (``bake_rig_layers``); texels are
+    row-major indices ``texel`` [M] into the [S, S] atlas."""
+
+    size: int  # S
+    faces: Tensor  # [Fk] int64 rig faces in the atlas
+    uvs: Tensor  # [Fk, 3, 2] float64 atlas UVs per corner
+    texel: Tensor  # [M] int64
+    region: Tensor  # [M] int64 index into rig.region_names of the texel's triangle
+    seen: Tensor  # [M, 3] float64 weighted mean colour of the views (meaningless where weight is 0)
+    weight: Tensor  # [M] float64 blended view weight
+    confidence: Tensor  # [M] float64 weight / full_weight clamped to [0, 1]
+    template: Tensor  # [M, 3] float64 template colour (template texture, else the region's mean seen colour)
+    mirror: Tensor  # [M, 3] float64 the mirror texel's seen colour (valid where mirror_confidence > 0)
+    mirror_confidence: Tensor  # [M] float64 (zeros when the config's ``mirror`` is off)
+
+
+def bake_rig_layers(rig: HeadRig, vertices: Tensor, cameras: Cameras, images: Tensor, masks: Tensor,
+                    config: RigTextureConfig | None = None, template_texture: Tensor | None = None) -> BakeLayers:
+    """The bake's per-texel sources (seen colour and confidence, template, mirror); ``bake_rig_texture`` blends
+    them. Arguments as ``bake_rig_texture``."""
     config = config or RigTextureConfig()
     N = len(cameras)
     if vertices.shape != rig.template.shape or not bool(torch.isfinite(vertices).all()):
@@ -227,9 +245,9 @@ def bake_rig_texture(rig: HeadRig, vertices: Tensor, cameras: Cameras, images: T
         overall = acc.sum(0) / wsum.sum().clamp_min(1e-12) if float(wsum.sum()) > 0 else torch.full((3,), 0.5)
         means = torch.where(wr[:, None] > 0, cr / wr.clamp_min(1e-12)[:, None], overall.to(cr))
         template = means[region]
-    fill = template.clone()
-    mirror_used = torch.zeros(len(sample), dtype=torch.bool)
-    if config.mirror:  # every texel, so that the seam correction below compares like with like
+    mirror = torch.zeros(len(sample), 3, dtype=torch.float64)
+    mconf = torch.zeros(len(sample), dtype=torch.float64)
+    if config.mirror:  # every texel, so that the seam correction compares like with like
         tmpl_pts = torch.einsum("mk,mkc->mc", bary, rig.template.double()[corners])
         mf, mb = mirror_points(rig, faces, tmpl_pts)
         muv = torch.einsum("mk,mkc->mc", mb, atlas[mf])  # OBJ uv in the atlas
@@ -237,8 +255,22 @@ def bake_rig_texture(rig: HeadRig, vertices: Tensor, cameras: Cameras, images: T
         both = torch.cat([(img_seen * img_conf[:, None]), img_conf[:, None]], -1).reshape(S, S, 4)
         got = _sample(both, px).double()
         mconf = got[:, 3]
-        mirror_used = mconf >= config.mirror_confidence
-        fill = torch.where(mirror_used[:, None], got[:, :3] / mconf.clamp_min(1e-12)[:, None], fill)
+        mirror = got[:, :3] / mconf.clamp_min(1e-12)[:, None]
+    return BakeLayers(S, faces, atlas, texel, region, seen, wsum, conf, template, mirror, mconf)
+
+
+def bake_rig_texture(rig: HeadRig, vertices: Tensor, cameras: Cameras, images: Tensor, masks: Tensor,
+                     config: RigTextureConfig | None = None, template_texture: Tensor | None = None) -> RigTexture:
+    """Bake the views onto the rig's UVs (see the module doc). vertices [V, 3] fitted, world; images
+    [N, H, W, 3] sRGB in [0, 1]; masks [N, H, W]; ``template_texture`` [Ht, Wt, 3] in the rig's own UV layout."""
+    config = config or RigTextureConfig()
+    layers = bake_rig_layers(rig, vertices, cameras, images, masks, config, template_texture)
+    S, texel, seen, conf = layers.size, layers.texel, layers.seen, layers.confidence
+    fill = layers.template.clone()
+    mirror_used = torch.zeros(len(texel), dtype=torch.bool)
+    if config.mirror:
+        mirror_used = layers.mirror_confidence >= config.mirror_confidence
+        fill = torch.where(mirror_used[:, None], layers.mirror, fill)
     covered = torch.zeros(S * S, dtype=torch.bool)
     covered[texel] = True
     fixed = torch.zeros(S * S, dtype=torch.bool)
@@ -249,15 +281,26 @@ def bake_rig_texture(rig: HeadRig, vertices: Tensor, cameras: Cameras, images: T
     corr_np = _relax(corr_np, fixed.reshape(S, S).numpy(), config.smooth_iterations)
     corr_t = torch.from_numpy(corr_np).reshape(S * S, 3)[texel] if bool(fixed.any()) else torch.zeros_like(fill)
     out = conf[:, None] * seen + (1 - conf[:, None]) * (fill + corr_t)
-    image = torch.zeros(S * S, 3, dtype=torch.float64).index_copy(0, texel, out).reshape(S, S, 3).numpy()
+    return layers_texture(layers, out, config.gutter_px, mirror_used)
+
+
+def layers_texture(layers: BakeLayers, colors: Tensor, gutter_px: int, mirror_used: Tensor) -> RigTexture:
+    """A ``RigTexture`` from the final colour of every covered texel (colors [M, 3] float64): written into the
+    atlas, the gutter dilated ``gutter_px`` texels, the rest of the atlas the mean colour; ``mirror_used`` [M]
+    bool says which partly seen texels took the mirror side (for the reported fractions)."""
+    S, texel, conf = layers.size, layers.texel, layers.confidence
+    covered = torch.zeros(S * S, dtype=torch.bool)
+    covered[texel] = True
+    img_conf = torch.zeros(S * S, dtype=torch.float64).index_copy(0, texel, conf)
+    image = torch.zeros(S * S, 3, dtype=torch.float64).index_copy(0, texel, colors).reshape(S, S, 3).numpy()
     cov = covered.reshape(S, S).numpy()
-    image, grown = dilate(image, cov, config.gutter_px)
+    image, grown = dilate(image, cov, gutter_px)
     if not grown.all():
         image[~grown] = image[cov].mean(0)
     partial = conf < 1
-    M = max(1, len(sample))
-    return RigTexture(torch.from_numpy(np.clip(image, 0, 1)).float(), img_conf.reshape(S, S).float(), faces,
-                      atlas.float(), covered.reshape(S, S), float((~partial).sum()) / M,
+    M = max(1, len(texel))
+    return RigTexture(torch.from_numpy(np.clip(image, 0, 1)).float(), img_conf.reshape(S, S).float(), layers.faces,
+                      layers.uvs.float(), covered.reshape(S, S), float((~partial).sum()) / M,
                       float((partial & mirror_used).sum()) / M, float((partial & ~mirror_used).sum()) / M)
 
 
