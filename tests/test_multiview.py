@@ -11,6 +11,7 @@ import math
 import shutil
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 import torch
@@ -125,6 +126,13 @@ def test_view_sets_follow_the_fitted_head(head, view_set):
         assert float(to_cam.norm()) == pytest.approx(2.7 / 0.87 * geo.width_m * float(sim.scale), rel=1e-4)
 
 
+def test_a_camera_file_gives_its_cameras_as_they_are(head, prior_capture):
+    capture, out = prior_capture
+    cams = view_cameras(parse_view_spec(str(out / "opencv_cameras.json")), 999, head_geometry(head))
+    assert torch.allclose(cams.world_to_camera, capture.native_cameras.world_to_camera, atol=1e-5)
+    assert cams.width.tolist() == [SIZE] * len(capture)
+
+
 # ------------------------------------------------------------------------------------------ prior
 def test_prior_masks_are_the_rendered_alpha_and_the_views_see_the_head(head, photo, prior_capture):
     capture, _ = prior_capture
@@ -234,13 +242,24 @@ def test_external_refuses_cameras_in_another_frame(head, photo, prior_capture, t
             photo, head, tmp_path / "out")
 
 
-def test_external_timeout_stops_a_hanging_command(head, photo, tmp_path):
-    cmd = script(tmp_path / "hang.py", "import time; time.sleep(60)")
-    t0 = time.monotonic()
-    with pytest.raises(InputError, match="did not finish within 1 s"):
-        ExternalGenerator(cmd, ExternalConfig(size=SIZE, timeout_s=1.0)).generate(photo, head, tmp_path / "out")
-    assert time.monotonic() - t0 < 30  # stopped, not waited for
+def test_external_timeout_stops_a_hanging_command_and_its_children(head, photo, tmp_path):
+    pids = tmp_path / "pids"
+    cmd = script(tmp_path / "hang.py", f"""
+        import os, subprocess, time
+        child = subprocess.Popen(["sleep", "120"])
+        open({str(pids)!r}, "w").write(f"{{os.getpid()}} {{child.pid}}")
+        time.sleep(120)
+        """)
+    with pytest.raises(InputError, match="did not finish within 2 s"):
+        ExternalGenerator(cmd, ExternalConfig(size=SIZE, timeout_s=2.0)).generate(photo, head, tmp_path / "out")
     assert not (tmp_path / "out").exists()
+    for pid in map(int, pids.read_text().split()):  # the command and its child are gone (or dead, unreaped)
+        stat = Path(f"/proc/{pid}/stat")
+        for _ in range(50):
+            if not stat.exists() or stat.read_text().split(")")[-1].split()[0] == "Z":
+                break
+            time.sleep(0.1)
+        assert not stat.exists() or stat.read_text().split(")")[-1].split()[0] == "Z"
 
 
 # ------------------------------------------------------------------------------------------ model

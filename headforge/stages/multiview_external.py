@@ -47,7 +47,7 @@ from headforge.errors import HeadforgeError, InputError
 from headforge.geometry.cameras import Cameras
 from headforge.geometry.rays import project_points
 from headforge.stages.avatar import Avatar
-from headforge.stages.multiview import GeneratorKind, generated_capture, write_generated
+from headforge.stages.multiview_base import GeneratorKind, generated_capture, write_generated
 from headforge.stages.photo_types import AlignedPhoto
 
 __all__ = ["ExternalConfig", "ExternalGenerator", "check_views", "command_words", "derive_mask"]

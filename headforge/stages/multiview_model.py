@@ -39,7 +39,7 @@ from headforge.errors import InputError
 from headforge.geometry.cameras import Cameras
 from headforge.geometry.head_frame import transform_cameras
 from headforge.stages.avatar import Avatar
-from headforge.stages.multiview import GeneratorKind, generated_capture, head_geometry, write_generated
+from headforge.stages.multiview_base import GeneratorKind, generated_capture, head_geometry, write_generated
 from headforge.stages.photo_types import AlignConvention, AlignedPhoto
 
 __all__ = ["PIPELINE_CLASS", "Device", "LoadedModel", "ModelConfig", "ModelGenerator", "denoise_views",
