@@ -227,6 +227,17 @@ def test_external_failures_name_the_command(head, photo, tmp_path, body, match):
     assert not (tmp_path / "out").exists() and not list(tmp_path.glob(".out.external-*"))
 
 
+def test_external_refuses_too_few_views_and_a_missing_program(head, photo, prior_capture, tmp_path):
+    capture, _ = prior_capture
+    write_capture(capture.subset(range(2)), tmp_path / "two", CaptureFormat.OPENCV_JSON)
+    with pytest.raises(InputError, match="wrote 2 view"):
+        ExternalGenerator(copy_script(tmp_path, tmp_path / "two"), ExternalConfig(size=SIZE, min_views=4)).generate(
+            photo, head, tmp_path / "out")
+    with pytest.raises(InputError, match="cannot be started"):
+        ExternalGenerator("no-such-generator-program {input} {output}").generate(photo, head, tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+
+
 def test_external_refuses_cameras_in_another_frame(head, photo, prior_capture, tmp_path):
     capture, _ = prior_capture
     known = capture.subset(range(6))
