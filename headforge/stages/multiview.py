@@ -19,8 +19,7 @@ Frames. The photo's camera lives in the head frame of the rig it was solved agai
 (the head centre, about eye/ear level, see geometry/head_frame.py) and moved into the world by the fit's
 similarity, so azimuth 0 always faces the fitted face and distances follow the fitted head's size.
 
-The view sets and their documented facts: ``multiview_views.py``; the kinds, specs and the interface:
-``multiview_base.py``.
+The kinds, specs, the interface and the view sets with their documented facts: ``multiview_base.py``.
 """
 
 from __future__ import annotations
@@ -38,21 +37,24 @@ from headforge.geometry.cameras import Cameras
 from headforge.stages.avatar import Avatar
 from headforge.stages.avatar_layers import composite_render
 from headforge.stages.multiview_base import (
+    FACELIFT_AZIMUTHS_DEG,
+    FACELIFT_FOV_DEG,
     GeneratorKind,
     GeneratorSpec,
     MultiViewGenerator,
     ViewSet,
     ViewSpec,
+    facelift_cameras,
     generated_capture,
     head_geometry,
     parse_generator_spec,
     parse_view_spec,
     straight_colour,
+    view_cameras,
     write_generated,
 )
 from headforge.stages.multiview_external import ExternalConfig, ExternalGenerator
 from headforge.stages.multiview_model import ModelConfig, ModelGenerator
-from headforge.stages.multiview_views import FACELIFT_AZIMUTHS_DEG, FACELIFT_FOV_DEG, facelift_cameras, view_cameras
 from headforge.stages.photo_types import AlignedPhoto
 
 __all__ = ["FACELIFT_AZIMUTHS_DEG", "FACELIFT_FOV_DEG", "ExternalConfig", "ExternalGenerator", "GeneratorKind",
