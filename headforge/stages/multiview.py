@@ -26,7 +26,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
+import annotated_types as at
 import torch
 from torch import Tensor
 
@@ -56,6 +58,7 @@ from headforge.stages.multiview_base import (
 from headforge.stages.multiview_external import ExternalConfig, ExternalGenerator
 from headforge.stages.multiview_model import ModelConfig, ModelGenerator
 from headforge.stages.photo_types import AlignedPhoto
+from headforge.validation import Checked
 
 __all__ = ["FACELIFT_AZIMUTHS_DEG", "FACELIFT_FOV_DEG", "ExternalConfig", "ExternalGenerator", "GeneratorKind",
            "GeneratorSpec", "ModelConfig", "ModelGenerator", "MultiViewGenerator", "PriorConfig", "PriorGenerator",
@@ -75,18 +78,14 @@ def photo_view(photo: AlignedPhoto, resolution: int, head_alpha: Tensor | None) 
 
 
 @dataclass(frozen=True)
-class PriorConfig:
+class PriorConfig(Checked):
     views: ViewSpec = field(default_factory=ViewSpec)
-    resolution: int = 512  # square views of the built-in view sets
+    resolution: Annotated[int, at.Ge(16), at.Le(4096)] = 512  # square views of the built-in view sets
     # FaceLift conditions on the input and learns to reproduce it; here the photo is the only observed view, so
     # it is added (last) with its own pixels. Its alpha is the person mask times the head rendered from the
     # photo's camera: the torso and background the completed head does not model are cut away.
     include_photo: bool = True
     overwrite: bool = False
-
-    def __post_init__(self):
-        if not 16 <= self.resolution <= 4096:
-            raise InputError(f"view resolution {self.resolution} is out of range", fix="use 16 to 4096 pixels")
 
 
 @dataclass(frozen=True)

@@ -34,7 +34,9 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
 
+import annotated_types as at
 import numpy as np
 import torch
 from torch import Tensor
@@ -49,6 +51,7 @@ from headforge.geometry.rays import project_points
 from headforge.stages.avatar import Avatar
 from headforge.stages.multiview_base import GeneratorKind, generated_capture, write_generated
 from headforge.stages.photo_types import AlignedPhoto
+from headforge.validation import Checked, Count, Seconds
 
 __all__ = ["ExternalConfig", "ExternalGenerator", "check_views", "command_words", "derive_mask"]
 
@@ -60,15 +63,11 @@ STDERR_TAIL = 2000  # characters of the command's stderr quoted in an error
 
 
 @dataclass(frozen=True)
-class ExternalConfig:
-    size: int = 512  # {size}: the requested view side
-    timeout_s: float = 1800.0
-    min_views: int = 4
+class ExternalConfig(Checked):
+    size: Annotated[int, at.Ge(16)] = 512  # {size}: the requested view side
+    timeout_s: Seconds = 1800.0
+    min_views: Count = 4
     overwrite: bool = False
-
-    def __post_init__(self):
-        if self.timeout_s <= 0 or self.min_views < 1 or self.size < 16:
-            raise InputError(f"bad external generator settings {self}", fix="timeout > 0, min_views >= 1, size >= 16")
 
 
 def command_words(template: str, values: dict[str, str]) -> list[str]:

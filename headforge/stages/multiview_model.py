@@ -28,7 +28,9 @@ import math
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
+from typing import Annotated
 
+import annotated_types as at
 import numpy as np
 import torch
 from torch import Tensor
@@ -41,6 +43,7 @@ from headforge.geometry.head_frame import transform_cameras
 from headforge.stages.avatar import Avatar
 from headforge.stages.multiview_base import GeneratorKind, generated_capture, head_geometry, write_generated
 from headforge.stages.photo_types import AlignConvention, AlignedPhoto
+from headforge.validation import Checked, NonNegativeInt
 
 __all__ = ["PIPELINE_CLASS", "Device", "LoadedModel", "ModelConfig", "ModelGenerator", "denoise_views",
            "load_model"]
@@ -59,15 +62,11 @@ class Device(StrEnum):
 
 
 @dataclass(frozen=True)
-class ModelConfig:
-    steps: int = 25  # DDIM steps
-    seed: int = 0
+class ModelConfig(Checked):
+    steps: Annotated[int, at.Ge(1), at.Le(1000)] = 25  # DDIM steps
+    seed: NonNegativeInt = 0
     device: Device = Device.AUTO
     overwrite: bool = False
-
-    def __post_init__(self):
-        if not 1 <= self.steps <= 1000:
-            raise InputError(f"{self.steps} denoising steps is out of range", fix="use 1 to 1000 steps")
 
 
 @dataclass(frozen=True, eq=False)
