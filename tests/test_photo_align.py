@@ -240,3 +240,19 @@ def test_landmarks_that_fit_no_head_are_refused(portrait_file, rig):
     require_mediapipe()
     with pytest.raises(InputError, match="fit no head"):
         pa.align_photo(portrait_file, rig, pa.PhotoAlignConfig(max_reprojection_frac=0.001))
+
+
+def test_face_boxes_find_both_faces_and_the_boxes_survive_the_cache(tmp_path):
+    require_mediapipe()
+    from headforge.stages import face_landmarks as fl
+
+    image = side_by_side(astronaut(), 0.75)
+    with fl.FaceDetector() as d:
+        boxes = d.face_boxes(image)
+        det = d.detect(astronaut())
+    assert boxes.shape == (2, 5) and float(boxes[0, 2]) < 512 < float(boxes[1, 0])  # big face first
+    area = (boxes[:, 2] - boxes[:, 0]) * (boxes[:, 3] - boxes[:, 1])
+    assert float(area[0]) > float(area[1]) and bool((boxes[:, 4] > 0.5).all())
+    assert det.all_boxes.shape == (1, 4)
+    back = fl._from_arrays("k", fl._to_arrays("k", det))
+    assert torch.equal(back.all_boxes, det.all_boxes)

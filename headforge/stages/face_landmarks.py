@@ -255,7 +255,7 @@ def _from_arrays(key: str, z) -> FaceDetections:
     w, h, n = (int(x) for x in z[f"{key}.size"])
     mask = torch.from_numpy(z[f"{key}.mask"].astype(np.float32) / 255)
     get = (lambda name: torch.from_numpy(z[f"{key}.{name}"].copy())) if n > 0 else (lambda name: None)
-    boxes = get("all_boxes") if f"{key}.all_boxes" in z.files else None
+    boxes = get("all_boxes") if f"{key}.all_boxes" in z else None
     return FaceDetections(w, h, n, get("landmarks"), get("depth"), get("box"), float(z[f"{key}.score"]), mask,
                           boxes)
 

@@ -24,8 +24,10 @@ Conventions (where the face sits in the S x S crop; facts of each project, not t
 Pixels of the crop outside the photo are white with person mask 0. Masks (heuristics): ``face_mask`` = the
 convex hull of MediaPipe's face oval minus the hulls of the eyes, brows and lips (index sets of MediaPipe's
 ``face_mesh_connections``); ``hair_mask`` = person (>= 0.5) minus the face-oval hull, minus everything below the
-chin line (the line through the chin, point 152, across the face's up axis 152 -> 10): this also keeps ears and
-hats, and drops hair that falls below the chin.
+chin line (the line through the chin, point 152, across the face's up axis 152 -> 10); below the eye line only
+pixels within the 90th-percentile colour distance (sRGB) of the median colour of what is kept above it (the neck,
+collar and shoulders beside the jaw are dropped unless hair-coloured). Ears and hats above the eyes count as
+hair; hair below the chin is dropped.
 
 Refusals: no face (also a face turned beyond ~70 degrees, or a drawing the detector does not take for a face); a
 face under ``min_face_px`` (the face box size, original pixels); a profile beyond the landmark model's range:
@@ -74,6 +76,7 @@ PANOHEAD_CANVAS, PANOHEAD_QUAD_SIDE, PANOHEAD_QUAD_CENTRE = 563.0, 511.0, (281.0
 PANOHEAD_NOSE, PANOHEAD_JAW = 2, (127, 356)
 CHIN, FOREHEAD = 152, 10
 SUBJECT_CROP, SUBJECT_PX = 3.0, 512  # the mesh runs on 3 x the face box, at 512 px
+HAIR_MIN_PIXELS, HAIR_COLOUR_QUANTILE = 50, 0.9  # hair below the eyes: within the 90 % colour radius above
 
 
 @dataclass(frozen=True)
@@ -158,8 +161,10 @@ def _hull_mask(points: np.ndarray, size: int) -> np.ndarray:  # [P, 2] headforge
     return mask.astype(bool)
 
 
-def face_and_hair_masks(landmarks: Tensor, person: Tensor, size: int) -> tuple[Tensor, Tensor]:
-    """face_mask, hair_mask [S, S] bool from crop landmarks [478, 2] and the person mask [S, S] (module doc)."""
+def face_and_hair_masks(landmarks: Tensor, person: Tensor, image: Tensor) -> tuple[Tensor, Tensor]:
+    """face_mask, hair_mask [S, S] bool from crop landmarks [478, 2], the person mask [S, S] and the crop
+    [S, S, 3] (module doc)."""
+    size = int(person.shape[0])
     lm = landmarks.double().numpy()
     idx = feature_index_sets()
     oval = _hull_mask(lm[list(idx["oval"])], size)
@@ -170,8 +175,16 @@ def face_and_hair_masks(landmarks: Tensor, person: Tensor, size: int) -> tuple[T
     up = lm[FOREHEAD] - lm[CHIN]
     up /= np.linalg.norm(up)
     ys, xs = np.mgrid[0:size, 0:size] + 0.5
-    above_chin = (xs - lm[CHIN, 0]) * up[0] + (ys - lm[CHIN, 1]) * up[1] > 0
-    hair = (person.numpy() >= 0.5) & ~oval & above_chin
+    height = lambda p: (xs - p[0]) * up[0] + (ys - p[1]) * up[1]  # noqa: E731  [S, S] along the face's up axis
+    candidate = (person.numpy() >= 0.5) & ~oval & (height(lm[CHIN]) > 0)
+    eyes = (lm[list(idx["left_eye"])].mean(0) + lm[list(idx["right_eye"])].mean(0)) / 2
+    top = candidate & (height(eyes) > 0)  # beside and above the eyes: hair (or a hat, or ears)
+    hair = top.copy()
+    if top.sum() >= HAIR_MIN_PIXELS:  # below the eyes, only what has the colour of the hair above them
+        rgb = image.numpy()
+        ref = np.median(rgb[top], 0)
+        spread = np.quantile(np.linalg.norm(rgb[top] - ref, axis=-1), HAIR_COLOUR_QUANTILE)
+        hair |= candidate & (np.linalg.norm(rgb - ref, axis=-1) <= spread)
     return torch.from_numpy(face), torch.from_numpy(hair)
 
 
@@ -253,7 +266,7 @@ def align_photo(photo: Path | str | PhotoImage, rig: HeadRig, config: PhotoAlign
     hint = det.mask if photo.alpha is None else det.mask * photo.alpha
     person = torch.from_numpy(np.clip(warp(hint.numpy(), A, S, 0.0), 0, 1))
     crop_lm = lm.double() @ torch.from_numpy(A[:, :2]).T + torch.from_numpy(A[:, 2])
-    face_mask, hair_mask = face_and_hair_masks(crop_lm, person, S)
+    face_mask, hair_mask = face_and_hair_masks(crop_lm, person, torch.from_numpy(image))
     camera = similarity_camera(pose, photo.width, photo.height, scale, roll, offset, S)
     centre = np.linalg.solve(A[:, :2], np.array([S / 2, S / 2]) - A[:, 2])  # the crop's centre in the photo
     side = S / scale
