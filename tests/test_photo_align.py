@@ -256,3 +256,14 @@ def test_face_boxes_find_both_faces_and_the_boxes_survive_the_cache(tmp_path):
     assert det.all_boxes.shape == (1, 4)
     back = fl._from_arrays("k", fl._to_arrays("k", det))
     assert torch.equal(back.all_boxes, det.all_boxes)
+
+
+def test_a_small_face_in_a_large_photo_is_found_in_tiles(tmp_path, rig, aligned):
+    """The portrait's 95 px face in a 3000 x 2000 photo: too small for the detectors' inputs on the whole photo."""
+    canvas = np.full((2000, 3000, 3), 200, np.uint8)
+    canvas[900:1412, 1700:2212] = astronaut()
+    a = pa.align_photo(write_photo(tmp_path / "large.png", canvas), rig)
+    upright = aligned[AlignConvention.FACELIFT]
+    assert a.crop.x0 - 1700 == pytest.approx(upright.crop.x0, abs=3) and a.crop.side == pytest.approx(
+        upright.crop.side, rel=0.03)
+    assert float((a.landmarks - upright.landmarks).norm(dim=-1).median()) < 2.5 * a.size / a.crop.side

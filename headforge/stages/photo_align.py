@@ -76,6 +76,7 @@ PANOHEAD_CANVAS, PANOHEAD_QUAD_SIDE, PANOHEAD_QUAD_CENTRE = 563.0, 511.0, (281.0
 PANOHEAD_NOSE, PANOHEAD_JAW = 2, (127, 356)
 CHIN, FOREHEAD = 152, 10
 SUBJECT_CROP, SUBJECT_PX = 3.0, 512  # the mesh runs on 3 x the face box, at 512 px
+TILE_MIN_SIDE = 1024  # photos whose short side reaches this are searched in tiles when no face is found
 HAIR_MIN_PIXELS, HAIR_COLOUR_QUANTILE = 50, 0.9  # hair below the eyes: within the 90 % colour radius above
 
 
@@ -196,6 +197,30 @@ def _iou(a: Tensor, b: Tensor) -> float:  # boxes [4] (x0, y0, x1, y1)
     return inter / union if union > 0 else 0.0
 
 
+def _tile_starts(length: int, tile: int) -> list[int]:  # tiles of ``tile`` at half-tile steps, the last at the end
+    starts = list(range(0, max(length - tile, 0) + 1, tile // 2))
+    return starts if starts[-1] + tile >= length else [*starts, length - tile]
+
+
+def tiled_face_boxes(detector: FaceDetector, rgb: np.ndarray) -> Tensor:
+    """[K, 5] face boxes (as ``FaceDetector.face_boxes``) searched in half-overlapping tiles of half the short
+    side, for faces too small in a large photo for the detectors' 128-192 px inputs; overlaps merged (IoU > 0.3:
+    the higher score stays); by descending area."""
+    h, w = rgb.shape[:2]
+    tile = min(h, w) // 2
+    found = []
+    for y in _tile_starts(h, tile):
+        for x in _tile_starts(w, tile):
+            b = detector.face_boxes(np.ascontiguousarray(rgb[y:y + tile, x:x + tile]))
+            found += [r + torch.tensor([x, y, x, y, 0.0]) for r in b]
+    kept: list[Tensor] = []
+    for r in sorted(found, key=lambda r: -float(r[4])):
+        if all(_iou(r[:4], k[:4]) <= 0.3 for k in kept):
+            kept.append(r)
+    kept.sort(key=lambda r: -float((r[2] - r[0]) * (r[3] - r[1])))
+    return torch.stack(kept) if kept else torch.zeros(0, 5)
+
+
 def detect_subject(photo: PhotoImage, config: FaceDetectorConfig
                    ) -> tuple[FaceDetections, tuple[tuple[float, float, float, float], ...]] | None:
     """The subject's detection in photo pixels (landmarks, depth, box; the person mask of the whole photo) and the
@@ -203,11 +228,14 @@ def detect_subject(photo: PhotoImage, config: FaceDetectorConfig
 
     Faces are found by the full-range box detector (several, small in the frame); the mesh then runs on a square
     of ``SUBJECT_CROP`` x the largest box, resampled to ``SUBJECT_PX``, so that it sees the face large whatever
-    the photo's size. Without a box, the mesh on the whole photo is the fallback (its own detector)."""
+    the photo's size. No box in a photo of ``TILE_MIN_SIDE`` px or more: searched again in tiles. Still none: the
+    mesh on the whole photo is the fallback (its own detector)."""
     rgb = photo.rgb.numpy()
     with FaceDetector(config) as detector:
         whole = detector.detect(rgb)
         boxes = detector.face_boxes(rgb)
+        if len(boxes) == 0 and min(photo.width, photo.height) >= TILE_MIN_SIDE:
+            boxes = tiled_face_boxes(detector, rgb)
         if len(boxes) == 0:
             if not whole.found:
                 return None
