@@ -1,9 +1,10 @@
 """Stage: one photo -> ``AlignedPhoto`` (the aligned crop, its masks, landmarks and camera in the rig's head frame).
 
 Steps: read (``captures/photo.py``: EXIF orientation, any mode, alpha composited on white and kept as a mask
-hint); detect (``face_landmarks``: 478 landmarks of the largest face, the boxes of all, the person mask); refuse
-what the later stages cannot use; solve the camera (``photo_camera``: EXIF or prior focal, PnP on the rig's
-landmarks); crop to the generator's convention; cut the face-skin and hair masks.
+hint); detect (``detect_subject``: every face's box by MediaPipe's full-range detector, in tiles for small faces
+in large photos; the subject is the largest, its 478 landmarks from the mesh run on a 3x crop around it at 512 px;
+the person mask of the whole photo); refuse what the later stages cannot use; solve the camera (``photo_camera``:
+EXIF or prior focal, PnP on the rig's landmarks); crop to the generator's convention; cut the face and hair masks.
 
 Conventions (where the face sits in the S x S crop; facts of each project, not their code):
 - ``facelift``: FaceLift's ``utils_folder/face_utils.py`` (github.com/weijielyu/FaceLift): the largest MTCNN face
