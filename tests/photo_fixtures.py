@@ -1,95 +1,96 @@
-"""A synthetic aligned photo with ground truth: the built-in rig (identity, expression and head pose known),
-textured with the sample head's albedo, optionally under a hair shell (the scalp pushed out along its normals),
-rendered from one front camera; landmarks are the rig's own MediaPipe embedding projected (exact)."""
+"""Shared photo helpers for the single-photo tests: the scikit-image portrait in files of every mode, with EXIF,
+side by side with a smaller copy, shrunk, and renders of the built-in head turned away from the camera.
+
+``require_mediapipe`` skips a test without the ``face`` extra, except under ``CI=true`` where it fails (the pattern
+of tests/test_face_landmarks.py).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import os
+from pathlib import Path
 
-import torch
-from torch import Tensor
+import numpy as np
+import pytest
+from PIL import Image
 
-from headforge.assets.builtin_rig import load_builtin_rig
-from headforge.assets.sample_head import load_sample_head
-from headforge.geometry.cameras import Cameras
-from headforge.geometry.rays import project_points
-from headforge.renderers.mesh_render import render_mesh
-from headforge.representations.mesh import TexturedMesh
-from headforge.representations.rig.arkit import ARKIT_NAMES
-from headforge.representations.rig.deform import RigPose, landmarks
-from headforge.representations.rig.head_rig import HeadRig, LandmarkSet, Region
-from headforge.stages.photo_types import AlignConvention, AlignedPhoto, CropBox
-from headforge.stages.rig_evaluate import rig_mesh
-from headforge.stages.rig_params import RigParams, Similarity, rig_vertices
-
-D = torch.float64
-HAIR_RGB = (0.25, 0.16, 0.10)
+ORIENTATION_TAG, EXIF_IFD, FOCAL_35MM_TAG = 0x0112, 0x8769, 0xA405
+# EXIF orientation -> the transpose that stores an upright image so that the tag turns it back upright
+STORE_TRANSPOSE = {3: Image.Transpose.ROTATE_180, 6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}
 
 
-@dataclass(frozen=True, eq=False)
-class SyntheticPhoto:
-    photo: AlignedPhoto
-    rig: HeadRig
-    truth: RigParams  # the rendered state (world = head frame, similarity identity)
-    template_texture: Tensor  # the sample head's albedo (the built-in rig's template)
-    hair_thickness: float  # metres the scalp was pushed out (0: bald)
+def require_mediapipe() -> None:
+    try:
+        import mediapipe  # noqa: F401
+    except ImportError as e:
+        reason = f"mediapipe is not installed (pip install 'headforge[face]'): {e}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"CI=true and the face extra is missing: {reason}")
+        pytest.skip(reason)
 
 
-def front_camera(size: int, distance: float = 0.75, focal: float = 1100.0) -> Cameras:
-    """A camera on +z looking at the head frame's origin (OpenCV: x right, y down, looking along -z world)."""
-    w2c = torch.eye(4)
-    w2c[1, 1] = w2c[2, 2] = -1.0
-    w2c[2, 3] = distance
-    w2c[1, 3] = -0.0  # the head frame's origin at the image centre
-    return Cameras.create(w2c, focal, focal, size / 2, size / 2 + 40 * size / 512, size, size)
+def astronaut() -> np.ndarray:
+    """[512, 512, 3] uint8: Eileen Collins' NASA portrait (public domain), shipped by scikit-image."""
+    from skimage import data
+
+    return data.astronaut()
 
 
-def truth_params(rig: HeadRig) -> RigParams:
-    expr = torch.zeros(1, len(ARKIT_NAMES), dtype=D)
-    for name, w in {"jawOpen": 0.25, "mouthSmileLeft": 0.5, "mouthSmileRight": 0.5, "browInnerUp": 0.4}.items():
-        expr[0, ARKIT_NAMES.index(name)] = w
-    ident = torch.zeros(rig.num_identity, dtype=D)
-    ident[:4] = torch.tensor([0.8, -0.6, 0.5, 0.4], dtype=D)[:rig.num_identity]
-    rot = torch.zeros(1, 6, 3, dtype=D)
-    rot[0, 2] = torch.tensor([0.06, -0.10, 0.02], dtype=D)  # the head joint: a small nod and turn
-    return RigParams(Similarity(torch.tensor(1.0, dtype=D), torch.eye(3, dtype=D), torch.zeros(3, dtype=D)),
-                     ident, expr, RigPose(rot, torch.zeros(1, 3, dtype=D)))
+def write_photo(path: Path, rgb: np.ndarray, *, orientation: int = 1, focal_35mm: float | None = None) -> Path:
+    """Write an upright uint8 RGB image so that a reader applying EXIF gets it back: stored turned by
+    ``orientation``'s inverse, with the tag (and FocalLengthIn35mmFilm when given)."""
+    im = Image.fromarray(rgb)
+    if orientation != 1:
+        im = im.transpose(STORE_TRANSPOSE[orientation])
+    exif = Image.Exif()
+    exif[ORIENTATION_TAG] = orientation
+    if focal_35mm is not None:
+        exif.get_ifd(EXIF_IFD)[FOCAL_35MM_TAG] = focal_35mm
+    im.save(path, exif=exif.tobytes())
+    return path
 
 
-def hair_shell(rig: HeadRig, verts: Tensor, thickness: float) -> TexturedMesh:
-    """The scalp triangles with their vertices pushed ``thickness`` metres out along the vertex normals."""
-    normals = TexturedMesh(verts, rig.faces).vertex_normals()
-    scalp = rig.region_mask(Region.SCALP)
-    faces = rig.faces[scalp[rig.faces].all(1)]
-    shell = verts + thickness * normals
-    return TexturedMesh(shell.float(), faces, vertex_colors=torch.tensor(HAIR_RGB).expand(len(verts), 3).clone())
+def write_mode(path_stem: Path, rgb: np.ndarray, mode: str) -> tuple[Path, np.ndarray]:
+    """The image saved in PIL ``mode`` (RGB, RGBA, L, I;16, P, CMYK) and the RGB uint8 a faithful reader gets."""
+    im = Image.fromarray(rgb)
+    if mode == "RGBA":
+        out, expect = im.convert("RGBA"), rgb
+    elif mode == "L":
+        out = im.convert("L")
+        expect = np.repeat(np.asarray(out)[..., None], 3, -1)
+    elif mode == "I;16":
+        grey = np.asarray(im.convert("L")).astype(np.uint16) * 257
+        out, expect = Image.fromarray(grey), np.repeat((grey // 257).astype(np.uint8)[..., None], 3, -1)
+    elif mode == "P":
+        out = im.convert("P", palette=Image.Palette.ADAPTIVE, colors=256)
+        expect = np.array(out.convert("RGB"))
+    elif mode == "CMYK":
+        out, expect = im.convert("CMYK"), np.array(im.convert("CMYK").convert("RGB"))
+    else:
+        out, expect = im, rgb
+    path = path_stem.with_suffix(".tif" if mode == "CMYK" else ".png")
+    out.save(path)
+    return path, expect
 
 
-def synthetic_photo(size: int = 512, hair_thickness: float = 0.015, shading: bool = False) -> SyntheticPhoto:
-    """``shading``: Lambert shading from the camera (a photo's darker grazing skin; the albedo otherwise)."""
-    rig = load_builtin_rig()
-    tex = load_sample_head().mesh.texture
-    truth = truth_params(rig)
-    verts = rig_vertices(rig, truth)[0].float()
-    cam = front_camera(size)
-    head = render_mesh(rig_mesh(rig, verts, tex), cam, supersample=2, shading=shading)
-    labels = torch.zeros(rig.num_vertices, 3)
-    labels[rig.region_mask(Region.FACE_SKIN), 0] = 1.0
-    lab = render_mesh(TexturedMesh(verts, rig.faces, vertex_colors=labels), cam, antialiased=False)
-    rgb, alpha, depth = head.rgb[0], head.alpha[0], head.depth[0]
-    face = (lab.rgb[0, ..., 0] > 0.5) & (lab.alpha[0] > 0.5)
-    hair = torch.zeros(size, size, dtype=torch.bool)
-    if hair_thickness > 0:
-        h = render_mesh(hair_shell(rig, verts, hair_thickness), cam, supersample=2)
-        front = (h.alpha[0] > 0) & ((depth <= 0) | (h.depth[0] < depth))
-        a = torch.where(front, h.alpha[0], torch.zeros(()))
-        rgb = rgb * (1 - a[..., None]) + h.rgb[0] * a[..., None]
-        alpha = alpha + a * (1 - alpha)
-        hair = front & (h.alpha[0] > 0.5)
-        face &= ~front
-    pts = landmarks(rig, verts.double()[None], LandmarkSet.MEDIAPIPE_478)[0]
-    uv, _ = project_points(cam.to(dtype=D), pts)
-    photo = AlignedPhoto(rgb.clamp(0, 1), alpha.clamp(0, 1), face, hair, uv[0].float(), cam,
-                         CropBox(0.0, 0.0, float(size), (size, size)), AlignConvention.FACE_BOX,
-                         "synthetic: known camera")
-    return SyntheticPhoto(photo, rig, truth, tex, hair_thickness)
+def side_by_side(big: np.ndarray, small_scale: float) -> np.ndarray:
+    """The portrait beside a copy scaled by ``small_scale`` (top-aligned, white below)."""
+    h, w = big.shape[:2]
+    small = np.asarray(Image.fromarray(big).resize((round(w * small_scale), round(h * small_scale)),
+                                                   Image.Resampling.LANCZOS))
+    out = np.full((h, w + small.shape[1], 3), 255, np.uint8)
+    out[:, :w], out[:small.shape[0], w:] = big, small
+    return out
+
+
+def shrunk(rgb: np.ndarray, scale: float) -> np.ndarray:
+    h, w = rgb.shape[:2]
+    return np.asarray(Image.fromarray(rgb).resize((round(w * scale), round(h * scale)), Image.Resampling.LANCZOS))
+
+
+def rig_render(rig, yaw_deg: float, size: int = 512) -> np.ndarray:
+    """The rig's neutral in flat skin/eye colours seen from ``yaw_deg`` (+: from the subject's left), uint8."""
+    from headforge.stages.landmark_embedding import EmbedConfig, embed_cameras, render_views
+
+    cams = embed_cameras(rig, EmbedConfig(size=size, yaws=(float(yaw_deg),), pitches=(0.0,)))
+    return np.round(render_views(rig, cams)[0].clamp(0, 1).numpy() * 255).astype(np.uint8)

@@ -8,7 +8,7 @@ from dataclasses import replace
 
 import pytest
 import torch
-from photo_fixtures import synthetic_photo
+from photo_synthetic import synthetic_photo
 
 from headforge.geometry.rays import project_points
 from headforge.metrics import psnr

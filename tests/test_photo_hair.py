@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from photo_fixtures import HAIR_RGB, synthetic_photo
+from photo_synthetic import HAIR_RGB, synthetic_photo
 
 from headforge.renderers.mesh_render import render_mesh
 from headforge.representations.bound_gaussians import LayerCode, pose_bound

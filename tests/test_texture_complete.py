@@ -7,7 +7,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from photo_fixtures import synthetic_photo
+from photo_synthetic import synthetic_photo
 
 from headforge.errors import InputError
 from headforge.stages.photo_types import AlignedPhoto

@@ -63,6 +63,9 @@ class FaceDetections:
     box: Tensor | None  # [4] float32 (x0, y0, x1, y1) pixels: the face detector's box, else the landmarks' box
     score: float  # the face detector's score for that box; NaN when no face or no detector box matched
     mask: Tensor  # [H, W] float32 in [0, 1]: person segmentation, quantised to 1/255 (as cached)
+    # [num_faces, 4] float32 (x0, y0, x1, y1) landmark boxes of every face the mesh found, largest first (the
+    # kept face's is row 0); None when read from a cache written before they were kept
+    all_boxes: Tensor | None = None
 
     @property
     def found(self) -> bool:
@@ -107,10 +110,12 @@ class FaceDetector:
                                         min_detection_confidence=c.min_confidence)
         self._boxes = face_detection.FaceDetection(model_selection=0, min_detection_confidence=c.min_confidence)
         self._segment = selfie_segmentation.SelfieSegmentation(model_selection=0)
+        self._full_range = None  # the full-range box detector, built on first use by face_boxes
 
     def close(self) -> None:
-        for graph in (self._mesh, self._boxes, self._segment):
-            graph.close()
+        for graph in (self._mesh, self._boxes, self._segment, self._full_range):
+            if graph is not None:
+                graph.close()
 
     def __enter__(self) -> FaceDetector:
         return self
@@ -143,9 +148,28 @@ class FaceDetector:
             iou = _iou(cand, boxes[k])
             if iou >= best:
                 best, box, score = iou, cand, float(d.score[0])
+        order = sorted(range(len(boxes)), key=lambda i: -areas[i])  # stable: ties keep the mesh's order
         return FaceDetections(w, h, len(faces), torch.from_numpy(pixels[k]).float(),
                               torch.from_numpy(meshes[k][:, 2] * w).float(), torch.from_numpy(box).float(),
-                              score, mask)
+                              score, mask, torch.from_numpy(np.stack([boxes[i] for i in order])).float())
+
+    def face_boxes(self, image) -> Tensor:
+        """[K, 5] float32 (x0, y0, x1, y1, score), pixels, of every face MediaPipe's *full-range* box detector finds
+        (model 1: faces small in the frame, several faces; the mesh's own short-range detector misses those), by
+        descending area. The boxes only: run :meth:`detect` on a crop around one for its landmarks."""
+        from mediapipe.python.solutions import face_detection
+
+        if self._full_range is None:
+            self._full_range = face_detection.FaceDetection(model_selection=1,
+                                                            min_detection_confidence=self.config.min_confidence)
+        rgb = _as_uint8_rgb(image)
+        h, w = rgb.shape[:2]
+        rows = []
+        for d in self._full_range.process(rgb).detections or []:
+            r = d.location_data.relative_bounding_box
+            rows.append([r.xmin * w, r.ymin * h, (r.xmin + r.width) * w, (r.ymin + r.height) * h, d.score[0]])
+        rows.sort(key=lambda b: -(b[2] - b[0]) * (b[3] - b[1]))
+        return torch.tensor(rows, dtype=torch.float32).reshape(-1, 5)
 
 
 def detect_faces(image, config: FaceDetectorConfig | None = None) -> FaceDetections:
@@ -222,6 +246,8 @@ def _to_arrays(key: str, d: FaceDetections) -> dict[str, np.ndarray]:
         out[f"{key}.landmarks"] = d.landmarks.numpy()
         out[f"{key}.depth"] = d.depth.numpy()
         out[f"{key}.box"] = d.box.numpy()
+        if d.all_boxes is not None:
+            out[f"{key}.all_boxes"] = d.all_boxes.numpy()
     return out
 
 
@@ -229,7 +255,9 @@ def _from_arrays(key: str, z) -> FaceDetections:
     w, h, n = (int(x) for x in z[f"{key}.size"])
     mask = torch.from_numpy(z[f"{key}.mask"].astype(np.float32) / 255)
     get = (lambda name: torch.from_numpy(z[f"{key}.{name}"].copy())) if n > 0 else (lambda name: None)
-    return FaceDetections(w, h, n, get("landmarks"), get("depth"), get("box"), float(z[f"{key}.score"]), mask)
+    boxes = get("all_boxes") if f"{key}.all_boxes" in z else None
+    return FaceDetections(w, h, n, get("landmarks"), get("depth"), get("box"), float(z[f"{key}.score"]), mask,
+                          boxes)
 
 
 def _read_cache(path: Path) -> dict[str, FaceDetections]:

@@ -42,6 +42,7 @@ class CropBox:
     y0: float
     side: float
     original_size: tuple[int, int]  # (width, height) after EXIF rotation
+    roll_deg: float = 0.0  # the crop's x axis is the photo's turned by this (towards +y) about the box centre
 
 
 @dataclass(frozen=True, eq=False)
@@ -58,6 +59,8 @@ class AlignedPhoto:
     source: Path | None = None  # the photo file
     other_faces: tuple[tuple[float, float, float, float], ...] = ()  # other faces' boxes (x0, y0, x1, y1), original px
     notes: tuple[str, ...] = field(default_factory=tuple)  # what a user should know (others faces, EXIF, ...)
+    pnp_median_px: float = float("nan")  # median reprojection of the rig's landmarks by ``camera``, crop pixels
+    yaw_deg: float = float("nan")  # the head's yaw in the photo (+: camera on the subject's left), MediaPipe mesh
 
     @property
     def size(self) -> int:
