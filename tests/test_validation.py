@@ -151,7 +151,9 @@ def _checked_classes() -> list[type]:
 UNCONSTRAINED = {"MeshExtractConfig.level", "DensityConfig.density_bias"}
 DEFAULTS_NEED = {"HeadFrameSpec": {"units": "m"}}  # exactly one of units / head_width_m is required
 # Dataclasses named like configs that users never fill: a capture format's registry entry.
-NOT_USER_CONFIG = {"headforge.captures.format_base.FormatSpec"}
+# parsed values (a reader's format, the photo command's --generator / --views strings), not configs a user fills
+NOT_USER_CONFIG = {"headforge.captures.format_base.FormatSpec", "headforge.stages.multiview_base.GeneratorSpec",
+                   "headforge.stages.multiview_base.ViewSpec"}
 
 
 def test_every_config_declares_its_numeric_ranges_and_constructs_by_default():

@@ -26,7 +26,6 @@ whole. Every input (the photo, the rig, the generator spec and view set, the cli
 
 from __future__ import annotations
 
-import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,8 +33,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from headforge import __version__
-from headforge.atomic import atomic_directory, check_output_path, write_bytes, write_text
+from headforge.atomic import atomic_directory, check_output_path
 from headforge.captures.images import write_image
 from headforge.errors import InputError, Interrupted
 from headforge.locks import output_lock
@@ -150,13 +148,3 @@ def _build(cfg: PhotoJobConfig, photo, rig, rig_spec: str, template, generator_s
     capture = clock.run("generate", f"{generator_spec} views ({view_spec})", generator.generate, aligned,
                         fit.avatar(), stage / "views")
     return finish_outputs(cfg, aligned, fit, capture, clips, stage, clock, start)
-
-
-def write_glb(stage: Path, data: bytes) -> str:
-    write_bytes(stage / "head.glb", data)
-    return "head.glb"
-
-
-def write_metrics(stage: Path, metrics: dict) -> None:
-    metrics = {"headforge": __version__, **metrics}
-    write_text(stage / "metrics.json", json.dumps(metrics, indent=1))

@@ -9,6 +9,7 @@ Gaussians reproduce the generator's views), not held out.
 
 from __future__ import annotations
 
+import json
 import math
 import shutil
 import time
@@ -17,6 +18,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from headforge import __version__
+from headforge.atomic import write_bytes, write_text
 from headforge.captures.capture import Capture
 from headforge.captures.images import write_image
 from headforge.captures.inspect import summarize
@@ -71,7 +74,6 @@ def photo_sheet(stage: Path, aligned: AlignedPhoto, overlay: np.ndarray, generat
 
 def finish_outputs(cfg, aligned: AlignedPhoto, fit: PhotoFit, capture: Capture, clips, stage: Path, clock,
                    start: float) -> dict:
-    from headforge.pipeline.photo_job import write_glb, write_metrics
     from headforge.pipeline.report_job import write_report
     from headforge.stages.rig_export import ExportHead, RigGlbConfig, build_rigged_glb
 
@@ -99,7 +101,8 @@ def finish_outputs(cfg, aligned: AlignedPhoto, fit: PhotoFit, capture: Capture, 
     summary = summarize(work)
     pictures = write_pictures(avatar, work, scores, stage, summary, trained.background, cfg.turntable_frames)
     glb = clock.run("export", "rigged GLB", build_rigged_glb, ExportHead.of_avatar(avatar), clips, RigGlbConfig())
-    outputs = ["input.png", "aligned.png", "fit_overlay.png", "views/", "avatar/", write_glb(stage, glb), *pictures]
+    write_bytes(stage / "head.glb", glb)
+    outputs = ["input.png", "aligned.png", "fit_overlay.png", "views/", "avatar/", "head.glb", *pictures]
     # the sheet: the generated views and the avatar's renders of them, and a turning strip
     ev = scores.evaluation
     centre = params.similarity.translation.float()
@@ -119,6 +122,6 @@ def finish_outputs(cfg, aligned: AlignedPhoto, fit: PhotoFit, capture: Capture, 
                "views_psnr": ev.psnr, "views_psnr_masked": ev.psnr_masked, "views_ssim": ev.ssim,
                "seconds": {**clock.seconds}, "outputs": outputs}
     metrics["seconds"]["total"] = round(time.perf_counter() - start, 2)
-    write_metrics(stage, metrics)
+    write_text(stage / "metrics.json", json.dumps({"headforge": __version__, **metrics}, indent=1))
     write_report(stage, stage / "report.html", stage / "head.glb")
     return metrics
