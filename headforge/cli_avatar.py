@@ -124,7 +124,7 @@ def edit_texture(avatar: Annotated[Path, tyro.conf.Positional], out: Path, tint:
 def photo(photo: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="PHOTO")] = "builtin:astronaut",
           out: Path = Path("outputs/astronaut"), rig: str = "builtin", generator: str = "prior",
           views: str = "facelift6", convention: AlignConvention = AlignConvention.FACELIFT,
-          resolution: ImageSide = 256, steps: Count = 600, face_points: Count = 8000, overwrite: bool = False) -> None:
+          resolution: ImageSide = 256, steps: Count = 500, face_points: Count = 8000, overwrite: bool = False) -> None:
     """One portrait photo -> an animatable 360-degree head: aligned input, rig fit with completed texture and hair,
     generated views, Gaussians bound to the rig, the rigged GLB (head.glb), report.html and photo_sheet.png.
 
@@ -147,5 +147,5 @@ def photo(photo: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="PHO
                                        convention=convention, resolution=resolution, steps=steps,
                                        face_points=face_points, overwrite=overwrite))
     m = run.metrics
-    print(f"wrote {run.out} in {m['seconds']['total']:.0f} s: landmarks {m['landmark_median_px']:.2f} px, "
+    print(f"wrote {run.out} in {m['seconds']['total']:.0f} s: landmarks {m['landmark_median_photo_px']:.2f} px (photo), "
           f"views PSNR {m['views_psnr']:.2f} dB, {m['num_gaussians']} Gaussians; head.glb, report.html")

@@ -55,7 +55,7 @@ class PhotoJobConfig(Checked):
     views: str = "facelift6"  # facelift6 | sphere32 | a camera file
     convention: AlignConvention = AlignConvention.FACELIFT
     resolution: ImageSide = 256  # generated views and training
-    steps: Count = 600
+    steps: Count = 500
     face_points: Count = 8000
     turntable_frames: Count = 24
     clips: tuple[str, ...] = ("builtin:blink", "builtin:smile", "builtin:talk", "builtin:head_turn")
