@@ -147,5 +147,5 @@ def photo(photo: Annotated[str, tyro.conf.Positional, tyro.conf.arg(metavar="PHO
                                        convention=convention, resolution=resolution, steps=steps,
                                        face_points=face_points, overwrite=overwrite))
     m = run.metrics
-    print(f"wrote {run.out} in {m['seconds']['total']:.0f} s: landmarks {m['landmark_median_photo_px']:.2f} px (photo), "
-          f"views PSNR {m['views_psnr']:.2f} dB, {m['num_gaussians']} Gaussians; head.glb, report.html")
+    print(f"wrote {run.out} in {m['seconds']['total']:.0f} s: landmarks {m['landmark_median_photo_px']:.2f} px in the "
+          f"photo, views PSNR {m['views_psnr']:.2f} dB, {m['num_gaussians']} Gaussians; head.glb, report.html")
