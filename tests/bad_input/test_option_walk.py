@@ -88,6 +88,9 @@ RANGES: dict[tuple[str, str], Range] = {
     ("animate", "turn_deg"): Range(lo=0, hi=180),
     ("animate", "distance_m"): POSITIVE,
     ("animate", "fov_deg"): Range(lo=0, hi=180, lo_open=True, hi_open=True),
+    ("photo", "resolution"): SIZE,
+    ("photo", "steps"): COUNT,
+    ("photo", "face_points"): COUNT,
 }
 
 # Every other option at a small valid value, so that nothing slow can start if a refusal is missing.
@@ -110,6 +113,7 @@ BASE: dict[str, list[str]] = {
                "--face-points", "10", "--turntable-frames", "1"],
     "animate": ["{tmp}/missing_avatar", "--clip", "builtin:blink", "--out", "{tmp}/v.mp4", "--resolution", "16",
                 "--frames", "2"],
+    "photo": ["{tmp}/missing.jpg", "--out", "{tmp}/out", "--resolution", "16", "--steps", "1", "--face-points", "10"],
 }
 
 
