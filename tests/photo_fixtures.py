@@ -7,26 +7,15 @@ of tests/test_face_landmarks.py).
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
-import pytest
 from PIL import Image
+from test_face_landmarks import require_mediapipe  # noqa: F401  (re-exported for the photo tests)
 
 ORIENTATION_TAG, EXIF_IFD, FOCAL_35MM_TAG = 0x0112, 0x8769, 0xA405
 # EXIF orientation -> the transpose that stores an upright image so that the tag turns it back upright
 STORE_TRANSPOSE = {3: Image.Transpose.ROTATE_180, 6: Image.Transpose.ROTATE_90, 8: Image.Transpose.ROTATE_270}
-
-
-def require_mediapipe() -> None:
-    try:
-        import mediapipe  # noqa: F401
-    except ImportError as e:
-        reason = f"mediapipe is not installed (pip install 'headforge[face]'): {e}"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"CI=true and the face extra is missing: {reason}")
-        pytest.skip(reason)
 
 
 def astronaut() -> np.ndarray:
