@@ -10,7 +10,9 @@ the photos and the outputs). Every ``headforge photo`` run uses the main job's p
   (``captures.capture.viewing_angles``), composited on a plain grey background and written as a PNG (no EXIF: the
   job's 50 mm focal prior is used, not the true focal). ``headforge photo`` runs on it with each rig, then the avatar
   (its fitted frame: the photo's expression) is rendered from the 31 other cameras and scored against the true
-  renders (on white): PSNR, PSNR inside the true mask, SSIM, grouped by azimuth (front |az| <= 22.5, 45, 90,
+  renders (on white): PSNR, PSNR inside the true mask (the scan's shoulders and chest included, which no rig
+  models), PSNR over the head (the true surface above the fitted rig's neck cut, back-projected from the capture's
+  depth), SSIM, grouped by azimuth (front |az| <= 22.5, 45, 90,
   back > 112.5 degrees); the photo's own camera is scored too (the frame check).
 
   Frames: the avatar lives in the photo camera's world (the rig's head frame found by PnP), the capture in the LPS
@@ -75,7 +77,8 @@ GROUPS = (("front", 0.0, 22.5), ("45", 22.5, 67.5), ("90", 67.5, 112.5), ("back"
 
 
 def load() -> str:
-    return os.getloadavg().__repr__()
+    """The 1, 5 and 15 minute load averages (2 cores: 2.0 is full)."""
+    return " / ".join(f"{x:.2f}" for x in os.getloadavg())
 
 
 REUSE = False  # --reuse: score the outputs already in ../bench_out/photo (times from their metrics.json)
@@ -203,17 +206,33 @@ def _mean(rows: list[dict], key: str) -> float:
     return sum(r[key] for r in rows) / len(rows)
 
 
-def score_views(avatar: Avatar, cap: Capture, cams: Cameras, views: list[int]) -> list[dict]:
+def head_region(cap: Capture, i: int, y_cut: float) -> torch.Tensor:
+    """[H, W] bool: view ``i``'s true surface above ``y_cut`` (capture frame, +y up): the scan without the shoulders
+    and chest that no rig models (back-projected from the capture's depth map)."""
+    depth = cap.load_depth(i)
+    cam = cap.native_cameras[i]
+    H, W = depth.shape
+    v, u = torch.meshgrid(torch.arange(H, dtype=D) + 0.5, torch.arange(W, dtype=D) + 0.5, indexing="ij")
+    x = torch.stack([(u - float(cam.cx[0])) / float(cam.fx[0]) * depth,
+                     (v - float(cam.cy[0])) / float(cam.fy[0]) * depth, depth], -1)  # [H, W, 3] camera
+    w2c = cam.world_to_camera[0].double()
+    world = (x - w2c[:3, 3]) @ w2c[:3, :3]  # R^T (x - t)
+    return (depth > 0) & (world[..., 1] >= y_cut)
+
+
+def score_views(avatar: Avatar, cap: Capture, cams: Cameras, views: list[int], y_cut: float) -> list[dict]:
     rows = []
     angles = viewing_angles(cap.cameras)
     for i in views:
         truth, alpha = on_white(cap, i)
+        head = (head_region(cap, i, y_cut) & (alpha > 0.5)).float()
         with torch.no_grad():
             rgb, _ = render_avatar(avatar, 0, cams[[i]], torch.ones(3))
         pred = rgb.clamp(0, 1).float()
         rows.append({"view": i, "azimuth": float(angles[i, 0]), "elevation": float(angles[i, 1]),
-                     "psnr": float(psnr(pred, truth[None])[0]), "psnr_masked": float(psnr(pred, truth[None],
-                                                                                          alpha[None])[0]),
+                     "psnr": float(psnr(pred, truth[None])[0]),
+                     "psnr_masked": float(psnr(pred, truth[None], alpha[None])[0]),
+                     "psnr_head": float(psnr(pred, truth[None], head[None])[0]),
                      "ssim": float(ssim(pred, truth[None])[0]), "render": pred[0]})
     return rows
 
@@ -243,14 +262,16 @@ def part_lps(rigs: list[str], extra: tuple[str, ...]) -> dict:
         avatar = load_avatar(out)
         s, R, t, notes = capture_from_avatar(avatar, rig, aligned, cap, p)
         cams = cameras_in_avatar_world(cap.cameras, s, R, t)
-        rows = score_views(avatar, cap, cams, [p, *others])
+        verts = world_vertices(rig, avatar.params.frame(0))[0].double()
+        v_cap = (s * verts @ R.T + t).numpy()
+        y_cut = float(v_cap[:, 1].min())  # the rig's neck cut: the scan below it (shoulders, chest) is not scored
+        chin = float(rig_landmarks(rig, torch.from_numpy(v_cap)[None], LandmarkSet.MEDIAPIPE_478)[0][152, 1])
+        rows = score_views(avatar, cap, cams, [p, *others], y_cut)
         write_image(OUT / f"lps_{name}_views.png", torch.cat([
             torch.cat([on_white(cap, r["view"])[0] for r in rows[:16]], 1),
             torch.cat([r["render"] for r in rows[:16]], 1),
             torch.cat([on_white(cap, r["view"])[0] for r in rows[16:]], 1),
             torch.cat([r["render"] for r in rows[16:]], 1)], 0)[::2, ::2].numpy())
-        verts = world_vertices(rig, avatar.params.frame(0))[0].double()
-        v_cap = (s * verts @ R.T + t).numpy()
         chamfer = face_chamfer_mm(rig, torch.from_numpy(v_cap), scan, tree)
         face = rig.region_mask(Region.FACE_SKIN).numpy()
         v_icp = v_cap.copy()
@@ -259,24 +280,24 @@ def part_lps(rigs: list[str], extra: tuple[str, ...]) -> dict:
         lm_photo = m["landmark_median_px"] * aligned.crop.side / aligned.size
         results[name] = {"rows": rows, "chamfer": chamfer, "chamfer_icp": chamfer_icp,
                          "lm_crop": m["landmark_median_px"], "lm_photo": lm_photo, "seconds": m["seconds"],
-                         "wall": wall, "load": before, "frame": notes,
+                         "wall": wall, "load": before, "frame": notes, "cut_cm": 100 * (chin - y_cut),
                          "views_psnr": m["views_psnr"]}
         print(f"[{name}] frames: {', '.join(f'{k} {v:.4g}' for k, v in notes.items())}; photo view PSNR "
-              f"{rows[0]['psnr']:.2f} (masked {rows[0]['psnr_masked']:.2f}); chamfer {chamfer:.2f} mm "
+              f"{rows[0]['psnr']:.2f} (masked {rows[0]['psnr_masked']:.2f}, head {rows[0]['psnr_head']:.2f}); "
+              f"chamfer {chamfer:.2f} mm "
               f"(after ICP {chamfer_icp:.2f}); landmarks {lm_photo:.2f} px; {wall:.0f} s", flush=True)
     print("\n### LPS: the avatar against the true renders of the 31 other sphere32 views (512 px, white background)")
-    print("| rig | views | azimuth group | PSNR dB | PSNR masked dB | SSIM |\n| --- | --- | --- | --- | --- | --- |")
+    print("(masked: inside the true mask, shoulders and chest included; head: the true surface above the rig's neck "
+          "cut, " + ", ".join(f"{n} {r['cut_cm']:.1f} cm below the chin" for n, r in results.items()) + ")")
+    print("| rig | views | azimuth group | PSNR dB | PSNR masked dB | PSNR head dB | SSIM |")
+    print("| --- | --- | --- | --- | --- | --- | --- |")
     for name, r in results.items():
-        photo_row = r["rows"][0]
-        print(f"| {name} | 1 | photo view ({photo_row['azimuth']:+.0f}) | {photo_row['psnr']:.2f} | "
-              f"{photo_row['psnr_masked']:.2f} | {photo_row['ssim']:.4f} |")
-        for label, lo, hi in GROUPS:
-            g = [x for x in r["rows"][1:] if lo <= abs(x["azimuth"]) < hi]
+        groups = [(f"photo view ({r['rows'][0]['azimuth']:+.0f})", r["rows"][:1])]
+        groups += [(label, [x for x in r["rows"][1:] if lo <= abs(x["azimuth"]) < hi]) for label, lo, hi in GROUPS]
+        groups.append(("all 31", r["rows"][1:]))
+        for label, g in groups:
             print(f"| {name} | {len(g)} | {label} | {_mean(g, 'psnr'):.2f} | {_mean(g, 'psnr_masked'):.2f} | "
-                  f"{_mean(g, 'ssim'):.4f} |")
-        g = r["rows"][1:]
-        print(f"| {name} | {len(g)} | all 31 | {_mean(g, 'psnr'):.2f} | {_mean(g, 'psnr_masked'):.2f} | "
-              f"{_mean(g, 'ssim'):.4f} |")
+                  f"{_mean(g, 'psnr_head'):.2f} | {_mean(g, 'ssim'):.4f} |")
     print("\n### LPS: fit geometry, landmarks, time")
     print("| rig | face Chamfer mm (photo camera) | after similarity ICP mm | landmarks median px (crop / photo) | "
           "generated views PSNR | total s | stages s | load before |")
@@ -285,11 +306,11 @@ def part_lps(rigs: list[str], extra: tuple[str, ...]) -> dict:
         stages = ", ".join(f"{k} {v:.0f}" for k, v in r["seconds"].items() if k != "total")
         print(f"| {name} | {r['chamfer']:.2f} | {r['chamfer_icp']:.2f} | {r['lm_crop']:.2f} / {r['lm_photo']:.2f} | "
               f"{r['views_psnr']:.2f} | {r['seconds']['total']:.0f} | {stages} | {r['load']} |")
-    print("\n### per view (PSNR masked dB)\n| view | azimuth | elevation | " + " | ".join(results) + " |")
+    print("\n### per view (PSNR head dB)\n| view | azimuth | elevation | " + " | ".join(results) + " |")
     print("| --- | --- | --- |" + " --- |" * len(results))
     first = next(iter(results.values()))["rows"]
     for k, row in enumerate(first):
-        vals = " | ".join(f"{r['rows'][k]['psnr_masked']:.2f}" for r in results.values())
+        vals = " | ".join(f"{r['rows'][k]['psnr_head']:.2f}" for r in results.values())
         print(f"| {row['view']}{' (photo)' if k == 0 else ''} | {row['azimuth']:+.0f} | {row['elevation']:+.0f} | "
               f"{vals} |")
     return results
