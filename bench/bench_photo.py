@@ -12,8 +12,8 @@ the photos and the outputs). Every ``headforge photo`` run uses the main job's p
   (its fitted frame: the photo's expression) is rendered from the 31 other cameras and scored against the true
   renders (on white): PSNR, PSNR inside the true mask (the scan's shoulders and chest included, which no rig
   models), PSNR over the head (the true surface above the fitted rig's neck cut, back-projected from the capture's
-  depth), SSIM, grouped by azimuth (front |az| <= 22.5, 45, 90,
-  back > 112.5 degrees); the photo's own camera is scored too (the frame check).
+  depth), SSIM, grouped by azimuth (front |az| <= 22.5, 45, 90, back > 112.5 degrees); the photo's own camera is
+  scored too (the frame check). ``--reuse`` scores finished outputs again without rerunning the jobs.
 
   Frames: the avatar lives in the photo camera's world (the rig's head frame found by PnP), the capture in the LPS
   head frame. The avatar's photo camera (``align_photo`` run again on the same file: it is deterministic, checked
