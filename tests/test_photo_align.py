@@ -183,6 +183,20 @@ def test_masks_are_plausible(aligned):
         assert bool((corners == 1).all()) and float(person[:4].max()) == 0.0
 
 
+def test_a_bald_head_has_no_hair(aligned):
+    """The portrait with its hair painted in the face's skin colour: the hair estimate is the scalp, and is dropped;
+    the real hair (another colour) is kept whole."""
+    a = aligned[AlignConvention.FACELIFT]
+    _, hair = pa.face_and_hair_masks(a.landmarks, a.person_mask, a.image)
+    assert torch.equal(hair, a.hair_mask) and int(hair.sum()) > 0.02 * 512 * 512
+    skin = a.image[a.face_mask].median(0).values
+    g = torch.Generator().manual_seed(0)
+    bald = a.image.clone()
+    bald[a.hair_mask] = (skin + 0.02 * torch.randn(int(a.hair_mask.sum()), 3, generator=g)).clamp(0, 1)
+    _, bald_hair = pa.face_and_hair_masks(a.landmarks, a.person_mask, bald)
+    assert int(bald_hair.sum()) < 0.05 * int(a.hair_mask.sum())
+
+
 def test_the_aligned_photo_is_a_one_view_capture(aligned):
     cap = aligned[AlignConvention.FACELIFT].capture()
     assert len(cap) == 1 and cap.images.shape == (1, 512, 512, 4)

@@ -165,7 +165,7 @@ def _hull_mask(points: np.ndarray, size: int) -> np.ndarray:  # [P, 2] headforge
 
 def face_and_hair_masks(landmarks: Tensor, person: Tensor, image: Tensor) -> tuple[Tensor, Tensor]:
     """face_mask, hair_mask [S, S] bool from crop landmarks [478, 2], the person mask [S, S] and the crop
-    [S, S, 3] (module doc)."""
+    [S, S, 3] (module doc); a hair estimate with the face skin's colour is a bald scalp (``_without_bare_skin``)."""
     size = int(person.shape[0])
     lm = landmarks.double().numpy()
     idx = feature_index_sets()
@@ -187,7 +187,20 @@ def face_and_hair_masks(landmarks: Tensor, person: Tensor, image: Tensor) -> tup
         ref = np.median(rgb[top], 0)
         spread = np.quantile(np.linalg.norm(rgb[top] - ref, axis=-1), HAIR_COLOUR_QUANTILE)
         hair |= candidate & (np.linalg.norm(rgb - ref, axis=-1) <= spread)
-    return torch.from_numpy(face), torch.from_numpy(hair)
+    return torch.from_numpy(face), torch.from_numpy(_without_bare_skin(hair, face, image.numpy()))
+
+
+def _without_bare_skin(hair: np.ndarray, face: np.ndarray, rgb: np.ndarray) -> np.ndarray:
+    """A bald or shaved head: when the hair estimate's median colour lies within the face skin's median colour
+    radius, it is skin, and only what differs from the skin more than its 90 % radius stays hair (stubble, dark
+    patches). Hair of any other colour is left as it is."""
+    if face.sum() < HAIR_MIN_PIXELS or hair.sum() < HAIR_MIN_PIXELS:
+        return hair
+    skin = np.median(rgb[face], 0)
+    radius = np.linalg.norm(rgb[face] - skin, axis=-1)
+    if np.linalg.norm(np.median(rgb[hair], 0) - skin) > np.quantile(radius, 0.5):
+        return hair
+    return hair & (np.linalg.norm(rgb - skin, axis=-1) > np.quantile(radius, HAIR_COLOUR_QUANTILE))
 
 
 def _iou(a: Tensor, b: Tensor) -> float:  # boxes [4] (x0, y0, x1, y1)
