@@ -232,6 +232,18 @@ def test_no_face_is_refused(tmp_path, rig):
     assert "plain.png" in str(e.value)
 
 
+def test_a_line_drawing_is_refused(tmp_path, rig):
+    """The portrait as a pen drawing (its edges, black on white): the landmark model finds no face, and says so."""
+    require_mediapipe()
+    from skimage import color, feature
+
+    edges = feature.canny(color.rgb2gray(astronaut()), sigma=2.0)
+    drawing = np.where(edges[..., None], 0, 255).astype(np.uint8).repeat(3, -1)
+    with pytest.raises(InputError, match="drawing") as e:
+        pa.align_photo(write_photo(tmp_path / "drawing.png", drawing), rig)
+    assert "drawing.png" in str(e.value)
+
+
 def test_tiny_face_is_refused(tmp_path, rig):
     require_mediapipe()
     path = write_photo(tmp_path / "tiny.png", shrunk(astronaut(), 0.5))  # her face: ~48 px
