@@ -9,15 +9,15 @@ import sys
 
 import numpy as np
 import pytest
+from gltf_validator import extension_semantic_errors, require_validator, validate_glb
+from photo_fixtures import require_mediapipe
 from PIL import Image
 
-from gltf_validator import extension_semantic_errors, require_validator, validate_glb
 from headforge.cli import main
 from headforge.errors import HeadforgeError
 from headforge.io.glb import load_glb
 from headforge.pipeline.photo_job import PhotoJobConfig, run_photo_job
 from headforge.representations.rig.arkit import ARKIT_NAMES
-from photo_fixtures import require_mediapipe
 
 SMALL = ["--resolution", "48", "--steps", "12", "--face-points", "400"]
 
