@@ -30,8 +30,6 @@ from typing import Annotated
 
 import annotated_types as at
 import numpy as np
-import scipy.sparse as sp
-import scipy.sparse.linalg as spla
 import torch
 from torch import Tensor
 
@@ -47,6 +45,7 @@ from headforge.stages.avatar_init import sample_triangles
 from headforge.stages.photo_types import AlignedPhoto
 from headforge.stages.rig_evaluate import drawn_faces
 from headforge.stages.rig_params import RigParams, world_vertices
+from headforge.stages.texture_complete import screened_poisson
 from headforge.validation import Checked, Fraction, NonNegative, Positive
 
 __all__ = ["HairObservations", "PhotoHairConfig", "empty_bound_splats", "hair_observations", "photo_hair"]
@@ -97,29 +96,9 @@ def _harmonic(edges: np.ndarray, n: int, observed: np.ndarray, values: np.ndarra
               screen: float) -> np.ndarray:
     """Screened harmonic interpolation on a graph: observed values fixed, the rest solve L f + screen (f - default)
     = 0 (L the graph Laplacian, edges [E, 2] each once)."""
-    free = np.flatnonzero(~observed)
-    out = np.where(observed, values, default).astype(np.float64)
-    if len(free) == 0:
-        return out
-    pos = np.full(n, -1, np.int64)
-    pos[free] = np.arange(len(free))
-    diag = np.full(len(free), screen)
-    rhs = np.full(len(free), screen * default)
-    rows, cols = [], []
-    for p, q in ((edges[:, 0], edges[:, 1]), (edges[:, 1], edges[:, 0])):
-        fp = pos[p] >= 0
-        np.add.at(diag, pos[p[fp]], 1.0)
-        coupled = fp & (pos[q] >= 0)
-        rows.append(pos[p[coupled]])
-        cols.append(pos[q[coupled]])
-        kq = fp & (pos[q] < 0)
-        np.add.at(rhs, pos[p[kq]], out[q[kq]])
-    r, c = np.concatenate(rows), np.concatenate(cols)
-    m = len(free)
-    A = sp.csc_matrix((np.concatenate([diag, -np.ones(len(r))]),
-                       (np.concatenate([np.arange(m), r]), np.concatenate([np.arange(m), c]))), (m, m))
-    out[free] = spla.spsolve(A, rhs)
-    return out
+    known = np.where(observed, values, default).astype(np.float64)[:, None]
+    return screened_poisson(edges[:, 0], edges[:, 1], observed, known, None, np.full((n, 1), float(default)),
+                            screen)[:, 0]
 
 
 def _render_depth(rig: HeadRig, verts: Tensor, photo: AlignedPhoto) -> Tensor:  # -> [H, W] camera z, 0 = empty

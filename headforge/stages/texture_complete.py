@@ -123,6 +123,38 @@ def _neighbour_pairs(size: int, texel: Tensor) -> tuple[np.ndarray, np.ndarray]:
     return a[keep], b[keep]
 
 
+def screened_poisson(a: np.ndarray, b: np.ndarray, fixed: np.ndarray, known: np.ndarray, diff: np.ndarray | None,
+                     anchor: np.ndarray, screen: float) -> np.ndarray:
+    """Screened Poisson on a graph -> f [N, C] float64. Edges (a [E], b [E]) each once; nodes with ``fixed`` [N]
+    keep ``known`` [N, C]; the others solve sum over their edges of (f_p - f_q - g_pq) + screen (f_p - anchor_p) = 0,
+    where g_ab = ``diff`` [E, C] (f_a - f_b should equal it; None: 0, the screened harmonic case) and g_ba = -g_ab."""
+    out = known.astype(np.float64, copy=True)
+    free = np.flatnonzero(~fixed)
+    if len(free) == 0:
+        return out
+    pos = np.full(len(fixed), -1, np.int64)
+    pos[free] = np.arange(len(free))
+    n = len(free)
+    diag = np.full(n, screen)
+    rhs = screen * anchor[free].astype(np.float64)
+    rows, cols = [], []
+    for p, q, sign in ((a, b, 1.0), (b, a, -1.0)):  # the equation of p gets (f_p - f_q) = sign * g
+        fp = pos[p] >= 0
+        np.add.at(diag, pos[p[fp]], 1.0)
+        if diff is not None:
+            np.add.at(rhs, pos[p[fp]], sign * diff[fp])
+        coupled = fp & (pos[q] >= 0)
+        rows.append(pos[p[coupled]])
+        cols.append(pos[q[coupled]])
+        known_q = fp & (pos[q] < 0)
+        np.add.at(rhs, pos[p[known_q]], out[q[known_q]])
+    r, c = np.concatenate(rows), np.concatenate(cols)
+    A = sp.csc_matrix((np.concatenate([diag, -np.ones(len(r))]), (np.concatenate([np.arange(n), r]),
+                                                                   np.concatenate([np.arange(n), c]))), (n, n))
+    out[free] = spla.splu(A).solve(rhs)
+    return out
+
+
 def poisson_fill(size: int, texel: Tensor, fixed: Tensor, known: Tensor, guidance: Tensor, use_first: Tensor,
                  second: Tensor, anchor: Tensor, screen: float) -> Tensor:
     """Screened Poisson on the covered texels (``texel`` [M] row-major in [size, size]) -> f [M, 3] float64.
@@ -133,32 +165,8 @@ def poisson_fill(size: int, texel: Tensor, fixed: Tensor, known: Tensor, guidanc
     first, g1, g2 = use_first.numpy(), guidance.double().numpy(), second.double().numpy()
     both = (first[a] & first[b])[:, None]
     g = np.where(both, g1[a] - g1[b], g2[a] - g2[b])  # [E, 3]: f_a - f_b should equal this
-    fx = fixed.numpy()
-    free = np.flatnonzero(~fx)
-    M = len(texel)
-    out = known.double().numpy().copy()
-    if len(free) == 0:
-        return torch.from_numpy(out)
-    pos = np.full(M, -1, np.int64)
-    pos[free] = np.arange(len(free))
-    n = len(free)
-    diag = np.full(n, screen)
-    rhs = screen * anchor.double().numpy()[free]
-    rows, cols = [], []
-    for p, q, sign in ((a, b, 1.0), (b, a, -1.0)):  # the equation of p gets (f_p - f_q) = sign * g
-        fp = pos[p] >= 0
-        np.add.at(diag, pos[p[fp]], 1.0)
-        np.add.at(rhs, pos[p[fp]], sign * g[fp])
-        coupled = fp & (pos[q] >= 0)
-        rows.append(pos[p[coupled]])
-        cols.append(pos[q[coupled]])
-        known_q = fp & (pos[q] < 0)
-        np.add.at(rhs, pos[p[known_q]], out[q[known_q]])
-    r, c = np.concatenate(rows), np.concatenate(cols)
-    A = sp.csc_matrix((np.concatenate([diag, -np.ones(len(r))]), (np.concatenate([np.arange(n), r]),
-                                                                   np.concatenate([np.arange(n), c]))), (n, n))
-    out[free] = spla.splu(A).solve(rhs)
-    return torch.from_numpy(out)
+    return torch.from_numpy(screened_poisson(a, b, fixed.numpy(), known.double().numpy(), g,
+                                             anchor.double().numpy(), screen))
 
 
 # ------------------------------------------------------------------------------------------ the stage
