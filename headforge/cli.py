@@ -1,13 +1,14 @@
 """Command line: ``headforge run | extract-mesh | inspect | rig-sheet`` here; render-capture, reconstruct and fit-rig in
 ``cli_capture.py``, avatar and photo commands in ``cli_avatar.py``, export and report in ``cli_export.py``, batch in
-``batch/command.py``. A user error
-(:class:`HeadforgeError`) prints one clear message and exits 2; nothing that looks complete is left behind (every
-writer stages its output and renames it at the end). Closed sets are StrEnums, spelled by value (``--rig sphere32``).
+``batch/command.py``. A user error (:class:`HeadforgeError`) prints one clear message and exits 2; nothing that looks
+complete is left behind (every writer stages its output and renames it at the end). Closed sets are StrEnums, spelled
+by value (``--rig sphere32``).
 
-Exit status: 0 done; 2 a user error; 3 a batch finished with failed items; 1 a bug (``headforge: internal error: ...`` and where to report it; the
-traceback with ``--debug`` or ``HEADFORGE_DEBUG=1``); 130 / 143 training stopped by SIGINT / SIGTERM, with
-a checkpoint and the command that continues it (elsewhere ctrl-C / SIGTERM exit 130 / 143 with one line, after
-the staging folders and the output lock are cleaned up). Global options: ``--threads N``, ``--debug``, ``--version``.
+Exit status: 0 done; 2 a user error; 3 a batch finished with failed items (each reported); 1 a bug (``headforge:
+internal error: ...`` and where to report it; the traceback with ``--debug`` or ``HEADFORGE_DEBUG=1``); 130 / 143
+training stopped by SIGINT / SIGTERM, with a checkpoint and the command that continues it (elsewhere ctrl-C / SIGTERM
+exit 130 / 143 with one line, after the staging folders and the output lock are cleaned up). Global options:
+``--threads N``, ``--debug``, ``--version``.
 """
 
 from __future__ import annotations
