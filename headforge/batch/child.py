@@ -183,7 +183,8 @@ def run(spec: AttemptSpec) -> int:
                 kwargs = dict(typed_options(job.kind, spec.options), out=spec.output, overwrite=spec.overwrite)
                 if job.resumable:
                     kwargs["resume"] = spec.resume
-                checked_command(job.command)(spec.input, **kwargs)
+                given = Path(spec.input) if job.input_is_path else spec.input
+                checked_command(job.command)(given, **kwargs)
             final = finish(spec, record)
         except Interrupted as stopped:
             code, kind, error = 128 + stopped.signum, FailureKind.INTERRUPTED, stopped

@@ -202,6 +202,7 @@ def run_items(manifest: Manifest, out: Path, executor: Executor, options: BatchO
             progress.retrying = len(queue) - sum(1 for q in queue if q.retries_used == 0)
             for fin in executor.wait(0.5):
                 q = in_flight.pop(fin.spec.id)
+                progress.running = len(in_flight)
                 record = _record_of(fin)
                 records[fin.spec.id] = record
                 _account(record, q, queue, options, progress)

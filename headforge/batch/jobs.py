@@ -86,7 +86,7 @@ JOBS: dict[JobKind, JobSpec] = {spec.kind: spec for spec in (
             renders=(), links=(("glb", "*.glb"), ("vrm", "*.vrm"), ("spz", "*.spz")), metrics_file="export.json",
             headline=("kind", "seconds")),
     JobSpec(JobKind.RENDER_CAPTURE, render_capture, "mesh_or_rig", resumable=False, last_file=None,
-            renders=("images/*.png", "*/images/*.png", "images/*/*.png"), input_is_path=False,
+            renders=("images/*.png", "timesteps/*/images/*.png", "images/*/*.png"), input_is_path=False,
             links=(("cameras", "transforms.json"),), metrics_file=""),
 )}
 

@@ -1,8 +1,8 @@
 """The live progress display of a batch: items done / failed / running / waiting and an ETA.
 
 On a terminal one status line is redrawn in place (at most every ``refresh`` seconds) and each finished item is
-printed above it; elsewhere (a log file, CI) each event is one line. The ETA divides the items left by the rate
-of this run's finished items (items reused from an earlier run are not counted in the rate).
+printed above it; elsewhere (a log file, CI) each event is one line with the counts. The ETA divides the items left
+by the rate of this run's finished items (items reused from an earlier run are not counted in the rate).
 """
 
 from __future__ import annotations
@@ -47,11 +47,12 @@ class Progress:
                 f"failed; {self.running} running{retry}, {waiting} waiting{eta}")
 
     def event(self, text: str) -> None:
-        """One finished (or retried) item: printed above the status line."""
-        if self.tty:
-            self.stream.write("\r" + " " * self._width + "\r")
-        self.stream.write(text + "\n")
-        self._drawn = 0.0
+        """One finished (or retried) item: printed above the status line (elsewhere: with it, one line)."""
+        if not self.tty:
+            self.stream.write(f"{text}  [{self.line()}]\n")
+            self.stream.flush()
+            return
+        self.stream.write("\r" + " " * self._width + "\r" + text + "\n")
         self.draw(force=True)
 
     def draw(self, force: bool = False) -> None:
@@ -64,8 +65,6 @@ class Progress:
             pad = max(0, self._width - len(text))
             self.stream.write("\r" + text + " " * pad)
             self._width = len(text)
-        elif force:
-            self.stream.write(text + "\n")
         self.stream.flush()
 
     def close(self) -> None:
