@@ -40,8 +40,14 @@ POLL_SECONDS = 0.25
 LOG_TAIL = 1500
 
 
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder holding this headforge package
+
+
 def child_environment(threads: int) -> dict[str, str]:
+    """The child's environment: its thread count, our pid (``die_with_parent``), and this headforge first on the
+    path (the child runs the same code as the driver, even when another copy is installed)."""
     env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([str(PACKAGE_ROOT), *filter(None, [env.get("PYTHONPATH")])])
     env["HEADFORGE_THREADS"] = env["OMP_NUM_THREADS"] = str(threads)
     env["MKL_NUM_THREADS"] = str(threads)
     env[PARENT_ENV] = str(os.getpid())

@@ -91,6 +91,11 @@ RANGES: dict[tuple[str, str], Range] = {
     ("photo", "resolution"): SIZE,
     ("photo", "steps"): COUNT,
     ("photo", "face_points"): COUNT,
+    ("batch", "workers"): COUNT,
+    ("batch", "retries"): Range(lo=0),  # 0: no retry
+    ("batch", "timeout"): POSITIVE,
+    ("batch", "threads"): COUNT,
+    ("batch", "backoff"): POSITIVE,
 }
 
 # Every other option at a small valid value, so that nothing slow can start if a refusal is missing.
@@ -114,6 +119,7 @@ BASE: dict[str, list[str]] = {
     "animate": ["{tmp}/missing_avatar", "--clip", "builtin:blink", "--out", "{tmp}/v.mp4", "--resolution", "16",
                 "--frames", "2"],
     "photo": ["{tmp}/missing.jpg", "--out", "{tmp}/out", "--resolution", "16", "--steps", "1", "--face-points", "10"],
+    "batch": ["{tmp}/missing.jsonl", "--out", "{tmp}/out", "--workers", "1", "--retries", "0", "--timeout", "5"],
 }
 
 
