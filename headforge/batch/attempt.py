@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -76,15 +77,34 @@ def _log_tail(path: Path) -> str:
     return text[-LOG_TAIL:].strip()
 
 
+def remove_leftovers(folder: Path) -> list[Path]:
+    """Staging entries (``*.partial-*``, headforge/atomic.py) a killed attempt left in the item folder and its output;
+    no other process writes there (the batch holds its lock and runs one attempt of an item at a time)."""
+    found = [p for p in folder.glob("output.partial-*")]
+    output = folder / "output"
+    if output.is_dir():
+        found += [p for p in output.rglob("*.partial-*") if ".partial-" in p.name]
+    found = [p for p in found if not any(q in p.parents for q in found)]
+    for path in found:
+        if path.is_dir() and not path.is_symlink():
+            shutil.rmtree(path)
+        else:
+            path.unlink(missing_ok=True)
+    return found
+
+
 def run_attempt(spec: AttemptSpec, cancel: threading.Event | None = None, grace: float = GRACE_SECONDS) -> dict:
     """Run the attempt to its end; returns the item's final record (``ItemRecord.to_json()``)."""
     folder = spec.folder
     folder.mkdir(parents=True, exist_ok=True)
+    leftovers = remove_leftovers(folder)
     (folder / ATTEMPT_FILE).write_text(json.dumps(spec.to_json(), indent=2))
     log = folder / "log.txt"
     start = time.perf_counter()
     with open(log, "ab") as sink:
         sink.write(f"\n=== attempt {spec.attempt} on {host()} at {now()} ===\n".encode())
+        for path in leftovers:
+            sink.write(f"removed {path.relative_to(folder)}, left by an attempt that was killed\n".encode())
         sink.flush()
         proc = subprocess.Popen([sys.executable, "-m", "headforge.batch.child", str(folder / ATTEMPT_FILE)],
                                 cwd=spec.base, env=child_environment(spec.threads), stdout=sink,
