@@ -251,3 +251,15 @@ def test_page_in_chromium(batch_dir, tmp_path):
     expected = [{"src": f"items/{rel}", "row": rel.split("/")[0], "width": w, "height": h}
                 for rel, (w, h) in THUMB_SIZES.items()]
     assert result["images"] == expected
+
+
+def test_browser_missing_skips_or_fails_under_ci(monkeypatch, tmp_path):
+    import browser_support
+
+    monkeypatch.setattr(browser_support, "CHROMIUM", tmp_path / "no-chromium")
+    monkeypatch.delenv("CI", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="no-chromium is missing"):
+        require_browser("the batch index page")
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true and the batch index page cannot be checked"):
+        require_browser("the batch index page")
