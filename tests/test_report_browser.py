@@ -13,13 +13,14 @@ CI=true, where it fails (the pattern of tests/gltf_validator.py).
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 from pathlib import Path
 
 import numpy as np
 import pytest
+from browser_support import CHROMIUM, CLIENTS, PLAYWRIGHT, REPO
+from browser_support import require_browser as require_chromium
 from export_fixtures import small_export_head
 from PIL import Image
 from report_fixtures import head_glb, make_run, target_points
@@ -32,38 +33,16 @@ from headforge.stages.rig_export import build_rigged_glb
 from headforge.stages.rig_export_parts import HEAD_MESH
 from headforge.viz.report_html import CDN_BASE, CDN_INTEGRITY
 
-REPO = Path(__file__).resolve().parents[1]
-CLIENTS = REPO / ".cache" / "clients"
-PLAYWRIGHT = CLIENTS / "node_modules" / "playwright-core"
 THREE = CLIENTS / "node_modules" / "three"
 BUNDLE = CLIENTS / "viewer" / "three_bundle.js"
-CHROMIUM = Path("/usr/bin/chromium")
 SCRIPT = REPO / "tests" / "browser" / "report_check.mjs"
-INSTALL = "tools/install_clients.sh"
 TARGET = "jawOpen"
 CHANGED = 12  # a pixel changed when a channel moved by more than this (of 255): beyond rasterisation noise
 MARGIN = 6  # px around the projected moving vertices (triangles beside them stretch a little)
 
 
-def missing_reason() -> str | None:
-    if shutil.which("node") is None:
-        return "node is not installed (playwright-core runs on node)"
-    if not os.access(CHROMIUM, os.X_OK):
-        return f"{CHROMIUM} is missing (apt-get install chromium, or run {INSTALL})"
-    for path, what in ((PLAYWRIGHT / "package.json", "playwright-core"), (THREE / "package.json", "three"),
-                       (BUNDLE, "the three.js bundle")):
-        if not path.is_file():
-            return f"{what} is not installed in {CLIENTS} (run {INSTALL})"
-    return None
-
-
 def require_browser() -> None:
-    reason = missing_reason()
-    if reason is None:
-        return
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"CI=true and the report cannot be checked in Chromium: {reason}")
-    pytest.skip(reason)
+    require_chromium("the report", extra=((THREE / "package.json", "three"), (BUNDLE, "the three.js bundle")))
 
 
 def run_page(html: Path, out: Path, *, node: str, points: np.ndarray, clip: str | None,
