@@ -46,6 +46,7 @@ from headforge.batch.records import (
     write_record,
 )
 from headforge.errors import HeadforgeError, InputError
+from headforge.validation import Checked, Count, NonNegativeInt, Seconds
 
 OWNER = "batch_owner.json"
 MAX_BACKOFF = 300.0
@@ -138,11 +139,13 @@ def _timestamp(text: str) -> float:
 
 
 @dataclass(frozen=True)
-class BatchOptions:
-    retries: int = 2
-    timeout: float | None = None
-    backoff: float = 5.0
-    threads: int = 1
+class BatchOptions(Checked):
+    """How the driver runs attempts (``headforge batch``'s options)."""
+
+    retries: NonNegativeInt = 2  # retries of a crashed item (or one whose worker was lost)
+    timeout: Seconds | None = None  # per item, unless the item gives its own
+    backoff: Seconds = 5.0  # before the first retry; doubled for each further one
+    threads: Count = 1  # per item
 
 
 @dataclass(frozen=True)
