@@ -134,8 +134,8 @@ def input_picture(spec: AttemptSpec) -> Path | None:
     if path.is_file():
         return path
     if path.is_dir():
-        globs = ("images/*.png", "images/*.jpg", "*/images/*.png", "images/*/*.png", "*.png", "*.jpg",
-                 "turntable.gif", "renders/*.png")
+        globs = ("images/*.png", "images/*.jpg", "*/images/*.png", "timesteps/*/images/*.png", "images/*/*.png",
+                 "*.png", "*.jpg", "turntable.gif", "renders/*.png")
         return first_match(path, globs)
     return None
 
@@ -162,6 +162,9 @@ def finish(spec: AttemptSpec, record: ItemRecord) -> ItemRecord:
             outputs[label] = hit.relative_to(spec.folder).as_posix()
     outputs["output"] = "output"
     outputs.update({k: v for k, v in record.outputs.items() if k == "input_thumb"})
+    if "input_thumb" not in outputs and (spec.output / "input.png").is_file():  # a built-in photo, as the job read it
+        if thumbnail(spec.output / "input.png", thumbs / "input.png"):
+            outputs["input_thumb"] = "thumbs/input.png"
     return replace(record, state=ItemState.DONE, finished=now(), heartbeat=None, outputs=outputs,
                    metrics=headline_metrics(job, spec.output), notes=tuple(notes))
 
