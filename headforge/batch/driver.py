@@ -10,7 +10,7 @@ Per item, from its record (``records.py``) and its key:
 | running / interrupted, same key          | continued: ``--resume`` from its checkpoint, or only finished |
 |                                          | when the job's last file is there; else run again             |
 | failed (input error), same key           | reported again without running (the same input fails again)   |
-| failed (crash, lost, timeout), same key  | run again (``--resume`` only)                                 |
+| failed (crash, lost, timeout), same key  | run again (from its checkpoint when it has one)               |
 | any, other key (config or input changed) | redone (``--overwrite``: the old output stays until replaced) |
 | none                                     | run                                                           |
 """
@@ -122,13 +122,13 @@ def plan_item(out: Path, manifest: Manifest, item: BatchItem) -> Plan:
             return Plan(item, key, reused=record)
         if record.state is ItemState.FAILED and record.error is not None and record.error.kind is FailureKind.INPUT:
             return Plan(item, key, reused=record)
+        last = output / job.last_file if job.last_file else output
         if record.state is ItemState.RUNNING or (record.error and record.error.kind is FailureKind.INTERRUPTED):
-            last = output / job.last_file if job.last_file else output
             if record.started and last.exists() and last.stat().st_mtime >= _timestamp(record.started):
                 return Plan(item, key, finish_only=True)
-            checkpoints = output / "checkpoints"
-            if job.resumable and checkpoints.is_dir() and any(checkpoints.iterdir()):
-                return Plan(item, key, resume=True)
+        checkpoints = output / "checkpoints"  # interrupted, timed out or crashed in training: continue
+        if job.resumable and checkpoints.is_dir() and any(checkpoints.glob("*.pt")) and not last.exists():
+            return Plan(item, key, resume=True)
     return Plan(item, key, overwrite=output.exists())
 
 
@@ -265,7 +265,7 @@ def _spec(manifest: Manifest, out: Path, q: Queued, options: BatchOptions) -> At
     resume = q.plan.resume
     if q.retries_used and JOBS[item.job].resumable:
         checkpoints = output / "checkpoints"
-        resume = checkpoints.is_dir() and any(checkpoints.iterdir()) and not (output / "metrics.json").exists()
+        resume = checkpoints.is_dir() and any(checkpoints.glob("*.pt")) and not (output / "metrics.json").exists()
     return AttemptSpec(
         id=item.id, job=item.job.value, input=item.input,
         input_path=None if is_builtin_input(item) else str(input_path(manifest, item)),
