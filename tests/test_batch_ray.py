@@ -262,6 +262,34 @@ def test_a_killed_ray_worker_is_retried_and_takes_its_item_with_it(cluster, tmp_
     assert json.loads((out / "batch.json").read_text())["items"][0]["attempt"] == 2
 
 
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to watch the item's process")
+def test_ctrl_c_stops_the_ray_tasks_and_resume_finishes_the_batch(cluster, tmp_path):
+    address, env = cluster
+    manifest = _manifest(tmp_path / "work", [{"id": "slow", **SLOW}])
+    out = tmp_path / "out"
+    proc = subprocess.Popen(_batch_command(manifest, out, "--ray", address), cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        child = _wait_running(out / "items" / "slow" / "status.json", proc)["pid"]
+        proc.send_signal(signal.SIGINT)
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.communicate()
+        _stop_session(proc.pid)
+    assert proc.returncode == 130, stdout + stderr
+    assert "continue with --resume" in stdout
+    assert _gone(child), "the item's process outlived the stopped batch"
+    assert _status(out, "slow")["state"] != "done"
+
+    result = _run(_batch_command(manifest, out, "--ray", address, "--resume"), env)
+    assert result.returncode == 0, result.stdout + result.stderr
+    record = _status(out, "slow")
+    assert record["state"] == "done" and record["attempt"] == 2
+    assert _views(out / "items" / "slow" / "output") == SLOW["num_views"]
+
+
 def test_a_wrong_address_is_a_clear_error(cluster, tmp_path):
     _, env = cluster
     closed = f"127.0.0.1:{_free_port()}"  # nothing listens there
@@ -271,6 +299,18 @@ def test_a_wrong_address_is_a_clear_error(cluster, tmp_path):
     assert result.returncode == 2, result.stdout + result.stderr
     assert f"no Ray cluster answers at {closed}" in result.stderr
     assert "ray start --head" in result.stderr  # the fix
+    assert not (out / "items").exists()
+
+
+def test_a_cluster_that_refuses_to_be_joined_is_a_clear_error(cluster, tmp_path):
+    address, env = cluster
+    without_token = {k: v for k, v in env.items() if k != "RAY_AUTH_MODE"}  # the head asks for its token
+    manifest = _manifest(tmp_path / "work", [{"id": "a", **QUICK}])
+    out = tmp_path / "out"
+    result = _run(_batch_command(manifest, out, "--ray", address), without_token)  # Ray retries for ~20 s
+    assert result.returncode == 2, result.stdout + result.stderr  # not an internal error (1)
+    assert f"cannot join the Ray cluster at {address}" in result.stderr
+    assert "RAY_AUTH_MODE=token" in result.stderr  # the fix
     assert not (out / "items").exists()
 
 

@@ -1,5 +1,8 @@
-"""Attempts as Ray tasks (``pip install 'headforge[dist]'``): ``--ray auto`` starts a local Ray cluster on this
-machine, ``--ray HOST:PORT`` (or ``ray://HOST:PORT``) joins a running one (``ray start --head`` on the head node).
+"""Attempts as Ray tasks (``pip install 'headforge[dist]'``): ``--ray auto`` starts a new local Ray cluster on this
+machine (stopped with the batch), ``--ray HOST:PORT`` (or ``ray://HOST:PORT``) joins a running one (``ray start
+--head`` on the head node). A cluster with token authentication (Ray's default when ``~/.ray/auth_token`` exists)
+is joined only with ``RAY_AUTH_MODE=token`` and its token (``RAY_AUTH_TOKEN`` or ``~/.ray/auth_token``); a cluster
+that refuses to be joined is an error naming the address and that fix.
 
 Each attempt is one task (``max_calls=1``: a fresh worker process per item, so one item's memory or threads never
 leak into the next; ``max_retries=0``: retries are the batch's, with its backoff and record). A task asks for the
@@ -62,8 +65,10 @@ def probe(address: str, seconds: float = PROBE_SECONDS) -> None:
 
 
 def _first_line(error: BaseException) -> str:
+    """``Class: first line`` of an error and of the error it was raised from (Ray wraps the reason)."""
     text = str(error).strip()
-    return f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+    line = f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+    return line if error.__cause__ is None else f"{line} ({_first_line(error.__cause__)})"
 
 
 @dataclass
@@ -89,6 +94,7 @@ class RayExecutor:
             try:
                 ray.init(address=address, log_to_driver=False, configure_logging=False)
             except (ConnectionError, RuntimeError) as error:  # Ray's AuthenticationError is a RuntimeError
+                ray.shutdown()
                 raise InputError(f"cannot join the Ray cluster at {address}: {_first_line(error)}",
                                  fix=JOIN_FIX) from None
         nodes = [n for n in ray.nodes() if n.get("Alive")]
