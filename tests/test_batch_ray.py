@@ -1,6 +1,7 @@
 """``headforge batch --ray`` on a real Ray cluster: a head node with 2 CPUs started here (``ray start --head``, its
-own temp folder, ports and token), items run as Ray tasks, a Ray worker killed mid-item, a wrong address, a GPU item
-on a CPU-only cluster, and ``--ray auto`` (a local cluster started by ``ray.init``).
+own temp folder, ports and token), items run as Ray tasks, a Ray worker killed mid-item, a wrong address, a cluster
+that refuses to be joined (no token), a GPU item on a CPU-only cluster, and ``--ray auto`` (a local cluster started
+by ``ray.init``).
 
 Skipped when Ray is not installed (``pip install 'headforge[dist]'``), except under ``CI=true`` where it fails: CI
 installs the ``dist`` extra and never skips these silently. Every batch runs as ``python -m headforge.cli`` from
@@ -260,34 +261,6 @@ def test_a_killed_ray_worker_is_retried_and_takes_its_item_with_it(cluster, tmp_
                       ("start", 2, "running", None), ("end", 2, "done", None)]
     assert _views(out / "items" / "slow" / "output") == SLOW["num_views"]
     assert json.loads((out / "batch.json").read_text())["items"][0]["attempt"] == 2
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc to watch the item's process")
-def test_ctrl_c_stops_the_ray_tasks_and_resume_finishes_the_batch(cluster, tmp_path):
-    address, env = cluster
-    manifest = _manifest(tmp_path / "work", [{"id": "slow", **SLOW}])
-    out = tmp_path / "out"
-    proc = subprocess.Popen(_batch_command(manifest, out, "--ray", address), cwd=ROOT, env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    try:
-        child = _wait_running(out / "items" / "slow" / "status.json", proc)["pid"]
-        proc.send_signal(signal.SIGINT)
-        stdout, stderr = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate()
-        _stop_session(proc.pid)
-    assert proc.returncode == 130, stdout + stderr
-    assert "continue with --resume" in stdout
-    assert _gone(child), "the item's process outlived the stopped batch"
-    assert _status(out, "slow")["state"] != "done"
-
-    result = _run(_batch_command(manifest, out, "--ray", address, "--resume"), env)
-    assert result.returncode == 0, result.stdout + result.stderr
-    record = _status(out, "slow")
-    assert record["state"] == "done" and record["attempt"] == 2
-    assert _views(out / "items" / "slow" / "output") == SLOW["num_views"]
 
 
 def test_a_wrong_address_is_a_clear_error(cluster, tmp_path):
