@@ -1,5 +1,8 @@
-"""Attempts as Ray tasks (``pip install 'headforge[dist]'``): ``--ray auto`` starts a local Ray cluster on this
-machine, ``--ray HOST:PORT`` (or ``ray://HOST:PORT``) joins a running one (``ray start --head`` on the head node).
+"""Attempts as Ray tasks (``pip install 'headforge[dist]'``): ``--ray auto`` starts a new local Ray cluster on this
+machine (stopped with the batch), ``--ray HOST:PORT`` (or ``ray://HOST:PORT``) joins a running one (``ray start
+--head`` on the head node). A cluster with token authentication (Ray's default when ``~/.ray/auth_token`` exists)
+is joined only with ``RAY_AUTH_MODE=token`` and its token (``RAY_AUTH_TOKEN`` or ``~/.ray/auth_token``); a cluster
+that refuses to be joined is an error naming the address and that fix.
 
 Each attempt is one task (``max_calls=1``: a fresh worker process per item, so one item's memory or threads never
 leak into the next; ``max_retries=0``: retries are the batch's, with its backoff and record). A task asks for the
@@ -26,6 +29,10 @@ from headforge.batch.records import FailureKind
 from headforge.errors import InputError
 
 PROBE_SECONDS = 5.0
+JOIN_FIX = ("check that the address is the head node's GCS address (`ray status` on the head prints it) and that "
+            "this Ray is the cluster's version; a cluster with token authentication (a token in ~/.ray/auth_token "
+            "when `ray start` ran) needs RAY_AUTH_MODE=token here, with its token in RAY_AUTH_TOKEN or "
+            "~/.ray/auth_token")
 LOST_AFTER = 120.0  # past the item's timeout + grace, the driver cancels the task itself
 
 
@@ -57,6 +64,13 @@ def probe(address: str, seconds: float = PROBE_SECONDS) -> None:
                              "and the firewall, or use --ray auto for a local cluster") from None
 
 
+def _first_line(error: BaseException) -> str:
+    """``Class: first line`` of an error and of the error it was raised from (Ray wraps the reason)."""
+    text = str(error).strip()
+    line = f"{type(error).__name__}: {text.splitlines()[0]}" if text else type(error).__name__
+    return line if error.__cause__ is None else f"{line} ({_first_line(error.__cause__)})"
+
+
 @dataclass
 class _Task:
     spec: AttemptSpec
@@ -71,10 +85,18 @@ class RayExecutor:
         self.address = address
         self.threads = threads
         if address == "auto":
-            ray.init(num_cpus=local_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False)
+            # "local": always a new cluster (None would join one that `ray start` left on this machine, and then
+            # refuse num_cpus)
+            ray.init(address="local", num_cpus=local_cpus, include_dashboard=False, log_to_driver=False,
+                     configure_logging=False)
         else:
             probe(address)
-            ray.init(address=address, log_to_driver=False, configure_logging=False)
+            try:
+                ray.init(address=address, log_to_driver=False, configure_logging=False)
+            except (ConnectionError, RuntimeError) as error:  # Ray's AuthenticationError is a RuntimeError
+                ray.shutdown()
+                raise InputError(f"cannot join the Ray cluster at {address}: {_first_line(error)}",
+                                 fix=JOIN_FIX) from None
         nodes = [n for n in ray.nodes() if n.get("Alive")]
         self.node_cpus = max((n["Resources"].get("CPU", 0.0) for n in nodes), default=0.0)
         total = ray.cluster_resources()
