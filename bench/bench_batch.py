@@ -14,8 +14,8 @@ export items, and six broken inputs.
   number of attempts per item that ran to a successful end (must be at most 1).
 * **throughput**: the 18 good items with ``--workers 1``, ``--workers 2`` and ``--ray auto`` (a local Ray cluster of
   the machine's cores, one thread per item), each into a fresh folder, one after the other: items per hour and the
-  ratios. Then 8 rig renders with 1 item at a time locally (``--workers 1 --threads 2``) and on the local Ray
-  cluster (``--threads 2``: one task at a time), and the per-item overhead of the Ray path (the wall-time difference
+  ratios. Then 8 rig renders with 1 item at a time locally (``--workers 1 --item-threads 2``) and on the local Ray
+  cluster (``--item-threads 2``: one task at a time), and the per-item overhead of the Ray path (the wall-time difference
   divided by the items, the cluster's start included and also given apart).
 """
 
@@ -201,8 +201,8 @@ def part_throughput(work: Path) -> None:
     small = write_manifest(inputs / "renders8.jsonl", [
         {"id": f"r{k}", "input": "builtin", "job": "render-capture", "rig": "ring", "num_views": 4, "resolution": 64}
         for k in range(8)])
-    local_wall, local = timed_batch(small, work / "renders8_local", "--workers", "1", "--threads", "2")
-    ray_wall, ray = timed_batch(small, work / "renders8_ray", "--ray", "auto", "--threads", "2")
+    local_wall, local = timed_batch(small, work / "renders8_local", "--workers", "1", "--item-threads", "2")
+    ray_wall, ray = timed_batch(small, work / "renders8_ray", "--ray", "auto", "--item-threads", "2")
     start = statistics.median(ray_start_seconds() for _ in range(3))
     per_local = statistics.median(i["seconds"] for i in local["items"])
     per_ray = statistics.median(i["seconds"] for i in ray["items"])

@@ -1,4 +1,4 @@
-"""Batch manifests (headforge/batch/manifest.py) and item keys (records.item_key): every refusal names the file,
+"""Batch manifests (headforge/batch/manifest.py) and item keys (keys.item_key): every refusal names the file,
 the line and the fix; options get the command's declared types (JSONL strict, CSV read as the type); keys follow
 the input's contents and the config, nothing else."""
 
@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from headforge.batch.jobs import JOBS, JobKind
+from headforge.batch.keys import item_key
 from headforge.batch.manifest import ManifestError, read_manifest
-from headforge.batch.records import item_key
 from headforge.pipeline.export_source import ExportFormat
 from headforge.pipeline.methods import Device
 

@@ -23,7 +23,6 @@ import time
 from dataclasses import replace
 from pathlib import Path
 
-from headforge.batch.child import ATTEMPT_FILE, PARENT_ENV, AttemptSpec
 from headforge.batch.records import (
     FailureKind,
     ItemError,
@@ -35,6 +34,7 @@ from headforge.batch.records import (
     read_record,
     write_record,
 )
+from headforge.batch.spec import ATTEMPT_FILE, PARENT_ENV, AttemptSpec
 
 GRACE_SECONDS = 20.0
 POLL_SECONDS = 0.25

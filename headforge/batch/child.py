@@ -17,7 +17,7 @@ import sys
 import threading
 import time
 import traceback
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,43 +33,11 @@ from headforge.batch.records import (
     now,
     write_record,
 )
+from headforge.batch.spec import PARENT_ENV, AttemptSpec
 from headforge.errors import HeadforgeError, Interrupted
 from headforge.validation import checked_command
 
-ATTEMPT_FILE = "attempt.json"
-PARENT_ENV = "HEADFORGE_BATCH_PARENT"
 THUMB_SIZE = (320, 240)
-
-
-@dataclass(frozen=True)
-class AttemptSpec:
-    """What the driver hands an attempt (``attempt.json``); JSON only, so it crosses to Ray workers as it is."""
-
-    id: str
-    job: str
-    input: str  # as the manifest wrote it, relative to ``base``
-    input_path: str | None  # resolved, for the thumbnail; None for a built-in
-    options: dict[str, Any]  # JSON values (BatchItem.argv_options)
-    base: str  # the manifest's folder: the process's working directory
-    item_dir: str
-    key: str
-    attempt: int
-    threads: int
-    overwrite: bool  # the output exists from an older key, or its attempt could not be continued
-    resume: bool  # continue from OUT/checkpoints
-    timeout: float | None
-    finish_only: bool = False  # the job finished before the batch died: only pictures, report and record
-
-    def to_json(self) -> dict[str, Any]:
-        return dict(self.__dict__)
-
-    @property
-    def folder(self) -> Path:
-        return Path(self.item_dir)
-
-    @property
-    def output(self) -> Path:
-        return self.folder / "output"
 
 
 def typed_options(job: JobKind, options: dict[str, Any]) -> dict[str, Any]:

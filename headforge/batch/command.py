@@ -25,7 +25,7 @@ SUMMARY_FORMAT = "headforge-batch/1"
 
 def batch(manifest: Annotated[Path, tyro.conf.Positional], out: Path, workers: Count = 1, ray: str | None = None,
           retries: NonNegativeInt = 2, timeout: Seconds | None = None, resume: bool = False, force: bool = False,
-          threads: Count | None = None, backoff: Seconds = 5.0) -> None:
+          item_threads: Count | None = None, backoff: Seconds = 5.0) -> None:
     """Run many items (photo, reconstruct, fit-rig, avatar, export, render-capture) from a manifest, each in its own
     process (or Ray task) with its own output folder: OUT/items/<id>/ (status.json, output/, log.txt), then
     OUT/batch.json and OUT/index.html. A bad item is reported, never stops the batch; exit status 3 when any failed.
@@ -41,7 +41,8 @@ def batch(manifest: Annotated[Path, tyro.conf.Positional], out: Path, workers: C
         resume: Continue an earlier run of this batch in OUT: done items are kept, interrupted ones continue from
             their checkpoints, items whose input or options changed are redone.
         force: Use an OUT that belongs to another manifest (or is not a batch folder).
-        threads: Threads per item (default: the cores divided by --workers; on Ray, 1).
+        item_threads: Threads per item (default: the cores divided by --workers; on Ray, 1). (The global
+            --threads sets the driver's own.)
         backoff: Seconds before the first retry; each further retry waits twice as long.
     """
     from headforge.batch.executors import LocalExecutor
@@ -55,10 +56,10 @@ def batch(manifest: Annotated[Path, tyro.conf.Positional], out: Path, workers: C
     if ray is not None and workers != 1:
         raise InputError("--workers is for this machine; with --ray the cluster's CPUs decide",
                          fix="drop --workers, or drop --ray")
-    per_item = threads if threads is not None else (1 if ray is not None else max(1, cores // workers))
+    per_item = item_threads if item_threads is not None else (1 if ray is not None else max(1, cores // workers))
     if ray is None and per_item * workers > cores:
         raise InputError(f"{workers} worker(s) x {per_item} thread(s) oversubscribe the {cores} core(s)",
-                         fix="lower --threads or --workers")
+                         fix="lower --item-threads or --workers")
     with output_lock(out):
         check_owner(out, parsed, resume, force)
         if ray is not None:

@@ -24,9 +24,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from headforge.atomic import check_output_path, write_text
-from headforge.batch.child import AttemptSpec
 from headforge.batch.executors import Executor, Finished
 from headforge.batch.jobs import JOBS
+from headforge.batch.keys import input_path, is_builtin_input, item_key
 from headforge.batch.manifest import BatchItem, Manifest, read_manifest
 from headforge.batch.progress import Progress, duration
 from headforge.batch.records import (
@@ -36,15 +36,13 @@ from headforge.batch.records import (
     ItemRecord,
     ItemState,
     host,
-    input_path,
-    is_builtin_input,
     item_dir,
-    item_key,
     log_attempt,
     now,
     read_record,
     write_record,
 )
+from headforge.batch.spec import AttemptSpec
 from headforge.errors import HeadforgeError, InputError
 from headforge.validation import Checked, Count, NonNegativeInt, Seconds
 

@@ -11,8 +11,8 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from headforge.batch.attempt import run_attempt
-from headforge.batch.child import AttemptSpec
 from headforge.batch.records import FailureKind
+from headforge.batch.spec import AttemptSpec
 
 
 @dataclass(frozen=True)

@@ -4,8 +4,9 @@ machine (stopped with the batch), ``--ray HOST:PORT`` (or ``ray://HOST:PORT``) j
 is joined only with ``RAY_AUTH_MODE=token`` and its token (``RAY_AUTH_TOKEN`` or ``~/.ray/auth_token``); a cluster
 that refuses to be joined is an error naming the address and that fix.
 
-Each attempt is one task (``max_calls=1``: a fresh worker process per item, so one item's memory or threads never
-leak into the next; ``max_retries=0``: retries are the batch's, with its backoff and record). A task asks for the
+Each attempt is one task (``max_retries=0``: retries are the batch's, with its backoff and record). The task only
+starts the attempt's child process and waits for it (the item's isolation is that process, as on one machine), so
+Ray's workers are reused and import nothing heavy (``spec``, ``records``, ``attempt``). A task asks for the
 item's threads as ``num_cpus`` and, when its job runs on CUDA, ``num_gpus=1``; the task runs the same attempt as
 the local executor (a child process), so timeouts, logs and records are the same. Before anything is submitted
 the cluster must answer (a TCP probe with a time limit, so a wrong address is an error, not a hang) and hold the
@@ -23,9 +24,9 @@ import time
 from dataclasses import dataclass
 
 from headforge.batch.attempt import GRACE_SECONDS, run_attempt
-from headforge.batch.child import AttemptSpec
 from headforge.batch.executors import Finished
 from headforge.batch.records import FailureKind
+from headforge.batch.spec import AttemptSpec
 from headforge.errors import InputError
 
 PROBE_SECONDS = 5.0
@@ -107,7 +108,7 @@ class RayExecutor:
             raise InputError(f"each item asks for {threads} CPU(s) but the largest node of the Ray cluster has "
                              f"{self.node_cpus:g}", fix=f"give --threads {max(1, int(self.node_cpus))} or less")
         self.capacity = max(1, int(self.cpus // threads))
-        self._remote = ray.remote(max_calls=1, max_retries=0)(_ray_attempt)
+        self._remote = ray.remote(max_retries=0)(_ray_attempt)
         self._tasks: dict[object, _Task] = {}
         self._timed_out: set[str] = set()
 

@@ -9,16 +9,14 @@
     traceback.txt   the last failure's traceback
     thumbs/         input.png and render.png for the index
 
-The **key** is a hash of the job, its options and the contents of its input (a file's bytes; a folder's relative
-paths, sizes and bytes; a built-in's name) and of any path-valued option that names a file: an unchanged item is
-skipped on a rerun, a changed one is redone.
+Each record carries the item's **key** (``keys.py``): an unchanged item is skipped on a rerun, a changed one is
+redone. This module imports nothing heavy: Ray workers load it.
 """
 
 from __future__ import annotations
 
 import datetime as dt
 import enum
-import hashlib
 import json
 import os
 import socket
@@ -27,13 +25,10 @@ from pathlib import Path
 from typing import Any
 
 from headforge.atomic import write_text
-from headforge.batch.jobs import JOBS
-from headforge.batch.manifest import BatchItem, Manifest
 
 STATUS = "status.json"
 ATTEMPTS = "attempts.jsonl"
 HEARTBEAT_SECONDS = 5.0
-KEY_VERSION = 1
 
 
 class ItemState(enum.StrEnum):
@@ -161,46 +156,3 @@ def read_attempts(folder: Path) -> list[dict[str, Any]]:
 
 def host() -> str:
     return socket.gethostname()
-
-
-# ----------------------------------------------------------------------------------------------------------- keys
-
-
-def _hash_path(h: hashlib._Hash, path: Path) -> None:
-    if path.is_file():
-        h.update(b"F")
-        with open(path, "rb") as f:
-            while chunk := f.read(1 << 20):
-                h.update(chunk)
-        return
-    h.update(b"D")
-    for sub in sorted(p for p in path.rglob("*") if p.is_file()):
-        rel = sub.relative_to(path).as_posix()
-        h.update(f"{rel}\0{sub.stat().st_size}\0".encode())
-        _hash_path(h, sub)
-
-
-def input_path(manifest: Manifest, item: BatchItem) -> Path:
-    return (manifest.base / item.input).resolve()
-
-
-def is_builtin_input(item: BatchItem) -> bool:
-    return not JOBS[item.job].input_is_path and (item.input == "builtin" or item.input.startswith("builtin:"))
-
-
-def item_key(manifest: Manifest, item: BatchItem) -> str:
-    """The item's key (see the module docstring); the input must exist (or be a built-in)."""
-    h = hashlib.sha256()
-    config = {"key_version": KEY_VERSION, "job": item.job.value, "options": item.argv_options()}
-    h.update(json.dumps(config, sort_keys=True).encode())
-    if is_builtin_input(item):
-        h.update(b"builtin\0" + item.input.encode())
-    else:
-        _hash_path(h, input_path(manifest, item))
-    for name, value in sorted(item.options.items()):
-        if isinstance(value, Path):
-            path = (manifest.base / value).resolve()
-            if path.exists():
-                h.update(f"\0option {name}\0".encode())
-                _hash_path(h, path)
-    return h.hexdigest()

@@ -94,7 +94,7 @@ RANGES: dict[tuple[str, str], Range] = {
     ("batch", "workers"): COUNT,
     ("batch", "retries"): Range(lo=0),  # 0: no retry
     ("batch", "timeout"): POSITIVE,
-    ("batch", "threads"): COUNT,
+    ("batch", "item_threads"): COUNT,
     ("batch", "backoff"): POSITIVE,
 }
 
