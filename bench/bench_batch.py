@@ -15,8 +15,8 @@ export items, and six broken inputs.
 * **throughput**: the 18 good items with ``--workers 1``, ``--workers 2`` and ``--ray auto`` (a local Ray cluster of
   the machine's cores, one thread per item), each into a fresh folder, one after the other: items per hour and the
   ratios. Then 8 rig renders with 1 item at a time locally (``--workers 1 --item-threads 2``) and on the local Ray
-  cluster (``--item-threads 2``: one task at a time), and the per-item overhead of the Ray path (the wall-time difference
-  divided by the items, the cluster's start included and also given apart).
+  cluster (``--item-threads 2``: one task at a time), and the per-item overhead of the Ray path (the wall-time
+  difference divided by the items, the cluster's start included and also given apart).
 """
 
 from __future__ import annotations
