@@ -155,7 +155,7 @@ DEFAULTS_NEED = {"HeadFrameSpec": {"units": "m"}}  # exactly one of units / head
 NOT_USER_CONFIG = {"headforge.captures.format_base.FormatSpec", "headforge.stages.multiview_base.GeneratorSpec",
                    "headforge.stages.multiview_base.ViewSpec",
                    "headforge.batch.jobs.JobSpec",  # a row of the jobs table
-                   "headforge.batch.child.AttemptSpec"}  # the driver -> attempt hand-off, built from checked options
+                   "headforge.batch.spec.AttemptSpec"}  # the driver -> attempt hand-off, built from checked options
 
 
 def test_every_config_declares_its_numeric_ranges_and_constructs_by_default():
