@@ -31,7 +31,7 @@ from headforge.batch.driver import BatchIncomplete
 from headforge.cli_avatar import animate, avatar, edit_texture, hair_swap, photo
 from headforge.cli_capture import fit_rig, reconstruct, render_capture, scores_line
 from headforge.cli_export import export, report
-from headforge.errors import HeadforgeError, InputError, Interrupted
+from headforge.errors import HeadforgeError, InputError, Interrupted, Terminated, raise_terminated
 from headforge.geometry.camera_rigs import RigConfig, RigKind
 from headforge.stages.mesh_types import GridResolution, TargetFaces, TextureSize
 from headforge.validation import Count, ImageSide, NonNegativeInt, Seconds, checked_command
@@ -210,18 +210,10 @@ def interrupted_line(stopped: Interrupted, argv: list[str], command: str | None)
     return text
 
 
-class Terminated(BaseException):
-    """SIGTERM outside training: unwinds like ctrl-C, so staging folders and the output lock are cleaned up."""
-
-
-def _terminate(signum, frame):
-    raise Terminated
-
-
 def main(argv: list[str] | None = None) -> int:
     """The ``headforge`` command; returns the exit status (see the module docstring)."""
     main_thread = threading.current_thread() is threading.main_thread()
-    previous = signal.signal(signal.SIGTERM, _terminate) if main_thread else None
+    previous = signal.signal(signal.SIGTERM, raise_terminated) if main_thread else None
     try:
         return _main(argv)
     finally:

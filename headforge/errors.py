@@ -51,3 +51,12 @@ class Interrupted(HeadforgeError):
     def checkpoint_lost(self, note: str) -> Interrupted:
         """The same interruption after its checkpoint was removed with a staging folder."""
         return Interrupted(self.step, self.steps, self.signum, None, note)
+
+
+class Terminated(BaseException):
+    """SIGTERM outside training: unwinds like ctrl-C, so staging folders and output locks are cleaned up. Not an
+    ``Exception``: nothing that catches errors catches it. Raised by :func:`raise_terminated`, a SIGTERM handler."""
+
+
+def raise_terminated(signum, frame):
+    raise Terminated

@@ -80,10 +80,10 @@ def _log_tail(path: Path) -> str:
 def remove_leftovers(folder: Path) -> list[Path]:
     """Staging entries (``*.partial-*``, headforge/atomic.py) a killed attempt left in the item folder and its output;
     no other process writes there (the batch holds its lock and runs one attempt of an item at a time)."""
-    found = [p for p in folder.glob("output.partial-*")]
+    found = list(folder.glob("output.partial-*"))
     output = folder / "output"
     if output.is_dir():
-        found += [p for p in output.rglob("*.partial-*") if ".partial-" in p.name]
+        found += list(output.rglob("*.partial-*"))
     found = [p for p in found if not any(q in p.parents for q in found)]
     for path in found:
         if path.is_dir() and not path.is_symlink():
@@ -129,11 +129,8 @@ def run_attempt(spec: AttemptSpec, cancel: threading.Event | None = None, grace:
                 _stop(proc, grace)
     seconds = round(time.perf_counter() - start, 3)
     record = read_record(folder)
-    fresh = record is not None and record.key == spec.key and record.attempt == spec.attempt
-    if stopped is None and fresh and record.state in (ItemState.DONE, ItemState.FAILED):
+    if stopped is None and _this_attempt(record, spec) and record.state in (ItemState.DONE, ItemState.FAILED):
         return record.to_json()
-    base = record if fresh else ItemRecord(id=spec.id, job=spec.job, key=spec.key, state=ItemState.RUNNING,
-                                           attempt=spec.attempt, started=now(), host=host())
     if stopped is FailureKind.TIMEOUT:
         error = ItemError(FailureKind.TIMEOUT, "Timeout", f"stopped after {spec.timeout:g} s (the item's time "
                           "limit); raise --timeout or the item's timeout to let it finish", None)
@@ -144,7 +141,22 @@ def run_attempt(spec: AttemptSpec, cancel: threading.Event | None = None, grace:
         how = f"killed by signal {-code} ({signal.Signals(-code).name})" if code < 0 else f"exited with {code}"
         error = ItemError(FailureKind.CRASH, "ProcessDied", f"the item's process {how} before it finished; "
                           f"the end of its log:\n{_log_tail(log)}", None)
-    final = replace(base, state=ItemState.FAILED, finished=now(), heartbeat=None, seconds=seconds, error=error)
-    write_record(folder, final)
-    log_attempt(folder, "end", final)
-    return final.to_json()
+    return record_failure(spec, error, seconds).to_json()
+
+
+def _this_attempt(record: ItemRecord | None, spec: AttemptSpec) -> bool:
+    return record is not None and record.key == spec.key and record.attempt == spec.attempt
+
+
+def record_failure(spec: AttemptSpec, error: ItemError, seconds: float | None = None) -> ItemRecord:
+    """Write the final record of an attempt that could not write its own (stopped, died, its worker lost): the
+    attempt's running record (pid, start, thumbnails) turned failed, or a new one when it never wrote any."""
+    record = read_record(spec.folder)
+    if not _this_attempt(record, spec):
+        record = ItemRecord(id=spec.id, job=spec.job, key=spec.key, state=ItemState.RUNNING, attempt=spec.attempt,
+                            started=now(), host=host())
+    final = replace(record, state=ItemState.FAILED, finished=now(), heartbeat=None, error=error,
+                    seconds=seconds if seconds is not None else record.seconds)
+    write_record(spec.folder, final)
+    log_attempt(spec.folder, "end", final)
+    return final

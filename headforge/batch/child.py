@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from headforge.batch.jobs import JOBS, REPORTED, JobKind, first_match, headline_metrics
+from headforge.batch.manifest import option_value
 from headforge.batch.records import (
     HEARTBEAT_SECONDS,
     FailureKind,
@@ -34,26 +35,16 @@ from headforge.batch.records import (
     write_record,
 )
 from headforge.batch.spec import PARENT_ENV, AttemptSpec
-from headforge.errors import HeadforgeError, Interrupted
+from headforge.errors import HeadforgeError, Interrupted, Terminated, raise_terminated
 from headforge.validation import checked_command
 
 THUMB_SIZE = (320, 240)
 
 
 def typed_options(job: JobKind, options: dict[str, Any]) -> dict[str, Any]:
-    """JSON option values back to the command's types (the manifest checked them already)."""
-    from headforge.batch.manifest import _from_json, _item_hint
-    from headforge.validation import coerce_enum
-
+    """JSON option values (``BatchItem.argv_options``) back to the command's types, as the manifest read them."""
     params = JOBS[job].parameters()
-    out = {}
-    for name, raw in options.items():
-        hint = params[name][0]
-        value = coerce_enum(name, _from_json(name, raw, hint), hint)
-        if isinstance(value, tuple):
-            value = tuple(coerce_enum(name, v, _item_hint(hint)) for v in value)
-        out[name] = value
-    return out
+    return {name: option_value(name, raw, params[name][0]) for name, raw in options.items()}
 
 
 class Heartbeat:
@@ -188,19 +179,11 @@ def die_with_parent() -> None:
         os._exit(137)
 
 
-class Terminated(BaseException):
-    """SIGTERM outside training (a timeout's first signal): unwinds so staging folders are cleaned up."""
-
-
-def _terminate(signum, frame):
-    raise Terminated
-
-
 def main(argv: list[str]) -> int:
     die_with_parent()
     spec = AttemptSpec(**json.loads(Path(argv[0]).read_text()))
     os.chdir(spec.base)
-    signal.signal(signal.SIGTERM, _terminate)
+    signal.signal(signal.SIGTERM, raise_terminated)  # a timeout's first signal
     from headforge.threads import configure_threads
 
     configure_threads(spec.threads)

@@ -24,6 +24,7 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from headforge.atomic import check_output_path, write_text
+from headforge.batch.attempt import record_failure
 from headforge.batch.executors import Executor, Finished
 from headforge.batch.jobs import JOBS
 from headforge.batch.keys import input_path, is_builtin_input, item_key
@@ -37,8 +38,8 @@ from headforge.batch.records import (
     ItemState,
     host,
     item_dir,
-    log_attempt,
     now,
+    parse_time,
     read_record,
     write_record,
 )
@@ -58,8 +59,7 @@ class BatchIncomplete(HeadforgeError):
 class Plan:
     item: BatchItem
     key: str
-    resume: bool = False
-    overwrite: bool = False
+    resume: bool = False  # continue from the output's checkpoints (else an existing output is overwritten)
     finish_only: bool = False
     reused: ItemRecord | None = None  # done (or failed for good) before: not run
 
@@ -113,27 +113,32 @@ def plan_item(out: Path, manifest: Manifest, item: BatchItem) -> Plan:
         return Plan(item, record.key, reused=record)
     key = item_key(manifest, item)
     record = read_record(folder)
-    job = JOBS[item.job]
     output = folder / "output"
     if record is not None and record.key == key:
         if record.state is ItemState.DONE:
             return Plan(item, key, reused=record)
         if record.state is ItemState.FAILED and record.error is not None and record.error.kind is FailureKind.INPUT:
             return Plan(item, key, reused=record)
-        last = output / job.last_file if job.last_file else output
         if record.state is ItemState.RUNNING or (record.error and record.error.kind is FailureKind.INTERRUPTED):
-            if record.started and last.exists() and last.stat().st_mtime >= _timestamp(record.started):
-                return Plan(item, key, finish_only=True)
-        checkpoints = output / "checkpoints"  # interrupted, timed out or crashed in training: continue
-        if job.resumable and checkpoints.is_dir() and any(checkpoints.glob("*.pt")) and not last.exists():
-            return Plan(item, key, resume=True)
-    return Plan(item, key, overwrite=output.exists())
+            last = finished_file(item, output)
+            if record.started and last.exists() and last.stat().st_mtime >= parse_time(record.started) - 1.0:
+                return Plan(item, key, finish_only=True)  # (filesystem times may be coarser than our clock)
+        # interrupted, timed out or crashed in training: continue from the checkpoints
+        return Plan(item, key, resume=can_continue(item, output))
+    return Plan(item, key)
 
 
-def _timestamp(text: str) -> float:
-    from headforge.batch.records import parse_time
+def finished_file(item: BatchItem, output: Path) -> Path:
+    """What exists once the item's job has finished: the file it writes last, or its (atomic) output folder."""
+    job = JOBS[item.job]
+    return output / job.last_file if job.last_file else output
 
-    return parse_time(text) - 1.0  # filesystem timestamps may be coarser than our clock
+
+def can_continue(item: BatchItem, output: Path) -> bool:
+    """Whether the item's job can continue an unfinished output from its checkpoints (``--resume``)."""
+    checkpoints = output / "checkpoints"
+    return (JOBS[item.job].resumable and checkpoints.is_dir() and any(checkpoints.glob("*.pt"))
+            and not finished_file(item, output).exists())
 
 
 @dataclass(frozen=True)
@@ -179,11 +184,8 @@ def run_items(manifest: Manifest, out: Path, executor: Executor, options: BatchO
             old = read_record(item_dir(out, plan.item.id))
             first = old.attempt + 1 if old is not None and old.key == plan.key else 1
             queue.append(Queued(plan, first))
-    if executor.name == "ray" and not executor.gpus:
-        gpu_items = [q.plan.item.id for q in queue if JOBS[q.plan.item.job].uses_gpu(q.plan.item.options, False)]
-        if gpu_items:
-            raise InputError(f"item(s) {', '.join(gpu_items)} run on CUDA but the Ray cluster has no GPU",
-                             fix="add a GPU node to the cluster, or give those items device=cpu (or auto)")
+    executor.check_gpus([q.plan.item.id for q in queue
+                         if JOBS[q.plan.item.job].uses_gpu(q.plan.item.options, executor.gpus)])
     progress.draw(force=True)
     run_here: list[str] = []
     in_flight: dict[str, Queued] = {}
@@ -200,7 +202,7 @@ def run_items(manifest: Manifest, out: Path, executor: Executor, options: BatchO
                 in_flight[spec.id] = q
                 run_here.append(spec.id)
             progress.running = len(in_flight)
-            progress.retrying = len(queue) - sum(1 for q in queue if q.retries_used == 0)
+            progress.retrying = sum(1 for q in queue if q.retries_used)
             for fin in executor.wait(0.5):
                 q = in_flight.pop(fin.spec.id)
                 progress.running = len(in_flight)
@@ -216,16 +218,8 @@ def run_items(manifest: Manifest, out: Path, executor: Executor, options: BatchO
 def _record_of(fin: Finished) -> ItemRecord:
     if fin.record is not None:
         return ItemRecord.from_json(fin.record)
-    spec = fin.spec
-    old = read_record(spec.folder)
-    base = old if old is not None and old.key == spec.key and old.attempt == spec.attempt else ItemRecord(
-        id=spec.id, job=spec.job, key=spec.key, state=ItemState.RUNNING, attempt=spec.attempt, started=now())
-    record = replace(base, state=ItemState.FAILED, finished=now(), heartbeat=None,
-                     error=ItemError(fin.kind, "WorkerLost" if fin.kind is FailureKind.LOST else "Timeout",
-                                     fin.lost or "the worker was lost", None))
-    write_record(spec.folder, record)
-    log_attempt(spec.folder, "end", record)
-    return record
+    return record_failure(fin.spec, ItemError(fin.kind, "WorkerLost" if fin.kind is FailureKind.LOST else "Timeout",
+                                              fin.lost or "the worker was lost", None))
 
 
 def _account(record: ItemRecord, q: Queued, queue: list[Queued], options: BatchOptions, progress: Progress) -> None:
@@ -242,9 +236,8 @@ def _account(record: ItemRecord, q: Queued, queue: list[Queued], options: BatchO
         wait = min(MAX_BACKOFF, options.backoff * 2 ** q.retries_used)
         progress.event(f"  {item.id}: {error.error_class if error else 'failed'}; retry {q.retries_used + 1} of "
                        f"{options.retries} in {wait:.0f} s")
-        # a crash may have left checkpoints: the retry continues from them when the job can
-        queue.append(Queued(replace(q.plan, resume=False, overwrite=True, finish_only=False), q.attempt + 1,
-                            time.monotonic() + wait, q.retries_used + 1))
+        queue.append(Queued(replace(q.plan, finish_only=False), q.attempt + 1, time.monotonic() + wait,
+                            q.retries_used + 1))
         return
     progress.failed += 1
     progress.finished_here += 1
@@ -260,10 +253,8 @@ def _spec(manifest: Manifest, out: Path, q: Queued, options: BatchOptions) -> At
     item = q.plan.item
     folder = item_dir(out, item.id)
     output = folder / "output"
-    resume = q.plan.resume
-    if q.retries_used and JOBS[item.job].resumable:
-        checkpoints = output / "checkpoints"
-        resume = checkpoints.is_dir() and any(checkpoints.glob("*.pt")) and not (output / "metrics.json").exists()
+    # a retry continues from the checkpoints the failed attempt left, when the job can
+    resume = can_continue(item, output) if q.retries_used else q.plan.resume
     return AttemptSpec(
         id=item.id, job=item.job.value, input=item.input,
         input_path=None if is_builtin_input(item) else str(input_path(manifest, item)),

@@ -26,7 +26,10 @@ class Finished:
 class Executor(Protocol):
     name: str
     capacity: int  # attempts that run at once
-    gpus: bool  # the cluster has GPUs (device=auto jobs ask for one)
+    gpus: bool  # the executor hands out GPUs (device=auto jobs then ask for one)
+
+    def check_gpus(self, item_ids: list[str]) -> None:
+        """Refuse, before anything runs, items that ask for a GPU the executor cannot give."""
 
     def submit(self, spec: AttemptSpec, gpu: bool) -> None: ...
 
@@ -43,19 +46,16 @@ class LocalExecutor:
     """``workers`` attempts at once on this machine, each a child process with ``cores / workers`` threads."""
 
     name = "local"
-    gpus = False
+    gpus = False  # reserves no device: a job on CUDA uses this machine's GPU itself (and fails per item without one)
 
     def __init__(self, workers: int):
         self.capacity = workers
         self._pool = cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="batch-worker")
         self._futures: dict[cf.Future, AttemptSpec] = {}
         self._cancel = threading.Event()
-        try:
-            import torch
 
-            self.gpus = torch.cuda.is_available()
-        except ImportError:
-            self.gpus = False
+    def check_gpus(self, item_ids: list[str]) -> None:
+        """Nothing to refuse: see ``gpus``."""
 
     def submit(self, spec: AttemptSpec, gpu: bool) -> None:
         self._futures[self._pool.submit(run_attempt, spec, self._cancel)] = spec

@@ -36,6 +36,7 @@ from typing import Any
 from urllib.parse import quote
 
 from headforge.atomic import write_text
+from headforge.viz.report_html import format_value
 
 MESSAGE_LINES = 3  # lines of an error message shown before the <details>
 THUMBS = ("input_thumb", "render_thumb")
@@ -133,14 +134,8 @@ def _esc(value: object) -> str:
 
 
 def format_number(value: Any) -> str:
-    """A metric or a time as the page shows it: floats to 3 significant digits, ints whole, None as an em dash."""
-    if value is None:
-        return DASH
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, float):
-        return f"{value:.3g}" if math.isfinite(value) else str(value)
-    return str(value)
+    """A metric or a time as the page shows it: the report page's format, with floats to 3 significant digits."""
+    return format_value(value, digits=3)
 
 
 def _sort_value(value: Any) -> str:

@@ -180,11 +180,7 @@ def _item(path: Path, line: int, row: dict[str, Any], *, from_text: bool) -> Bat
         hint = params[key][0]
         option = f"{where}: {raw_key}"
         try:
-            value = _from_text(option, raw, hint) if from_text else _from_json(option, raw, hint)
-            value = coerce_enum(option, value, hint)
-            if isinstance(value, tuple):
-                value = tuple(coerce_enum(option, v, _item_hint(hint)) for v in value)
-            check_value(option, value, hint)
+            value = option_value(option, raw, hint, from_text=from_text)
         except OptionError as error:
             raise ManifestError(str(error.problem), path=path, fix=error.fix) from None
         options[key] = value
@@ -217,7 +213,17 @@ def _item_hint(hint: Any) -> Any:
     return Any
 
 
-def _from_json(option: str, raw: Any, hint: Any) -> Any:
+def option_value(option: str, raw: Any, hint: Any, *, from_text: bool = False) -> Any:
+    """A manifest value (JSON, or a CSV cell's text) as the option's declared type (enum members, tuples, paths),
+    checked against its declaration; raises :class:`OptionError` naming ``option``."""
+    value = coerce_enum(option, _from_text(raw, hint) if from_text else _from_json(raw, hint), hint)
+    if isinstance(value, tuple):
+        value = tuple(coerce_enum(option, v, _item_hint(hint)) for v in value)
+    check_value(option, value, hint)
+    return value
+
+
+def _from_json(raw: Any, hint: Any) -> Any:
     """JSON values keep their type; lists become tuples, text becomes a path where a path is declared."""
     bare = _bare_types(hint)
     if isinstance(raw, list):
@@ -229,7 +235,7 @@ def _from_json(option: str, raw: Any, hint: Any) -> Any:
     return raw
 
 
-def _from_text(option: str, raw: str, hint: Any) -> Any:
+def _from_text(raw: str, hint: Any) -> Any:
     """A CSV cell read as the declared type (the first that fits: bool, int, float, enum, path, text)."""
     for tp in _bare_types(hint):
         if typing.get_origin(tp) is tuple:

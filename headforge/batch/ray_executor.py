@@ -106,16 +106,18 @@ class RayExecutor:
         if self.node_cpus < threads:
             ray.shutdown()
             raise InputError(f"each item asks for {threads} CPU(s) but the largest node of the Ray cluster has "
-                             f"{self.node_cpus:g}", fix=f"give --threads {max(1, int(self.node_cpus))} or less")
+                             f"{self.node_cpus:g}", fix=f"give --item-threads {max(1, int(self.node_cpus))} or less")
         self.capacity = max(1, int(self.cpus // threads))
         self._remote = ray.remote(max_retries=0)(_ray_attempt)
         self._tasks: dict[object, _Task] = {}
         self._timed_out: set[str] = set()
 
+    def check_gpus(self, item_ids: list[str]) -> None:
+        if item_ids and not self.gpus:
+            raise InputError(f"item(s) {', '.join(item_ids)} run on CUDA but the Ray cluster has no GPU",
+                             fix="add a GPU node to the cluster, or give those items device=cpu (or auto)")
+
     def submit(self, spec: AttemptSpec, gpu: bool) -> None:
-        if gpu and not self.gpus:
-            raise InputError(f"item {spec.id} runs on CUDA but the Ray cluster has no GPU",
-                             fix="add a GPU node, or give the item device=cpu")
         ref = self._remote.options(num_cpus=self.threads, num_gpus=1 if gpu else 0,
                                    name=f"headforge-batch:{spec.id}").remote(spec.to_json())
         self._tasks[ref] = _Task(spec, time.monotonic())
@@ -142,8 +144,7 @@ class RayExecutor:
             if task.spec.id in self._timed_out:
                 return Finished(task.spec, None, f"the Ray task did not return {LOST_AFTER:g} s past the item's "
                                 f"time limit and was cancelled", FailureKind.TIMEOUT)
-            first = str(error).strip().splitlines()[0] if str(error).strip() else ""
-            return Finished(task.spec, None, f"{type(error).__name__}: {first}")
+            return Finished(task.spec, None, _first_line(error))
 
     def _cancel_overdue(self) -> None:
         now = time.monotonic()

@@ -133,14 +133,14 @@ def _is_scalar(value) -> bool:
     return value is None or isinstance(value, str | int | float | bool)
 
 
-def format_value(value) -> str:
-    """A metric as the page shows it: floats to 5 significant digits, null as an em dash."""
+def format_value(value, digits: int = 5) -> str:
+    """A metric as the page shows it: floats to ``digits`` significant digits, null as an em dash."""
     if value is None:
         return "\u2014"
     if isinstance(value, bool):
         return "true" if value else "false"
     if isinstance(value, float):
-        return f"{value:.5g}"
+        return f"{value:.{digits}g}"
     if isinstance(value, list | dict):
         text = json.dumps(value, separators=(", ", ": "))
         return text if len(text) <= MAX_CELL_CHARS else text[:MAX_CELL_CHARS - 1] + "\u2026"

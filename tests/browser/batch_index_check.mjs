@@ -8,26 +8,15 @@
 // ids, row ids and aria-sort after one and two clicks on the header, every thumbnail's src and natural size) and
 // page.png (the whole page).
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
-import { createRequire } from "node:module";
 import { pathToFileURL } from "node:url";
+import { openChromium } from "./chromium.mjs";
 
 const config = JSON.parse(fs.readFileSync(process.argv[2], "utf8"));
-const require = createRequire(import.meta.url);
-const { chromium } = require(config.playwright);
 
 const result = { console: [], pageErrors: [], failedRequests: [], externalRequests: [] };
 const save = () => fs.writeFileSync(path.join(config.out, "result.json"), JSON.stringify(result, null, 1));
-const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), "hf-batch-index-chromium-"));
-const context = await chromium.launchPersistentContext(userDataDir, {
-  executablePath: config.chromium,
-  headless: true,
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync"],
-  viewport: { width: 1280, height: 900 },
-  deviceScaleFactor: 1,
-});
+const { context, close } = await openChromium(config, "batch-index");
 try {
   // the page must need nothing from the network: every such request is recorded and refused
   await context.route(/^https?:\/\//, async (route) => {
@@ -70,6 +59,5 @@ try {
   await page.screenshot({ path: path.join(config.out, "page.png"), fullPage: true });
   save();
 } finally {
-  await context.close();
-  fs.rmSync(userDataDir, { recursive: true, force: true });
+  await close();
 }

@@ -9,27 +9,16 @@
 // Writes into out: before.png and after.png (the canvas, slider at 0 then 1), clip.png, reset.png, page.png (the
 // whole page), result.json (state, console messages, page errors, failed requests, projections, weights).
 import fs from "node:fs";
-import os from "node:os";
 import path from "node:path";
-import { createRequire } from "node:module";
 import { pathToFileURL } from "node:url";
+import { openChromium } from "./chromium.mjs";
 
 const config = JSON.parse(fs.readFileSync(process.argv[2], "utf8"));
-const require = createRequire(import.meta.url);
-const { chromium } = require(config.playwright);
 
 const result = { console: [], pageErrors: [], failedRequests: [], routed: [] };
 const save = () => fs.writeFileSync(path.join(config.out, "result.json"), JSON.stringify(result, null, 1));
-const userDataDir = fs.mkdtempSync(path.join(os.tmpdir(), "hf-report-chromium-"));
-const context = await chromium.launchPersistentContext(userDataDir, {
-  executablePath: config.chromium,
-  headless: true,
-  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         "--use-angle=swiftshader", "--enable-unsafe-swiftshader"],
-  viewport: { width: 1280, height: 900 },
-  deviceScaleFactor: 1,
-});
+// WebGL through SwiftShader (no GPU)
+const { context, close } = await openChromium(config, "report", ["--use-angle=swiftshader", "--enable-unsafe-swiftshader"]);
 try {
   // nothing leaves the machine: CDN requests are answered from local files when asked, all else fails
   await context.route(/^https?:\/\//, async (route) => {
@@ -100,6 +89,5 @@ try {
   await page.screenshot({ path: path.join(config.out, "page.png"), fullPage: true });
   save();
 } finally {
-  await context.close();
-  fs.rmSync(userDataDir, { recursive: true, force: true });
+  await close();
 }
